@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` (install + the main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HLS4ML := hls4ml==1.3.0
+
+.PHONY: install demo test bench hpp clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/pip install -q -c constraints.txt -e '.[test,board,plot]'
+	# Only for Xilinx's Apache-2.0 ap_int headers (C-simulation); none of its dependencies.
+	$(BIN)/pip install -q --no-deps $(HLS4ML)
+	touch $@
+
+demo: install
+	$(BIN)/lowbit demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/lowbit bench
+
+hpp: install
+	$(BIN)/python -m lowbit.wire --emit-hpp
+
+clean:
+	rm -rf $(VENV) build *.egg-info

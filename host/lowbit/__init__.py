@@ -1,0 +1,31 @@
+"""lowbit: multiplication-free, ultra-low-bit training on FPGAs, emulated bit-exactly on CPU."""
+from __future__ import annotations
+
+import importlib
+
+from . import formats
+from .formats import parse
+from .qtensor import QTensor
+
+__version__ = "0.1.0"
+
+# Public names and the module that defines each; imported on first use so that the core
+# (formats, quantizers) loads without the optional parts.
+_LAZY = {
+    "quantize": "lowbit.quant",
+    "quant_error": "lowbit.stats",
+    "mogami_mul": "lowbit.mogami",
+    "convert": "lowbit.nn",
+    "summary": "lowbit.nn",
+    "open_device": "lowbit.device",
+    "get_backend": "lowbit.backends",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
+
+
+__all__ = ["formats", "parse", "QTensor", *_LAZY]
