@@ -1,0 +1,244 @@
+"""The software backend: torch ops on dequantized values (CPU and CUDA), native Mogami GEMMs.
+
+MLS and PoT products are exact in fp32 (few-bit significands), so F.conv2d / matmul on the
+dequantized operands is the exact product set summed in fp32 (summation order: the BLAS's).
+Mogami products are computed by ``csrc/mogami_gemm.cpp`` (OpenMP, vectorised over output
+columns, fixed order: each output adds its products in increasing reduction index) on CPU,
+and by chunked torch integer ops on CUDA.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+from ..formats import Mogami
+from ..qtensor import QTensor
+from ..wire import Op
+from .base import Backend, Capabilities, ConvGeometry
+
+_CSRC = Path(__file__).resolve().parent.parent / "csrc" / "mogami_gemm.cpp"
+_CDEF = """
+void mogami_gemm(const uint32_t* A, const uint32_t* B, float* C, int64_t batch, int64_t m_rows,
+                 int64_t n_cols, int64_t k_red, int64_t sab, int64_t sam, int64_t sbb, int reduce_batch);
+void mogami_grad_fixed_col(const float* G, const uint32_t* P, const uint32_t* Q, float* C, int64_t batch,
+                           int64_t m_rows, int64_t n_cols, int64_t k_red, int64_t sgb);
+void mogami_grad_reduce(const float* G, const uint32_t* X, const uint32_t* W, float* C, int64_t batch,
+                        int64_t m_rows, int64_t n_cols, int64_t k_red, int64_t sgb, int64_t sgi, int64_t sxb);
+void mogami_mul_bits(const uint32_t* a, const uint32_t* b, uint32_t* out, int64_t n);
+"""
+_FLAGS = ("-fopenmp", "-march=native", "-fno-fast-math", "-std=c++17")
+
+
+def native():
+    """(ffi, lib) of the Mogami kernels, built once per source hash."""
+    from .._build import load
+
+    return load("mogami_gemm", _CDEF, [_CSRC], flags=_FLAGS)
+
+
+def _ptr(ffi, t: torch.Tensor, ctype: str):
+    assert t.is_contiguous() and t.device.type == "cpu"
+    return ffi.cast(ctype, t.data_ptr())
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float32).contiguous().view(torch.int32)
+
+
+# ---- Mogami GEMM primitives on fp32 tensors (bit patterns read from the values) ----------
+
+_MAG, _EXP, _MAN, _ONE = 0x7FFFFFFF, 0x7F800000, 0x007FFFFF, 0x3F800000
+_MAX_FINITE, _MIN_TRUE = 0x7F7FFFFF, -0x3F800000
+_SIGN = -0x80000000  # int32 pattern of the sign bit
+
+
+def _torch_mul_bits(ua: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
+    """The kernel's ``mogami_bits`` in int64 torch ops (the CUDA path)."""
+    ua, ub = ua.to(torch.int64) & 0xFFFFFFFF, ub.to(torch.int64) & 0xFFFFFFFF
+    t = (ua & _MAG) + (ub & _MAG) - _ONE
+    special = ((ua & _EXP) == _EXP) | ((ub & _EXP) == _EXP)
+    zero_in = ((ua & _EXP) == 0) | ((ub & _EXP) == 0)
+    over = t >= _EXP
+    under = t < 0x00800000
+    r = torch.where(over, torch.full_like(t, _MAX_FINITE), t)
+    r = torch.where(under | zero_in, torch.zeros_like(t), r) | ((ua ^ ub) & 0x80000000)
+    r = torch.where(special, torch.full_like(t, 0x7FC00000), r)
+    return (r - ((r >> 31) << 32)).to(torch.int32)  # back to the int32 pattern
+
+
+def _torch_dy_bits(ux: torch.Tensor, uy: torch.Tensor) -> torch.Tensor:
+    ux, uy = ux.to(torch.int64) & 0xFFFFFFFF, uy.to(torch.int64) & 0xFFFFFFFF
+    t = (ux & _MAG) + (uy & _MAG) - _ONE
+    bad = ((ux & _EXP) == _EXP) | ((uy & _EXP) == _EXP) | ((ux & _EXP) == 0) | ((uy & _EXP) == 0)
+    bad = bad | (t >= _EXP) | (t < 0x00800000)
+    carry = ((ux & _MAN) + (uy & _MAN)) >> 23
+    d = (ux & 0x80000000) | ((ux & _EXP) + (carry << 23))
+    d = torch.where(bad, torch.zeros_like(d), d)
+    return (d - ((d >> 31) << 32)).to(torch.int32)
+
+
+def mogami_bmm(a: torch.Tensor, b: torch.Tensor, *, reduce_batch: bool = False) -> torch.Tensor:
+    """C[b] = A[b] (x) B[b] for a [Ba|1, M, K], b [Bb, K, N] fp32; reduce_batch sums over b too."""
+    batch = b.shape[0]
+    if a.device.type == "cpu":
+        a_bits, b_bits = _bits(a), _bits(b)
+        m, k = a.shape[1], a.shape[2]
+        n = b.shape[2]
+        out = torch.empty((m, n) if reduce_batch else (batch, m, n), dtype=torch.float32)
+        ffi, lib = native()
+        sab = 0 if a.shape[0] == 1 and batch > 1 else m * k
+        lib.mogami_gemm(_ptr(ffi, a_bits, "uint32_t*"), _ptr(ffi, b_bits, "uint32_t*"),
+                        _ptr(ffi, out, "float*"), batch, m, n, k, sab, k, k * n, int(reduce_batch))
+        return out
+    return _torch_bmm(a, b, reduce_batch)
+
+
+def _torch_bmm(a, b, reduce_batch, chunk_elems: int = 1 << 26):
+    """Same products on any device; sums each k-chunk with torch (order: torch's reduction)."""
+    a_bits, b_bits = _bits(a).expand(b.shape[0], -1, -1), _bits(b)
+    batch, m, k = a_bits.shape
+    n = b.shape[2]
+    out = torch.zeros(batch, m, n, dtype=torch.float32, device=b.device)
+    step = max(1, chunk_elems // max(1, batch * m * n))
+    for k0 in range(0, k, step):
+        pa = a_bits[:, :, k0:k0 + step, None]
+        pb = b_bits[:, None, k0:k0 + step, :]
+        out += _torch_mul_bits(pa, pb).view(torch.float32).sum(dim=2)
+    return out.sum(0) if reduce_batch else out
+
+
+def mogami_grad_fixed_col(g, p, q):
+    """C[b,i,j] = SUM_r G[b,r,j] * d(P[i,r] (x) Q[b,i,j])/dQ;  g [B,R,J], p [I,R], q [B,I,J]."""
+    batch, rr, jj = g.shape
+    ii = p.shape[0]
+    if g.device.type == "cpu":
+        g, pb, qb = g.contiguous(), _bits(p), _bits(q)
+        out = torch.empty(batch, ii, jj, dtype=torch.float32)
+        ffi, lib = native()
+        lib.mogami_grad_fixed_col(_ptr(ffi, g, "float*"), _ptr(ffi, pb, "uint32_t*"), _ptr(ffi, qb, "uint32_t*"),
+                                  _ptr(ffi, out, "float*"), batch, ii, jj, rr, rr * jj)
+        return out
+    d = _torch_dy_bits(_bits(p)[None, :, :, None], _bits(q)[:, :, None, :]).view(torch.float32)
+    return (g[:, None, :, :] * d).sum(dim=2)
+
+
+def mogami_grad_reduce(g, x, w):
+    """C[i,j] = SUM_{b,r} G[b,i,r] * d(X[b,r,j] (x) W[i,j])/dW;  g [B,I,R], x [B,R,J], w [I,J]."""
+    batch, ii, rr = g.shape
+    jj = w.shape[1]
+    if g.device.type == "cpu":
+        g, xb, wb = g.contiguous(), _bits(x), _bits(w)
+        out = torch.empty(ii, jj, dtype=torch.float32)
+        ffi, lib = native()
+        lib.mogami_grad_reduce(_ptr(ffi, g, "float*"), _ptr(ffi, xb, "uint32_t*"), _ptr(ffi, wb, "uint32_t*"),
+                               _ptr(ffi, out, "float*"), batch, ii, jj, rr, ii * rr, rr, rr * jj)
+        return out
+    out = torch.zeros(ii, jj, dtype=torch.float32, device=g.device)
+    for bi in range(batch):
+        d = _torch_dy_bits(_bits(x[bi])[None, :, :], _bits(w)[:, None, :]).view(torch.float32)
+        out += (g[bi][:, :, None] * d).sum(dim=1)
+    return out
+
+
+# ---- the backend -------------------------------------------------------------------------
+
+def _geom_kwargs(geom: ConvGeometry) -> dict:
+    return dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation)
+
+
+def _unfold(x: torch.Tensor, kernel, geom: ConvGeometry) -> torch.Tensor:
+    return F.unfold(x, kernel, dilation=geom.dilation, padding=geom.padding, stride=geom.stride)
+
+
+def _out_hw(in_hw, kernel, geom: ConvGeometry):
+    return tuple((in_hw[i] + 2 * geom.padding[i] - geom.dilation[i] * (kernel[i] - 1) - 1) // geom.stride[i] + 1
+                 for i in range(2))
+
+
+class SoftwareBackend(Backend):
+    name = "software"
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            name="software", kinds=("mls", "pot", "mogami", "fp32"), exact_integer=False,
+            devices=("cpu", "cuda"),
+            description="torch ops on dequantized values (exact products, fp32 sums); native Mogami GEMM",
+        )
+
+    # -- GEMM ----------------------------------------------------------------------------
+    def gemm(self, a: QTensor, b: QTensor, *, op: Op = Op.FORWARD) -> torch.Tensor:
+        _check_pair(a, b, "gemm", 2)
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"gemm needs a [M,K] and b [N,K] with the same K; got {tuple(a.shape)} and {tuple(b.shape)}")
+        if isinstance(a.fmt, Mogami):
+            return mogami_bmm(a.dequantize()[None], b.dequantize().t()[None])[0]
+        return a.dequantize().float() @ b.dequantize().float().t()
+
+    # -- convolutions ----------------------------------------------------------------------
+    def conv2d_forward(self, qw: QTensor, qa: QTensor, geom: ConvGeometry) -> torch.Tensor:
+        _check_pair(qw, qa, "conv2d_forward", 4)
+        w, a = qw.dequantize().float(), qa.dequantize().float()
+        if not isinstance(qw.fmt, Mogami):
+            return F.conv2d(a, w, None, **_geom_kwargs(geom))
+        n, co, kernel = a.shape[0], w.shape[0], w.shape[2:]
+        ho, wo = _out_hw(a.shape[2:], kernel, geom)
+        cols = _unfold(a, kernel, geom)  # [N, K, L]
+        z = mogami_bmm(w.reshape(1, co, -1), cols)
+        return z.view(n, co, ho, wo)
+
+    def conv2d_backward_data(self, qe: QTensor, qw: QTensor, geom: ConvGeometry,
+                             input_shape: torch.Size) -> torch.Tensor:
+        _check_pair(qe, qw, "conv2d_backward_data", 4)
+        e, w = qe.dequantize().float(), qw.dequantize().float()
+        if not isinstance(qe.fmt, Mogami):
+            return conv2d_input(tuple(input_shape), w, e, **_geom_kwargs(geom))
+        n, co = e.shape[:2]
+        wt = w.reshape(co, -1).t().contiguous()[None]  # [1, K, Co]
+        dcols = mogami_bmm(wt, e.reshape(n, co, -1))
+        return self._fold(dcols, input_shape, w.shape[2:], geom)
+
+    def conv2d_weight_grad(self, qe: QTensor, qa: QTensor, geom: ConvGeometry,
+                           weight_shape: torch.Size) -> torch.Tensor:
+        _check_pair(qe, qa, "conv2d_weight_grad", 4)
+        e, a = qe.dequantize().float(), qa.dequantize().float()
+        if not isinstance(qe.fmt, Mogami):
+            return conv2d_weight(a, tuple(weight_shape), e, **_geom_kwargs(geom))
+        n, co = e.shape[:2]
+        cols_t = _unfold(a, weight_shape[2:], geom).transpose(1, 2).contiguous()  # [N, L, K]
+        dw = mogami_bmm(e.reshape(n, co, -1), cols_t, reduce_batch=True)
+        return dw.view(weight_shape)
+
+    # -- Mogami exact backward (true derivative of the integer-add product) ----------------
+    def mogami_conv2d_backward_data_exact(self, qe: QTensor, qw: QTensor, qa: QTensor,
+                                          geom: ConvGeometry) -> torch.Tensor:
+        """dA[n,k,l] = SUM_co E[n,co,l] * d(W[co,k] (x) A[n,k,l])/dA, folded back to A's shape."""
+        e, w, a = qe.dequantize().float(), qw.dequantize().float(), qa.dequantize().float()
+        n, co = e.shape[:2]
+        cols = _unfold(a, w.shape[2:], geom)
+        dcols = mogami_grad_fixed_col(e.reshape(n, co, -1), w.reshape(co, -1).t(), cols)
+        return self._fold(dcols, a.shape, w.shape[2:], geom)
+
+    def mogami_conv2d_weight_grad_exact(self, qe: QTensor, qa: QTensor, qw: QTensor,
+                                        geom: ConvGeometry) -> torch.Tensor:
+        """dW[co,k] = SUM_{n,l} E[n,co,l] * d(A[n,k,l] (x) W[co,k])/dW."""
+        e, w, a = qe.dequantize().float(), qw.dequantize().float(), qa.dequantize().float()
+        n, co = e.shape[:2]
+        cols_t = _unfold(a, w.shape[2:], geom).transpose(1, 2).contiguous()
+        return mogami_grad_reduce(e.reshape(n, co, -1), cols_t, w.reshape(co, -1)).view(w.shape)
+
+    @staticmethod
+    def _fold(dcols, input_shape, kernel, geom):
+        return F.fold(dcols, tuple(input_shape[2:]), kernel, dilation=geom.dilation,
+                      padding=geom.padding, stride=geom.stride)
+
+
+def _check_pair(x: QTensor, y: QTensor, where: str, dims: int) -> None:
+    if not isinstance(x, QTensor) or not isinstance(y, QTensor):
+        raise TypeError(f"{where} takes QTensors (from lowbit.quantize); got {type(x).__name__}, {type(y).__name__}")
+    if x.codes.dim() != dims or y.codes.dim() != dims:
+        raise ValueError(f"{where} needs {dims}-D operands; got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.fmt.kind != y.fmt.kind:
+        raise ValueError(f"{where}: operands in different formats ({x.fmt} and {y.fmt}); quantize both to one format")
