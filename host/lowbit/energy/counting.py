@@ -1,0 +1,381 @@
+"""Operation counts of ONE training step of a torch model, from the model's real layers.
+
+The model runs one forward pass on a zero input of the given shape. Forward hooks read the
+real geometry of every conv / linear / batch-norm call; a ``TorchFunctionMode`` sees the
+functions called between modules (residual adds) and which activations are consumed more than
+once (each extra consumer costs one add per element in the backward pass, where the errors of
+the branches meet). Nothing is looked up in a table typed by hand.
+
+Counting rules (MLS paper, Appendix C and Alg. 2; our readings are marked):
+
+* conv / linear: three GEMMs per layer, forward, backward-data (skipped when the layer's input
+  needs no gradient: the first layer, as in Alg. 2) and weight-gradient, each with
+  ``macs = products`` (zero padding included, as every MAC counter does).
+* per format, for a GEMM of ``macs`` products and ``G`` = (output, group) partial sums:
+  fp32:   fp32_mul = macs, fp32_add = macs (Table 5 counts adds = muls)
+  mls:    lowbit_mul = macs, int_add = macs - G (local accumulation), group_scale = G (Eq. 8
+          shift-add), tree_add = G (fp32 adder tree).  Eq. 9: per 9 MULs 8 / 1 / 1.
+          Groups: K*K taps for forward and backward-data, H_out*W_out (one sample) for the
+          weight gradient (DESIGN.md), ``linear_block`` (default: the whole row) for linear.
+  pot:    xor = macs, int4_add = macs (exponent add), int_add = macs (shifted integer
+          accumulate), group_scale = outputs (one power-of-two rescale per output) [ours].
+  mogami: mogami_add = macs (integer add of bit patterns), fp32_add = macs.
+* batch norm: 9 fp32 mul + 10 fp32 add per output element (fwd 3M4A, bwd 6M6A, Eq. 13-14).
+* element-wise adds: one fp32 add per output element forward; one per element per extra
+  consumer backward. For MLS one extra fp32 mul per element (the tensor-scale ratio, App. C).
+* optimizer: SGD, per parameter 1 mul + 1 add for the update, +1/+1 for momentum, +1/+1 for
+  weight decay.
+* quantization (low-bit layers, not Mogami): 4 fp32 mul + 2 fp32 add per quantized element of
+  W, A and E (Appendix C).
+* not counted: ReLU, pooling, loss, conv/linear bias of fp32 layers is counted as fp32 adds.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+
+from .. import formats
+
+OPS = (
+    "fp32_mul", "fp32_add", "lowbit_mul", "int_add", "group_scale", "tree_add",
+    "xor", "int4_add", "mogami_add",
+)
+PARTS = ("conv", "fc", "bn", "ewadd", "sgd", "dq", "bias")
+FP32_LAYER_POLICIES = ("first_last", "linear", "none")
+COLUMNS = ["layer", "module", "part", "phase", "op", "count"]
+
+_ADD_FUNCS = {
+    torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__,
+    torch.Tensor.__radd__, torch.sub, torch.Tensor.sub, torch.Tensor.sub_, torch.Tensor.__sub__,
+    torch.Tensor.__isub__, torch.Tensor.__rsub__,
+}
+_CONV = nn.modules.conv._ConvNd
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One GEMM of training: ``macs`` products, ``outputs`` results, reduction blocks of ``block``."""
+
+    macs: int
+    outputs: int
+    block: int
+
+    @property
+    def partial_sums(self) -> int:
+        """(output, group) pairs: the partial sums the adder tree combines."""
+        return math.ceil(self.macs / max(1, self.block))
+
+
+def gemm_ops(fmt: formats.Format, gemm: Gemm) -> dict[str, int]:
+    """Ops of one GEMM in a number format (the per-format rules of the module docstring)."""
+    fmt = formats.parse(fmt)
+    m = gemm.macs
+    if fmt.kind == "fp32":
+        return {"fp32_mul": m, "fp32_add": m}
+    if fmt.kind == "mls":
+        g = gemm.partial_sums
+        return {"lowbit_mul": m, "int_add": m - g, "group_scale": g, "tree_add": g}
+    if fmt.kind == "pot":
+        return {"xor": m, "int4_add": m, "int_add": m, "group_scale": gemm.outputs}
+    if fmt.kind == "mogami":
+        return {"mogami_add": m, "fp32_add": m}
+    raise ValueError(f"no op-count rule for format {fmt}")
+
+
+def lowbit_mul_label(fmt: formats.Format) -> str:
+    """Name of the low-bit multiplier, e.g. FP7Mul for MLS <2,4> (sign + 7-bit integer)."""
+    fmt = formats.parse(fmt)
+    if fmt.kind == "mls":
+        return f"FP{1 + fmt.int_bits}Mul"
+    return {"fp32": "FloatMul", "pot": "XOR+INT4Add", "mogami": "IntAdd32"}[fmt.kind]
+
+
+@dataclass
+class _Call:
+    name: str
+    module: nn.Module
+    kind: str  # conv | linear | bn
+    in_shape: tuple
+    out_shape: tuple
+    in_needs_grad: bool
+
+
+@dataclass
+class _Trace:
+    calls: list = field(default_factory=list)
+    ewadds: list = field(default_factory=list)  # (context, elements)
+    uses: Counter = field(default_factory=Counter)
+    numel: dict = field(default_factory=dict)
+    where: dict = field(default_factory=dict)
+    alive: list = field(default_factory=list)  # keeps ids unique while tracing
+
+
+def _module_kind(module: nn.Module) -> "str | None":
+    if isinstance(module, _CONV):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, _BN):
+        return "bn"
+    return None
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _tensors(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _tensors(item)
+
+
+def _activations(obj) -> list:
+    """Tensors that carry a gradient and are not parameters: the activations of the graph."""
+    return [t for t in _tensors(obj) if t.requires_grad and not isinstance(t, nn.Parameter)]
+
+
+class _Tracer(TorchFunctionMode):
+    """Follows the functions called between modules; modules counted as a whole hide their insides."""
+
+    def __init__(self, trace: _Trace) -> None:
+        super().__init__()
+        self.trace = trace
+        self.depth = 0
+        self.context = [""]
+
+    def use(self, inputs: list, output, context: str) -> None:
+        outs = _activations(output)
+        if not outs:
+            return
+        out_ids = {id(t) for t in outs}
+        for t, key in inputs:
+            if id(t) in out_ids and key[1] == t._version:
+                continue  # pass-through (nn.Identity): no consumer of its own
+            self.trace.uses[key] += 1
+            self.trace.numel[key] = t.numel()
+            self.trace.where.setdefault(key, context)
+            self.trace.alive.append(t)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.depth:
+            return func(*args, **kwargs)
+        inputs = [(t, (id(t), t._version)) for t in _activations((args, kwargs))]
+        out = func(*args, **kwargs)
+        self.use(inputs, out, self.context[-1])
+        if func in _ADD_FUNCS and isinstance(out, torch.Tensor) and inputs:
+            operands = [a for a in args[:2] if isinstance(a, torch.Tensor) and a.numel() > 1]
+            if len(operands) == 2:
+                self.trace.ewadds.append((self.context[-1], out.numel()))
+        return out
+
+
+def _install_hooks(model: nn.Module, tracer: _Tracer) -> list:
+    handles, pending = [], []
+
+    def pre(name, atomic):
+        def hook(module, args):
+            tracer.context.append(name)
+            if atomic:
+                if tracer.depth == 0:
+                    pending.append([(t, (id(t), t._version)) for t in _activations(args)])
+                tracer.depth += 1
+        return hook
+
+    def post(name, atomic):
+        def hook(module, args, output):
+            tracer.context.pop()
+            if not atomic:
+                return
+            tracer.depth -= 1
+            if tracer.depth:
+                return
+            tracer.use(pending.pop(), output, tracer.context[-1])
+            kind = _module_kind(module)
+            if kind:
+                x = args[0]
+                tracer.trace.calls.append(_Call(
+                    name, module, kind, tuple(x.shape), tuple(output.shape), bool(x.requires_grad)))
+        return hook
+
+    for name, module in model.named_modules():
+        atomic = _module_kind(module) is not None or not any(True for _ in module.children())
+        handles.append(module.register_forward_pre_hook(pre(name or "model", atomic)))
+        handles.append(module.register_forward_hook(post(name or "model", atomic)))
+    return handles
+
+
+def trace(model: nn.Module, input_shape, batch: int = 1) -> _Trace:
+    """Run one forward pass (eval mode, zero input) and record layer calls, adds and fan-outs."""
+    shape = (int(batch), *[int(s) for s in input_shape])
+    if batch < 1 or any(s < 1 for s in shape):
+        raise ValueError(f"batch and input sizes must be >= 1, got batch={batch}, input={tuple(input_shape)}")
+    try:
+        param = next(model.parameters())
+        device, dtype = param.device, param.dtype
+    except StopIteration:
+        raise ValueError("the model has no parameters: nothing to train, nothing to count") from None
+    result = _Trace()
+    tracer = _Tracer(result)
+    handles = _install_hooks(model, tracer)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()  # batch statistics do not change the counts; eval mode accepts batch 1
+    try:
+        with torch.enable_grad(), tracer:
+            model(torch.zeros(shape, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.train(training)
+        result.alive.clear()
+    return result
+
+
+def _layer_gemms(call: _Call, linear_block: "int | None") -> dict[str, Gemm]:
+    """The GEMMs of one conv / linear call (im2col view, DESIGN.md "The one kernel")."""
+    m = call.module
+    out = math.prod(call.out_shape)
+    if call.kind == "conv":
+        taps = math.prod(m.kernel_size)
+        macs = out * (m.in_channels // m.groups) * taps
+        per_sample = math.prod(call.out_shape[2:])
+        gemms = {"fwd": Gemm(macs, out, taps)}
+        if call.in_needs_grad:
+            gemms["bwd_data"] = Gemm(macs, math.prod(call.in_shape), taps)
+        if m.weight.requires_grad:
+            gemms["wgrad"] = Gemm(macs, m.weight.numel(), per_sample)
+        return gemms
+    rows = out // m.out_features
+    macs = rows * m.in_features * m.out_features
+    gemms = {"fwd": Gemm(macs, out, linear_block or m.in_features)}
+    if call.in_needs_grad:
+        gemms["bwd_data"] = Gemm(macs, math.prod(call.in_shape), linear_block or m.out_features)
+    if m.weight.requires_grad:
+        gemms["wgrad"] = Gemm(macs, m.weight.numel(), linear_block or rows)
+    return gemms
+
+
+def _lowbit_names(calls: list, policy: str) -> set:
+    names = [c.name for c in calls if c.kind in ("conv", "linear")]
+    if policy == "none":
+        return set(names)
+    if policy == "linear":
+        return {c.name for c in calls if c.kind == "conv"}
+    keep = {names[0], names[-1]} if names else set()
+    return set(names) - keep
+
+
+def _layer_format(call: _Call, fmt, lowbit: set):
+    own = getattr(call.module, "fmt", None)
+    if isinstance(own, (formats.FP32, formats.MLS, formats.PoT, formats.Mogami)):
+        return own  # a layer converted by lowbit.convert carries its own format
+    return fmt if call.name in lowbit else formats.FP32()
+
+
+class OpCounts:
+    """Counts of one training step: a long DataFrame (layer, module, part, phase, op, count)."""
+
+    def __init__(self, frame: pd.DataFrame, fmt, batch: int, input_shape: tuple, mul_label: str) -> None:
+        self.frame = frame
+        self.fmt = fmt
+        self.batch = batch
+        self.input_shape = input_shape
+        self.mul_label = mul_label
+
+    def total(self, per_image: bool = False) -> dict:
+        s = self.frame.groupby("op")["count"].sum()
+        return {op: float(s[op]) / (self.batch if per_image else 1) for op in s.index}
+
+    def macs(self, phase: str = "fwd", part: str = "conv") -> int:
+        """Products of one GEMM phase (fwd | bwd_data | wgrad) summed over the layers of a part."""
+        f = self.frame
+        f = f[(f.part == part) & (f.phase == phase) & f.op.isin(["fp32_mul", "lowbit_mul", "xor", "mogami_add"])]
+        return int(f["count"].sum())
+
+    def by(self, *keys: str) -> pd.DataFrame:
+        return self.frame.groupby(list(keys), sort=False)["count"].sum().unstack("op", fill_value=0)
+
+    def __repr__(self) -> str:
+        return f"OpCounts(fmt={self.fmt}, batch={self.batch}, input={self.input_shape}, rows={len(self.frame)})"
+
+
+def count_training_step(
+    model: nn.Module,
+    input_shape,
+    batch: int = 1,
+    fmt="fp32",
+    fp32_layers: str = "first_last",
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    linear_block: "int | None" = None,
+) -> OpCounts:
+    """Ops of one SGD training step of ``model`` on a batch of ``batch`` inputs of ``input_shape``.
+
+    ``fmt``: the low-bit format of the conv/linear GEMMs. ``fp32_layers``: which of them stay
+    full precision: "first_last" (lowbit.convert's default, paper §5.1), "linear" (every Linear,
+    as in Table 5 of the MLS paper), or "none".
+    """
+    fmt = formats.parse(fmt)
+    if fp32_layers not in FP32_LAYER_POLICIES:
+        raise ValueError(f"fp32_layers={fp32_layers!r}; choose one of {FP32_LAYER_POLICIES}")
+    t = trace(model, input_shape, batch)
+    rows: list = []
+    add = lambda layer, module, part, phase, ops: rows.extend(  # noqa: E731
+        (layer, module, part, phase, op, int(n)) for op, n in ops.items() if n)
+    lowbit = _lowbit_names(t.calls, fp32_layers)
+    any_mls = False
+    for call in t.calls:
+        mod = type(call.module).__name__
+        if call.kind == "bn":
+            n = math.prod(call.out_shape)
+            add(call.name, mod, "bn", "fwd", {"fp32_mul": 3 * n, "fp32_add": 4 * n})
+            add(call.name, mod, "bn", "bwd", {"fp32_mul": 6 * n, "fp32_add": 6 * n})
+            continue
+        layer_fmt = _layer_format(call, fmt, lowbit)
+        any_mls |= layer_fmt.kind == "mls"
+        part = "conv" if call.kind == "conv" else "fc"
+        for phase, gemm in _layer_gemms(call, linear_block).items():
+            add(call.name, mod, part, phase, gemm_ops(layer_fmt, gemm))
+        _bias_ops(call, add, mod)
+        if layer_fmt.kind in ("mls", "pot"):
+            quant = {"W": call.module.weight.numel(), "A": math.prod(call.in_shape), "E": math.prod(call.out_shape)}
+            for which, n in quant.items():
+                add(call.name, mod, "dq", which, {"fp32_mul": 4 * n, "fp32_add": 2 * n})
+    extra_mul = fmt.kind == "mls" or any_mls
+    for context, n in t.ewadds:
+        add(context, "add", "ewadd", "fwd", {"fp32_add": n, "fp32_mul": n if extra_mul else 0})
+    for key, uses in t.uses.items():
+        if uses > 1:
+            n = (uses - 1) * t.numel[key]
+            add(t.where[key], "fork", "ewadd", "bwd", {"fp32_add": n, "fp32_mul": n if extra_mul else 0})
+    _sgd_ops(model, add, momentum, weight_decay)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return OpCounts(frame, fmt, int(batch), tuple(input_shape), lowbit_mul_label(fmt))
+
+
+def _bias_ops(call: _Call, add, mod: str) -> None:
+    if getattr(call.module, "bias", None) is None:
+        return
+    n = math.prod(call.out_shape)
+    add(call.name, mod, "bias", "fwd", {"fp32_add": n})
+    if call.module.bias.requires_grad:
+        add(call.name, mod, "bias", "wgrad", {"fp32_add": n})
+
+
+def _sgd_ops(model: nn.Module, add, momentum: float, weight_decay: float) -> None:
+    per_param = 1 + (momentum > 0) + (weight_decay > 0)
+    for name, module in model.named_modules():
+        n = sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+        if n:
+            add(name or "model", type(module).__name__, "sgd", "update",
+                {"fp32_mul": per_param * n, "fp32_add": per_param * n})
