@@ -82,6 +82,8 @@ class QTensor:
         """Broadcast a tensor in ``scale_codes`` layout to the source shape."""
         if self.codes.dim() == 4:
             return per_group[:, :, None, None].expand(self.shape)
+        if per_group.shape[1] == 1:  # one scale per row (or per tensor): no blocks to spread
+            return per_group.expand(self.shape)
         full = per_group.repeat_interleave(self.block, dim=1)[:, : self.shape[1]]
         return full.expand(self.shape)
 

@@ -1,0 +1,360 @@
+"""Quantizers: torch tensor -> QTensor (integer codes + scales + cached dequantized values).
+
+``quantize(x, fmt, rounding=..., generator=...)`` is the one entry point. The exact arithmetic
+(the definition the numpy reference ``lowbit.reference`` spells out again independently):
+
+* Random numbers come from a counter-based generator: element ``i`` (flat, C order) gets
+  ``r = hash32(hash32(lo32(i) ^ k0) ^ hi32(i) ^ k1)`` with ``(k1 << 32) | k0`` a 64-bit seed drawn
+  once per call from ``generator`` (torch's default generator when None). ``hash32`` is the
+  "lowbias32" integer hash. So a result depends only on (x, fmt, rounding, seed), not on the
+  device, thread count or implementation (torch ops, the native CPU kernel, the reference).
+* Stochastic rounding of y >= 0 is ``floor(y + u)`` with ``u = (r >> 8) / 2^24`` (exact, unbiased
+  to within 2^-24 of a grid step); nearest is round half to even.
+* MLS, PoT: see ``_mls_torch`` and ``_pot_torch`` and docs/formats.md.
+* Mogami: fp32 bit patterns as they are; bf16 rounds fp32 to bf16 (nearest even, or stochastic
+  by adding ``r >> 16`` to the 16 dropped bits), saturating at the largest finite bf16.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from .formats import FP32, MLS, Format, Mogami, PoT, parse
+from .qtensor import QTensor
+
+DEFAULT_BLOCK = 32  # group length along K for 2-D MLS operands
+ROUNDINGS = ("stochastic", "nearest")
+M32 = 0xFFFFFFFF
+FLT_MAX = 3.4028234663852886e38
+BF16_MAX_BITS = 0x7F7F
+POT_SCALE_RANGE = (-126, 127)  # 2^s stays a normal fp32
+
+
+def quantize(x: torch.Tensor, fmt: "str | Format", *, rounding: str = "stochastic",
+             generator: Optional[torch.Generator] = None, block: Optional[int] = None,
+             clip_ratio: "float | torch.Tensor | None" = None, impl: str = "auto") -> QTensor:
+    """Quantize ``x`` to ``fmt``; the result's ``values`` equal ``decode()`` bit for bit.
+
+    ``block``: group length along the last dim of a 2-D MLS operand (default 32).
+    ``clip_ratio``: PoT only, in (0, 1]: the layer scale comes from ``clip_ratio * max|x|``.
+    ``impl``: "auto" (native CPU kernel when available, else torch ops), "torch" or "native".
+    """
+    fmt = parse(fmt)
+    _check_args(x, fmt, rounding, block, clip_ratio, impl)
+    if x.numel() == 0:
+        raise ValueError(f"cannot quantize an empty tensor (shape {tuple(x.shape)})")
+    _check_finite(x)
+    seed = draw_seed(generator) if rounding == "stochastic" and not isinstance(fmt, FP32) else 0
+    if isinstance(fmt, FP32):
+        return _bits_qtensor(fmt, x.detach().float().contiguous(), x.dtype)
+    if isinstance(fmt, Mogami):
+        return _mogami_quantize(x, fmt, rounding, seed)
+    if _use_native(x, impl):
+        from . import _native
+
+        if isinstance(fmt, MLS):
+            return _native.mls_quantize(x, fmt, rounding, seed, _block_for(x, block))
+        return _native.pot_quantize(x, fmt, rounding, seed, _clip(clip_ratio))
+    if isinstance(fmt, MLS):
+        return _mls_torch(x, fmt, rounding, seed, _block_for(x, block))
+    return _pot_torch(x, fmt, rounding, seed, _clip(clip_ratio))
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+def _check_args(x, fmt, rounding, block, clip_ratio, impl) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"quantize expects a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"quantize expects a floating-point tensor, got {x.dtype} (shape {tuple(x.shape)})")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding={rounding!r} unknown; use one of {ROUNDINGS}")
+    if impl not in ("auto", "torch", "native"):
+        raise ValueError(f"impl={impl!r} unknown; use 'auto', 'torch' or 'native'")
+    if isinstance(fmt, MLS) and x.dim() not in (2, 4):
+        raise ValueError(
+            f"MLS quantizes 4-D conv tensors [N, C, H, W] (groups over dims 0, 1) or 2-D [rows, K] "
+            f"(groups of `block` along K); got shape {tuple(x.shape)}: reshape it to 2-D first")
+    if block is not None:
+        if not (isinstance(fmt, MLS) and x.dim() == 2):
+            raise ValueError(f"block= applies to 2-D MLS tensors only (got {fmt} with shape {tuple(x.shape)})")
+        if int(block) != block or block < 1:
+            raise ValueError(f"block must be a positive integer, got {block!r}")
+    if clip_ratio is not None:
+        if not isinstance(fmt, PoT):
+            raise ValueError(f"clip_ratio applies to pot formats only, not {fmt}")
+        r = float(clip_ratio)
+        if not 0.0 < r <= 1.0:
+            raise ValueError(f"clip_ratio must be in (0, 1], got {r}")
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        n_nan, n_inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+        raise ValueError(
+            f"cannot quantize a tensor of shape {tuple(x.shape)} holding {n_nan} NaN and {n_inf} Inf "
+            "values; the model diverged (lower the learning rate or check the loss)")
+
+
+def _block_for(x: torch.Tensor, block: Optional[int]) -> Optional[int]:
+    if x.dim() == 4:
+        return None
+    return int(block) if block is not None else DEFAULT_BLOCK
+
+
+def _clip(clip_ratio) -> float:
+    return 1.0 if clip_ratio is None else float(clip_ratio)
+
+
+def _use_native(x: torch.Tensor, impl: str) -> bool:
+    if impl == "torch":
+        return False
+    if impl == "native":
+        if x.device.type != "cpu":
+            raise ValueError(f"impl='native' runs on CPU tensors; this one is on {x.device}")
+        return True
+    if x.device.type != "cpu" or os.environ.get("LOWBIT_NATIVE", "1") == "0":
+        return False
+    try:
+        from . import _native
+    except ImportError:
+        return False
+    return _native.available()
+
+
+# ---------------------------------------------------------------- random numbers
+
+
+def draw_seed(generator: Optional[torch.Generator] = None) -> int:
+    """A 64-bit seed from ``generator`` (or torch's default generator)."""
+    device = generator.device if generator is not None else "cpu"
+    hi = torch.randint(0, 1 << 32, (2,), generator=generator, device=device, dtype=torch.int64)
+    return (int(hi[0]) << 32) | int(hi[1])
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for x < 2^32 in int64 without signed overflow."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & M32
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on int64 tensors holding values < 2^32."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def random_bits(numel: int, seed: int, device) -> torch.Tensor:
+    """32 random bits per flat element index (int64 tensor), the counter-based generator."""
+    i = torch.arange(numel, device=device, dtype=torch.int64)
+    k0, k1 = seed & M32, (seed >> 32) & M32
+    return hash32(hash32((i & M32) ^ k0) ^ (i >> 32) ^ k1)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def pow2(k: torch.Tensor) -> torch.Tensor:
+    """2^k as fp32 for integer k in [-126, 127], built from the bits (exact everywhere)."""
+    return ((k.to(torch.int32) + 127) << 23).view(torch.float32)
+
+
+def float_exponent(v: torch.Tensor) -> torch.Tensor:
+    """floor(log2 v) for normal fp32 v >= 0; -127 for zero and subnormals."""
+    return ((v.view(torch.int32) >> 23) & 0xFF) - 127
+
+
+def round_grid(y: torch.Tensor, rounding: str, rbits: Optional[torch.Tensor]) -> torch.Tensor:
+    """Round y >= 0 (fp32, < 2^24) to an integer: half to even, or floor(y + (r >> 8) / 2^24)."""
+    if rounding == "nearest":
+        return torch.round(y).to(torch.int32)
+    whole = torch.floor(y)
+    frac24 = ((y - whole) * float(1 << 24)).to(torch.int32)
+    up = (frac24 + (rbits >> 8).to(torch.int32)) >> 24
+    return whole.to(torch.int32) + up
+
+
+def _group_view(xf: torch.Tensor, block: Optional[int]) -> torch.Tensor:
+    """The source as [P, Q, B]: groups are [P|1, Q|1] (4-D: [N, C, HW]; 2-D: [R, nblocks, block])."""
+    if xf.dim() == 4:
+        n, c, h, w = xf.shape
+        return xf.reshape(n, c, h * w)
+    rows, length = xf.shape
+    nblocks = -(-length // block)
+    padded = torch.nn.functional.pad(xf, (0, nblocks * block - length))
+    return padded.reshape(rows, nblocks, block)
+
+
+def _ungroup(v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    if len(shape) == 4:
+        return v.reshape(shape)
+    return v.reshape(shape[0], -1)[:, : shape[1]]
+
+
+def _reduce_groups(gmax: torch.Tensor, group: str) -> torch.Tensor:
+    """Per-[P, Q] maxima -> the format's grouping (keepdim)."""
+    if group in ("n", "none"):
+        gmax = gmax.amax(dim=1, keepdim=True)
+    if group in ("c", "none"):
+        gmax = gmax.amax(dim=0, keepdim=True)
+    return gmax
+
+
+def group_scale_codes(sgf: torch.Tensor, eg: int, mg: int) -> torch.Tensor:
+    """Round group-scale ratios Sr/St in [0, 1] UP to <eg, mg>; returns int16 codes.
+
+    Carry of the fraction to 2 renormalises to the next binade; the exponent is clipped to
+    [1 - 2^eg, 0]; a zero ratio gets the smallest scale.
+    """
+    man, e = torch.frexp(sgf.double())  # sgf = man * 2^e, man in [0.5, 1)
+    exp = e.to(torch.int32) - 1
+    q = torch.ceil(man * float(1 << (mg + 1))).to(torch.int32)  # ceil(frac * 2^mg), frac = 2 man
+    carry = q == (1 << (mg + 1))
+    q = torch.where(carry, torch.full_like(q, 1 << mg), q)
+    exp = exp + carry.to(torch.int32)
+    low = 1 - (1 << eg)
+    floor_it = (exp < low) | (sgf == 0)
+    exp = torch.where(floor_it, torch.full_like(exp, low), exp)
+    q = torch.where(floor_it, torch.full_like(q, 1 << mg), q)
+    return (((-exp) << mg) | (q - (1 << mg))).to(torch.int16)
+
+
+def group_scale_values(codes: torch.Tensor, mg: int) -> torch.Tensor:
+    """fp32 values of group-scale codes, computed as QTensor.group_scale() does."""
+    c = codes.to(torch.int32)
+    eg_code, mbit = c >> mg, c & ((1 << mg) - 1)
+    frac = 1.0 + mbit.to(torch.float32) / (1 << mg)
+    return torch.ldexp(frac, -eg_code.to(torch.float32))
+
+
+# ---------------------------------------------------------------- MLS
+
+
+def mls_element_codes(xf_ratio: torch.Tensor, negative: torch.Tensor, fmt: MLS, rounding: str,
+                      rbits: Optional[torch.Tensor]) -> torch.Tensor:
+    """Round X_f = |x| / (Sg St) (fp32, clamped to [0, 2]) onto the <ex, mx> grid; int16 codes."""
+    ex, mx, exmin = fmt.ex, fmt.mx, fmt.exmin
+    emax = -1 if ex >= 1 else 0
+    e = float_exponent(xf_ratio).clamp(exmin, emax)
+    q = round_grid(xf_ratio * pow2(mx - e), rounding, rbits)
+    carry = (q == (1 << (mx + 1))) & (e < emax)
+    e = e + carry.to(torch.int32)
+    q = torch.where(carry, torch.full_like(q, 1 << mx), q)
+    qmax = (1 << (mx + 1)) - 1 if ex >= 1 else (1 << mx) - 1
+    q = torch.where(e == emax, q.clamp(max=qmax), q)
+    if ex >= 1:
+        normal = q >= (1 << mx)
+        exp_code = torch.where(normal, e - exmin + 1, torch.zeros_like(e))
+        man = torch.where(normal, q - (1 << mx), q)
+    else:
+        exp_code, man = torch.zeros_like(q), q
+    sign = (negative & (q > 0)).to(torch.int32)
+    return ((sign << (ex + mx)) | (exp_code << mx) | man).to(torch.int16)
+
+
+def _mls_torch(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optional[int]) -> QTensor:
+    xf = x.detach().float().contiguous()
+    view = _group_view(xf, block)
+    mag = view.abs()
+    st = mag.amax()
+    gmax = _reduce_groups(mag.amax(dim=2, keepdim=True), fmt.group)  # [P|1, Q|1, 1]
+    sgf = gmax / torch.where(st > 0, st, torch.ones_like(st))
+    scale_codes = group_scale_codes(sgf, fmt.eg, fmt.mg)
+    sg = group_scale_values(scale_codes, fmt.mg)
+    inv = torch.reciprocal(sg * st).clamp(max=FLT_MAX)
+    ratio = (mag * inv).clamp(max=2.0)
+    rbits = None
+    if rounding == "stochastic":
+        rbits = _group_view(random_bits(xf.numel(), seed, xf.device).view(xf.shape), block)
+    codes = _ungroup(mls_element_codes(ratio, view < 0, fmt, rounding, rbits), xf.shape)
+    qt = QTensor(fmt, codes, scale_codes[:, :, 0], st.clone(), x.dtype, block)
+    return _with_values(qt)
+
+
+# ---------------------------------------------------------------- PoT
+
+
+def pot_scale_exponent(absmax: float, clip_ratio: float) -> int:
+    """s = ceil(log2(clip_ratio * max|x|)) (fp32 product), clipped to POT_SCALE_RANGE."""
+    m = float(torch.tensor(absmax, dtype=torch.float32) * torch.tensor(clip_ratio, dtype=torch.float32))
+    if m == 0.0:
+        return POT_SCALE_RANGE[0]
+    man, e = torch.frexp(torch.tensor(m, dtype=torch.float64))
+    s = int(e) - 1 if float(man) == 0.5 else int(e)
+    return max(POT_SCALE_RANGE[0], min(POT_SCALE_RANGE[1], s))
+
+
+def pot_element_codes(z: torch.Tensor, negative: torch.Tensor, max_code: int, rounding: str,
+                      rbits: Optional[torch.Tensor]) -> torch.Tensor:
+    """Codes for z = |x| / 2^s (fp32): 2^k -> k + max_code, 0 -> 0, linear-domain rounding."""
+    lowest = 1 - max_code  # exponent of the smallest nonzero magnitude, relative to 2^s
+    k = float_exponent(z).clamp(lowest - 1, 0)
+    # p: position between 2^k and 2^(k+1) (between 0 and 2^lowest below the grid), in [0, 1)
+    below = k < lowest
+    p = torch.where(below, z * pow2(torch.full_like(k, -lowest)), z * pow2(-k) - 1.0)
+    if rounding == "nearest":
+        up = p >= 0.5
+    else:
+        up = (rbits >> 8).to(torch.float32) < p * float(1 << 24)
+    code = torch.where(below, torch.zeros_like(k), k + max_code) + up.to(torch.int32)
+    code = torch.where(k >= 0, torch.full_like(code, max_code), code)
+    sign = (negative & (code > 0)).to(torch.int32)
+    return ((sign << 4) | code).to(torch.int16)
+
+
+def _pot_torch(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio: float) -> QTensor:
+    xf = x.detach().float().contiguous()
+    mag = xf.abs()
+    s = pot_scale_exponent(float(mag.amax()), clip_ratio)
+    # two exact power-of-two steps so that 2^-s never overflows
+    half = -s // 2
+    z = mag * pow2(torch.tensor(half)) * pow2(torch.tensor(-s - half))
+    rbits = random_bits(xf.numel(), seed, xf.device).view(xf.shape) if rounding == "stochastic" else None
+    codes = pot_element_codes(z, xf < 0, fmt.max_code, rounding, rbits)
+    scale = pow2(torch.tensor(s)).to(xf.device)
+    return _with_values(QTensor(fmt, codes, None, scale, x.dtype, None))
+
+
+# ---------------------------------------------------------------- Mogami / fp32
+
+
+def round_to_bf16_bits(xf: torch.Tensor, rounding: str, rbits: Optional[torch.Tensor]) -> torch.Tensor:
+    """fp32 -> bf16 bit patterns (int32 holding 16 bits), saturating at the largest finite bf16."""
+    bits = xf.view(torch.int32).to(torch.int64) & M32
+    sign, mag = bits & 0x80000000, bits & 0x7FFFFFFF
+    if rounding == "nearest":
+        mag = mag + 0x7FFF + ((mag >> 16) & 1)
+    else:
+        mag = mag + (rbits >> 16)
+    top = (mag >> 16).clamp(max=BF16_MAX_BITS)
+    return ((sign >> 16) | top).to(torch.int32)
+
+
+def _as_int16(v: torch.Tensor) -> torch.Tensor:
+    """16-bit patterns held in a wider int tensor -> int16 (two's complement), no overflow."""
+    return torch.where(v >= 0x8000, v - 0x10000, v).to(torch.int16)
+
+
+def _bits_qtensor(fmt, xf: torch.Tensor, dtype: torch.dtype) -> QTensor:
+    one = torch.ones((), dtype=torch.float32, device=xf.device)
+    return _with_values(QTensor(fmt, xf.view(torch.int32).clone(), None, one, dtype, None))
+
+
+def _mogami_quantize(x: torch.Tensor, fmt: Mogami, rounding: str, seed: int) -> QTensor:
+    xf = x.detach().float().contiguous()
+    if fmt.dtype == "fp32":
+        return _bits_qtensor(fmt, xf, x.dtype)
+    rbits = random_bits(xf.numel(), seed, xf.device).view(xf.shape) if rounding == "stochastic" else None
+    codes = _as_int16(round_to_bf16_bits(xf, rounding, rbits))
+    one = torch.ones((), dtype=torch.float32, device=xf.device)
+    return _with_values(QTensor(fmt, codes, None, one, x.dtype, None))
+
+
+def _with_values(qt: QTensor) -> QTensor:
+    return QTensor(qt.fmt, qt.codes, qt.scale_codes, qt.tensor_scale, qt.dtype, qt.block, values=qt.decode())
