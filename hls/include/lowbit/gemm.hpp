@@ -1,0 +1,246 @@
+// The block-scaled low-bit GEMM engine: parses the wire header (lowbit/wire.hpp), keeps A on chip,
+// streams B row by row and emits C^T [N][M] fp32, then the STATUS word (see host/lowbit/wire.py).
+//
+//   C[m,n] = SUM_b ( Sa[m,b] Sb[n,b] SUM_{k in block b} A[m,k] B[n,k] )
+//
+// Summation order (the numpy reference in host/lowbit/reference_kernel.py repeats it):
+//   intra-block: the policy's accumulator, k ascending (exact for MLS and PoT);
+//   inter-block: fp32, out = ((+0.0f + v_0) + v_1) + ..., blocks ascending.
+//
+// Source: bool read(uint64_t&) (false once the input's TLAST has passed), bool ended(), void drain().
+// Sink:   void write(uint64_t word, bool last).
+#pragma once
+#include <stdint.h>
+
+#include "lowbit/mac.hpp"
+#include "lowbit/wire.hpp"
+
+namespace lowbit {
+
+// On-chip limits of one call beyond wire::MAX_* (buffer sizes of this configuration): the group
+// scales of A and of B are held whole, M * nblocks and N * nblocks entries each.
+struct KernelConfig {
+    static const uint32_t SCALE_BUF = 1u << 16;
+    static const uint32_t A_ELEMS = wire::MAX_M * wire::MAX_K;
+    static const unsigned LANES_MAX = 16;  // 4-bit lanes per 64-bit word
+};
+
+struct Header {
+    uint32_t magic, version, op, arith, m, n, k, block;
+    Format fmt;
+};
+
+inline uint32_t field(const uint64_t* w, unsigned word, unsigned lo, unsigned width) {
+    return (uint32_t)((w[word] >> lo) & ((width >= 64) ? ~0ull : ((1ull << width) - 1)));
+}
+
+inline Header parse_header(const uint64_t* w) {
+    using namespace wire;
+    Header h;
+    h.magic = field(w, HDR_MAGIC_WORD, HDR_MAGIC_LO, HDR_MAGIC_WIDTH);
+    h.version = field(w, HDR_VERSION_WORD, HDR_VERSION_LO, HDR_VERSION_WIDTH);
+    h.op = field(w, HDR_OP_WORD, HDR_OP_LO, HDR_OP_WIDTH);
+    h.arith = field(w, HDR_ARITH_WORD, HDR_ARITH_LO, HDR_ARITH_WIDTH);
+    h.m = field(w, HDR_M_WORD, HDR_M_LO, HDR_M_WIDTH);
+    h.n = field(w, HDR_N_WORD, HDR_N_LO, HDR_N_WIDTH);
+    h.k = field(w, HDR_K_WORD, HDR_K_LO, HDR_K_WIDTH);
+    h.block = field(w, HDR_BLOCK_WORD, HDR_BLOCK_LO, HDR_BLOCK_WIDTH);
+    h.fmt.ex = field(w, HDR_EX_WORD, HDR_EX_LO, HDR_EX_WIDTH);
+    h.fmt.mx = field(w, HDR_MX_WORD, HDR_MX_LO, HDR_MX_WIDTH);
+    h.fmt.eg = field(w, HDR_EG_WORD, HDR_EG_LO, HDR_EG_WIDTH);
+    h.fmt.mg = field(w, HDR_MG_WORD, HDR_MG_LO, HDR_MG_WIDTH);
+    return h;
+}
+
+inline uint32_t nblocks_of(const Header& h) { return (h.k + h.block - 1) / h.block; }
+
+inline unsigned lane_bits_of(const Header& h) {
+    if (h.arith == wire::ARITH_POT) return 8;
+    if (h.arith == wire::ARITH_MOGAMI_FP32) return 32;
+    if (h.arith == wire::ARITH_MOGAMI_BF16) return 16;
+    unsigned code_bits = 1 + h.fmt.ex + h.fmt.mx;
+    return code_bits <= 4 ? 4 : code_bits <= 8 ? 8 : 16;
+}
+
+inline uint32_t check_header(const Header& h) {
+    using namespace wire;
+    if (h.magic != MAGIC) return STATUS_BAD_MAGIC;
+    if (h.version != WIRE_VERSION) return STATUS_BAD_VERSION;
+    if (h.arith > ARITH_MOGAMI_BF16 || h.op > OP_WEIGHT_GRAD) return STATUS_BAD_FORMAT;
+    if (h.arith == ARITH_MLS) {
+        const Format& f = h.fmt;
+        if (f.ex > MLS_MAX_EX || f.mx > MLS_MAX_MX || f.ex + f.mx < 1 || f.eg > MLS_MAX_EG || f.mg > MLS_MAX_MG)
+            return STATUS_BAD_FORMAT;
+    }
+    if (h.m < 1 || h.m > MAX_M || h.n < 1 || h.n > MAX_N || h.k < 1 || h.k > MAX_K) return STATUS_BAD_DIMS;
+    if (h.block < 1 || h.block > h.k) return STATUS_BAD_DIMS;
+    if (h.arith != ARITH_MLS && h.block != h.k) return STATUS_BAD_DIMS;
+    if (h.arith == ARITH_MLS) {
+        uint32_t nb = nblocks_of(h);
+        if ((uint64_t)h.m * nb > KernelConfig::SCALE_BUF || (uint64_t)h.n * nb > KernelConfig::SCALE_BUF)
+            return STATUS_BAD_DIMS;
+    }
+    return STATUS_OK;
+}
+
+inline uint64_t status_word(uint32_t status) { return ((uint64_t)wire::MAGIC << 32) | status; }
+
+// Reads lanes of one section; each section starts on a fresh word.
+template <class Src>
+struct LaneReader {
+    Src& src;
+    uint64_t word;
+    unsigned lane, per_word, bits;
+    bool ok;
+
+    LaneReader(Src& s, unsigned lane_bits) : src(s), word(0), lane(0), per_word(64 / lane_bits), bits(lane_bits), ok(true) {
+        lane = per_word;
+    }
+    uint32_t next() {
+        if (lane == per_word) {
+            ok = ok && src.read(word);
+            lane = 0;
+        }
+        uint32_t v = (uint32_t)((word >> (lane * bits)) & ((bits == 32) ? 0xFFFFFFFFull : ((1ull << bits) - 1)));
+        lane++;
+        return ok ? v : 0;
+    }
+};
+
+// Packs fp32 outputs two per word, lane 0 = lower index.
+template <class Snk>
+struct OutPacker {
+    Snk& snk;
+    uint64_t pending;
+    bool half;
+    explicit OutPacker(Snk& s) : snk(s), pending(0), half(false) {}
+    void push(float v) {
+        uint64_t bits = f32_to_bits(v);
+        if (!half) {
+            pending = bits;
+            half = true;
+        } else {
+            snk.write(pending | (bits << 32), false);
+            half = false;
+        }
+    }
+    void flush() {
+        if (half) snk.write(pending, false);
+        half = false;
+    }
+};
+
+template <class Policy>
+struct GemmEngine {
+    typedef typename Policy::Elem Elem;
+    typedef typename Policy::Acc Acc;
+
+    // C[m, n] for one streamed row n of B.
+    static float dot_row(const Elem* a_row, const Elem* b_row, const uint16_t* sa, const uint16_t* sb,
+                         const Header& h, uint32_t nb) {
+        float out = 0.0f;
+    block_loop:
+        for (uint32_t b = 0; b < nb; b++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 64
+            uint32_t k0 = b * h.block, k1 = k0 + h.block < h.k ? k0 + h.block : h.k;
+            Acc acc = Policy::zero();
+        intra_block:
+            for (uint32_t k = k0; k < k1; k++) {
+#pragma HLS LOOP_TRIPCOUNT min = 9 max = 8192
+#pragma HLS PIPELINE II = 1
+                acc = Policy::mac(acc, a_row[k], b_row[k]);
+            }
+            out += Policy::block_value(acc, sa[b], sb[b], h.fmt);
+        }
+        return out;
+    }
+
+    template <class Src, class Snk>
+    static uint32_t run(const Header& h, Src& in, Snk& out) {
+        static Elem a_buf[KernelConfig::A_ELEMS];
+        static Elem b_row[wire::MAX_K];
+        static uint16_t a_scale[KernelConfig::SCALE_BUF];
+        static uint16_t b_scale[KernelConfig::SCALE_BUF];
+#pragma HLS ARRAY_PARTITION variable = b_row cyclic factor = 8
+        const bool scaled = h.arith == wire::ARITH_MLS;
+        const uint32_t nb = scaled ? nblocks_of(h) : 1;
+        const unsigned lane_bits = lane_bits_of(h);
+        if (scaled) {
+            LaneReader<Src> rd(in, 16);
+        read_a_scales:
+            for (uint32_t i = 0; i < h.m * nb; i++) a_scale[i] = rd.next();
+            if (!rd.ok) return wire::STATUS_TRUNCATED;
+        } else {
+            a_scale[0] = 0;
+        }
+        {
+            LaneReader<Src> rd(in, lane_bits);
+        read_a_codes:
+            for (uint32_t i = 0; i < h.m * h.k; i++) {
+#pragma HLS PIPELINE II = 1
+                a_buf[i] = Policy::decode(rd.next(), h.fmt);
+            }
+            if (!rd.ok) return wire::STATUS_TRUNCATED;
+        }
+        if (scaled) {
+            LaneReader<Src> rd(in, 16);
+        read_b_scales:
+            for (uint32_t i = 0; i < h.n * nb; i++) b_scale[i] = rd.next();
+            if (!rd.ok) return wire::STATUS_TRUNCATED;
+        } else {
+            b_scale[0] = 0;
+        }
+        OutPacker<Snk> pack(out);
+        LaneReader<Src> rd(in, lane_bits);
+    stream_b_rows:
+        for (uint32_t n = 0; n < h.n; n++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 4096
+        read_b_row:
+            for (uint32_t k = 0; k < h.k; k++) {
+#pragma HLS PIPELINE II = 1
+                b_row[k] = Policy::decode(rd.next(), h.fmt);
+            }
+            if (!rd.ok) {
+                pack.flush();
+                return wire::STATUS_TRUNCATED;
+            }
+        output_column:
+            for (uint32_t m = 0; m < h.m; m++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
+                pack.push(dot_row(a_buf + m * h.k, b_row, a_scale + (scaled ? m * nb : 0),
+                                  b_scale + (scaled ? n * nb : 0), h, nb));
+            }
+        }
+        pack.flush();
+        return wire::STATUS_OK;
+    }
+};
+
+// One kernel invocation: header, check, compute, status word (always last, with TLAST).
+template <class Src, class Snk>
+uint32_t run_gemm(Src& in, Snk& out) {
+    uint64_t hw[wire::HEADER_WORDS];
+    bool ok = true;
+read_header:
+    for (unsigned i = 0; i < wire::HEADER_WORDS; i++) ok = ok && in.read(hw[i]);
+    uint32_t status = wire::STATUS_TRUNCATED;
+    if (ok) {
+        Header h = parse_header(hw);
+        status = check_header(h);
+        if (status == wire::STATUS_OK) {
+            switch (h.arith) {
+                case wire::ARITH_MLS: status = GemmEngine<MlsMac>::run(h, in, out); break;
+                case wire::ARITH_POT: status = GemmEngine<PotMac>::run(h, in, out); break;
+                case wire::ARITH_MOGAMI_FP32: status = GemmEngine<MogamiMac<32> >::run(h, in, out); break;
+                default: status = GemmEngine<MogamiMac<16> >::run(h, in, out); break;
+            }
+            // Words beyond what the header announces: the stream and the header disagree.
+            if (status == wire::STATUS_OK && !in.ended()) status = wire::STATUS_BAD_DIMS;
+        }
+    }
+    in.drain();
+    out.write(status_word(status), true);
+    return status;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,194 @@
+// MAC policies of the block-scaled GEMM engine (hls4ml's `product` idiom: one type per arithmetic,
+// the engine is templated on it). Every policy provides
+//   Elem                      on-chip form of one element (decoded once, when it arrives)
+//   Acc                       intra-block accumulator
+//   decode(code, fmt)         lane value -> Elem
+//   mac(acc, a, b)            acc + a*b, in the policy's arithmetic
+//   block_value(acc, sa, sb, fmt)   the block's fp32 contribution (group scaling applied)
+// The engine adds block values in fp32 in ascending block order, starting from +0.0f.
+#pragma once
+#include <ap_int.h>
+#include <stdint.h>
+
+#include "lowbit/wire.hpp"
+
+namespace lowbit {
+
+// Runtime number format, straight from header word 3.
+struct Format {
+    unsigned ex, mx, eg, mg;
+};
+
+// Reinterpret helpers (unions synthesise as wires).
+inline float bits_to_f32(uint32_t u) {
+    union { uint32_t u; float f; } c;
+    c.u = u;
+    return c.f;
+}
+inline uint32_t f32_to_bits(float f) {
+    union { uint32_t u; float f; } c;
+    c.f = f;
+    return c.u;
+}
+
+// t * 2^e as fp32, e <= 0: t is rounded to fp32 once (round to nearest, ties to even, as an
+// int64 -> float conversion does), then e is added to the exponent field. A result whose
+// exponent field would drop to 0 or below is flushed to +0.0 (no subnormals, as fp cores do).
+// The only rounding is the first one, so the numpy reference reproduces it bit for bit.
+inline float scaled_to_f32(int64_t t, int e) {
+    if (t == 0) return 0.0f;
+    uint32_t bits = f32_to_bits((float)t);
+    int field = (int)((bits >> 23) & 0xFFu) + e;
+    if (field <= 0) return 0.0f;
+    return bits_to_f32((bits & 0x807FFFFFu) | ((uint32_t)field << 23));
+}
+
+// ----------------------------------------------------------------------------------------------
+// MLS: sign-magnitude <Ex,Mx> elements; any format in range at run time.
+// Integer view (notes A.3b): magnitude = sig << sh, sig = m (e == 0) or 2^Mx + m, sh = max(e-1, 0),
+// in units of 2^(Exmin - Mx). Widths (Appendix B, worst case Ex = 4, Mx = 7):
+//   significand Mx+1 = 8 bits, shift <= 2^Ex - 2 = 14, product <= 2*(Mx + 2^Ex - 1) = 44 bits,
+//   block sum over <= MAX_K = 2^13 products: 57 bits + sign.
+// ----------------------------------------------------------------------------------------------
+static const unsigned MLS_MAX_EX = 4, MLS_MAX_MX = 7, MLS_MAX_EG = 8, MLS_MAX_MG = 1;
+static const unsigned MLS_SIG_W = MLS_MAX_MX + 1;
+static const unsigned MLS_SHIFT_MAX = (1u << MLS_MAX_EX) - 2;
+static const unsigned MLS_PROD_W = 2 * (MLS_MAX_MX + (1u << MLS_MAX_EX) - 1);
+static const unsigned LOG2_MAX_K = 13;
+static const unsigned MLS_ACC_W = MLS_PROD_W + LOG2_MAX_K + 1;
+// Group scaling multiplies by (2^Mg + ma)(2^Mg + mb) <= 9 < 2^4 with shifts and adds.
+static const unsigned MLS_SCALED_W = MLS_ACC_W + 4;
+static_assert((1u << LOG2_MAX_K) >= wire::MAX_K, "LOG2_MAX_K must cover MAX_K");
+static_assert(MLS_PROD_W == 2 * MLS_SIG_W + 2 * MLS_SHIFT_MAX, "product = significand product + two shifts");
+static_assert(MLS_ACC_W <= 64, "MLS block accumulator must fit the int64 conversion");
+static_assert(MLS_SCALED_W <= 64, "scaled MLS block sum must fit int64");
+
+struct MlsElem {
+    ap_uint<1> sign;
+    ap_uint<MLS_SIG_W> sig;
+    ap_uint<4> sh;
+};
+
+struct MlsMac {
+    typedef MlsElem Elem;
+    typedef ap_int<MLS_ACC_W> Acc;
+
+    static Elem decode(uint32_t code, const Format& f) {
+        const unsigned code_bits = 1 + f.ex + f.mx;
+        ap_uint<4> e = (code >> f.mx) & ((1u << f.ex) - 1);
+        ap_uint<MLS_SIG_W> m = code & ((1u << f.mx) - 1);
+        Elem out;
+        out.sign = (code >> (code_bits - 1)) & 1;
+        out.sig = (e == 0) ? m : (ap_uint<MLS_SIG_W>)(m | (1u << f.mx));
+        out.sh = (e == 0) ? (ap_uint<4>)0 : (ap_uint<4>)(e - 1);
+        return out;
+    }
+
+    static Acc zero() { return 0; }
+
+    static Acc mac(Acc acc, const Elem& a, const Elem& b) {
+        ap_uint<2 * MLS_SIG_W> sig = a.sig * b.sig;  // (Mx+1) x (Mx+1)-bit product
+        ap_uint<MLS_PROD_W> mag = (ap_uint<MLS_PROD_W>)sig << (a.sh + b.sh);
+        return (a.sign ^ b.sign) ? (Acc)(acc - mag) : (Acc)(acc + mag);
+    }
+
+    // Scale code [eg_code | mbit]: value (1 + mbit/2^Mg) * 2^-eg_code. The fraction product
+    // (2^Mg + ma)(2^Mg + mb) / 2^(2Mg) is 1, 1.5 or 2.25 for Mg = 1: applied as P<<2, (P<<2)+(P<<1),
+    // (P<<3)+P, never a multiply; the exponents become one shift of the fp32 result.
+    static ap_int<MLS_SCALED_W> shift_add_scale(Acc p, unsigned ma, unsigned mb, unsigned mg) {
+        ap_int<MLS_SCALED_W> t = p;
+        if (mg == 0) return t;
+        ap_int<MLS_SCALED_W> ta = (t << 1) + (ma ? t : (ap_int<MLS_SCALED_W>)0);
+        return (ta << 1) + (mb ? ta : (ap_int<MLS_SCALED_W>)0);
+    }
+
+    static float block_value(Acc p, uint16_t sa, uint16_t sb, const Format& f) {
+        unsigned mmask = (1u << f.mg) - 1, emask = (1u << f.eg) - 1;
+        unsigned ma = sa & mmask, mb = sb & mmask;
+        int ega = (sa >> f.mg) & emask, egb = (sb >> f.mg) & emask;
+        int exmin = 1 - (1 << f.ex);
+        int e = 2 * (exmin - (int)f.mx) - 2 * (int)f.mg - ega - egb;
+        return scaled_to_f32((int64_t)shift_add_scale(p, ma, mb, f.mg), e);
+    }
+};
+
+// ----------------------------------------------------------------------------------------------
+// PoT MF-MAC: code [sign | c], c in 1..15 is 2^(c - 15) (times the tensor scale), c = 0 is zero.
+// Product: sign XOR, INT4 add ca + cb in [2, 30]; the term 1 << (ca + cb - 2) is added into a
+// wide integer, exact; value = acc * 2^-28, converted to fp32 once per output.
+// ----------------------------------------------------------------------------------------------
+static const unsigned POT_MAX_SHIFT = 28;
+static const unsigned POT_ACC_W = POT_MAX_SHIFT + LOG2_MAX_K + 2;  // 2^28 * 2^13 = 2^41 needs 42 bits + sign
+static_assert(POT_ACC_W <= 64, "PoT accumulator must fit int64");
+
+struct PotMac {
+    typedef ap_uint<5> Elem;
+    typedef ap_int<POT_ACC_W> Acc;
+
+    static Elem decode(uint32_t code, const Format&) { return code & 0x1F; }
+    static Acc zero() { return 0; }
+
+    static Acc mac(Acc acc, Elem a, Elem b) {
+        ap_uint<4> ca = a(3, 0), cb = b(3, 0);
+        if (ca == 0 || cb == 0) return acc;
+        ap_uint<5> shift = (ap_uint<5>)ca + (ap_uint<5>)cb - 2;  // the INT4 add
+        ap_int<POT_ACC_W> term = (ap_int<POT_ACC_W>)1 << shift;
+        return (a[4] ^ b[4]) ? (Acc)(acc - term) : (Acc)(acc + term);
+    }
+
+    static float block_value(Acc acc, uint16_t, uint16_t, const Format&) {
+        return scaled_to_f32((int64_t)acc, -(int)POT_MAX_SHIFT);
+    }
+};
+
+// ----------------------------------------------------------------------------------------------
+// Mogami: a (x) b = bits(a) + bits(b) - bias on the magnitudes, sign = XOR. Zero or subnormal
+// operands and results below the smallest normal give signed zero; results past the largest
+// finite value saturate to it. fp32 accumulation in k order.
+// ----------------------------------------------------------------------------------------------
+template <int BITS>
+struct MogamiRule;
+
+template <>
+struct MogamiRule<32> {
+    static const uint32_t BIAS = 0x3F800000u, EXP_MASK = 0x7F800000u, MAG_MASK = 0x7FFFFFFFu;
+    static const uint32_t MIN_NORMAL = 0x00800000u, MAX_FINITE = 0x7F7FFFFFu, SIGN = 0x80000000u;
+    static float to_f32(uint32_t u) { return bits_to_f32(u); }
+};
+
+template <>
+struct MogamiRule<16> {
+    static const uint32_t BIAS = 0x3F80u, EXP_MASK = 0x7F80u, MAG_MASK = 0x7FFFu;
+    static const uint32_t MIN_NORMAL = 0x0080u, MAX_FINITE = 0x7F7Fu, SIGN = 0x8000u;
+    static float to_f32(uint32_t u) { return bits_to_f32(u << 16); }
+};
+
+template <int BITS>
+inline uint32_t mogami_mul_bits(uint32_t a, uint32_t b) {
+    typedef MogamiRule<BITS> R;
+    uint32_t sign = (a ^ b) & R::SIGN;
+    ap_uint<BITS + 1> ma = a & R::MAG_MASK, mb = b & R::MAG_MASK;
+    if ((ma & R::EXP_MASK) == 0 || (mb & R::EXP_MASK) == 0) return sign;
+    ap_uint<BITS + 1> sum = ma + mb;  // one integer adder; the bias test needs no subtract first
+    if (sum < (ap_uint<BITS + 1>)(R::BIAS + R::MIN_NORMAL)) return sign;
+    ap_uint<BITS + 1> mag = sum - R::BIAS;
+    if (mag > R::MAX_FINITE) mag = R::MAX_FINITE;
+    return sign | (uint32_t)mag;
+}
+
+template <int BITS>
+struct MogamiMac {
+    typedef ap_uint<BITS> Elem;
+    typedef float Acc;
+
+    static Elem decode(uint32_t code, const Format&) { return code; }
+    static Acc zero() { return 0.0f; }
+
+    static Acc mac(Acc acc, Elem a, Elem b) {
+        return acc + MogamiRule<BITS>::to_f32(mogami_mul_bits<BITS>((uint32_t)a, (uint32_t)b));
+    }
+
+    static float block_value(Acc acc, uint16_t, uint16_t, const Format&) { return acc; }
+};
+
+}  // namespace lowbit

@@ -1,0 +1,249 @@
+"""The emulation backend: the HLS C++ tops compiled with g++ and called through cffi.
+
+``run_axis_stream`` feeds a word stream to the AXI-Stream top exactly as an AXI DMA would (TLAST
+on the last word) and returns what the top wrote. ``EmulationBackend.gemm`` tiles a GEMM to the
+kernel's limits, packs every tile into the wire stream (``lowbit.wire``), runs it and unpacks.
+
+Tiling (documented order, repeated by ``lowbit.reference_kernel.gemm``): M in tiles of MAX_M,
+N in tiles that fit MAX_N and the B-scale buffer, K in tiles of whole blocks; the K-tiles' fp32
+outputs are added on the host in ascending K order (``C = C_0 + C_1 + ...``), then multiplied by
+``St_a * St_b`` (that product computed first, in fp32).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Tuple
+
+import numpy as np
+import torch
+
+from .. import wire
+from .._build import load
+from ..formats import MLS, Mogami, PoT
+from ..qtensor import QTensor
+from ..wire import Header, Op, Status
+from .base import Backend, Capabilities
+
+# On-chip buffer limits of the kernel configuration (hls/include/lowbit/gemm.hpp, KernelConfig).
+SCALE_BUF = 1 << 16
+
+_CDEF = """
+int lowbit_axis_run(const uint64_t* in, uint64_t n_in, uint64_t* out, uint64_t out_cap, uint64_t* n_out,
+                    int64_t* tlast_index, uint64_t* consumed, uint32_t* status, uint32_t* id_version,
+                    uint32_t* beats);
+void lowbit_mm_run(const uint64_t* in, uint32_t n_in, uint64_t* out, uint32_t out_cap, uint32_t* result);
+int64_t lowbit_mls_block_sum(const uint16_t* a, const uint16_t* b, uint32_t len, uint32_t ex, uint32_t mx);
+float lowbit_mls_block_value(int64_t p, uint16_t sa, uint16_t sb, uint32_t ex, uint32_t mx, uint32_t eg,
+                             uint32_t mg);
+int64_t lowbit_pot_block_sum(const uint16_t* a, const uint16_t* b, uint32_t len);
+uint32_t lowbit_mogami_mul_bits(uint32_t a, uint32_t b, uint32_t bits);
+"""
+
+
+def kernel_lib():
+    """(ffi, lib) of the compiled kernel; built once per source hash into the lowbit cache."""
+    from .. import hls_headers
+
+    include = hls_headers.hls_include_dir()
+    return load("lowbit_kernel", _CDEF, hls_headers.kernel_sources(),
+                include_dirs=[include, hls_headers.HLS_DIR / "kernels"],
+                system_include_dirs=[hls_headers.ap_types_dir()],
+                flags=list(hls_headers.CXX_FLAGS[:1]) + list(hls_headers.CXX_FLAGS[2:]))
+
+
+@dataclass(frozen=True)
+class AxisResult:
+    out_words: np.ndarray  # uint64, every beat the top wrote
+    tlast_index: int  # index of the beat carrying TLAST (-1: none)
+    status: Status  # the STATUS register
+    consumed: int  # input words the top read
+    id_version: int = 0  # the ID_VERSION register
+    beats: int = 0  # the CYCLES register (beats consumed)
+
+
+def _u64(words) -> np.ndarray:
+    arr = np.ascontiguousarray(words)
+    if arr.dtype != np.uint64:
+        if arr.dtype.kind not in "ui":
+            raise TypeError(f"stream words must be unsigned 64-bit integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.uint64)
+    return arr.reshape(-1)
+
+
+def _out_capacity(words: np.ndarray) -> int:
+    try:
+        return Header.from_words(words).output_words() + 1
+    except (ValueError, KeyError):
+        return 2  # malformed header: the status word alone
+
+
+def run_axis_stream(words: np.ndarray) -> AxisResult:
+    """Run the AXI-Stream top on ``words`` (TLAST on the last word), as a DMA transfer would."""
+    words = _u64(words)
+    if words.size == 0:
+        raise ValueError("an AXI DMA cannot send an empty transfer; give at least one word")
+    ffi, lib = kernel_lib()
+    cap = max(_out_capacity(words), 2)
+    out = np.zeros(cap, dtype=np.uint64)
+    n_out, tlast, consumed = ffi.new("uint64_t*"), ffi.new("int64_t*"), ffi.new("uint64_t*")
+    status, idv, beats = ffi.new("uint32_t*"), ffi.new("uint32_t*"), ffi.new("uint32_t*")
+    rc = lib.lowbit_axis_run(ffi.from_buffer("uint64_t[]", words), words.size, ffi.from_buffer("uint64_t[]", out),
+                             cap, n_out, tlast, consumed, status, idv, beats)
+    if rc == -2:
+        raise RuntimeError(f"kernel wrote {n_out[0]} words, more than the {cap} its header allows")
+    if rc == -3:
+        raise RuntimeError("kernel wrote a beat without all keep/strb bits set")
+    return AxisResult(out[: n_out[0]].copy(), int(tlast[0]), Status(status[0]), int(consumed[0]),
+                      int(idv[0]), int(beats[0]))
+
+
+def run_mm(words: np.ndarray) -> Tuple[np.ndarray, Status]:
+    """Run the m_axi (Alveo) top on ``words``; returns (output words, status)."""
+    words = _u64(words)
+    ffi, lib = kernel_lib()
+    cap = max(_out_capacity(words), 2)
+    out = np.zeros(cap, dtype=np.uint64)
+    result = np.zeros(2, dtype=np.uint32)
+    lib.lowbit_mm_run(ffi.from_buffer("uint64_t[]", words), words.size, ffi.from_buffer("uint64_t[]", out), cap,
+                      ffi.from_buffer("uint32_t[]", result))
+    return out[: result[1]].copy(), Status(int(result[0]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Host side of a GEMM: operands as code matrices, tiling, stream building.
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Operand:
+    """A 2-D operand as the kernel sees it: lane values of codes [R, K], scale codes [R, nblocks]."""
+
+    codes: np.ndarray  # uint32 lane values
+    scales: np.ndarray  # uint16 [R, nblocks] (MLS) or an empty [R, 0] array
+
+
+def operand_of(q: QTensor) -> Operand:
+    """Codes masked to the format's code bits; group scales broadcast to [R, nblocks]."""
+    if q.codes.dim() != 2:
+        raise ValueError(f"gemm operands are 2-D [rows, K]; got shape {tuple(q.shape)} (lower convs first)")
+    fmt = q.fmt
+    codes = q.codes.detach().cpu().numpy().astype(np.int64) & ((1 << fmt.code_bits) - 1)
+    rows, k = codes.shape
+    if isinstance(fmt, MLS):
+        if q.block is None or q.scale_codes is None:
+            raise ValueError("an MLS gemm operand needs block and scale_codes (2-D quantization grouped along K)")
+        nb = -(-k // q.block)
+        sc = q.scale_codes.detach().cpu().numpy().astype(np.int64) & 0xFFFF
+        scales = np.broadcast_to(sc, (rows, nb)).astype(np.uint16)
+    else:
+        scales = np.zeros((rows, 0), dtype=np.uint16)
+    return Operand(codes.astype(np.uint32), scales)
+
+
+def build_stream(header: Header, a: Operand, b: Operand) -> np.ndarray:
+    """The exact input stream of one kernel call."""
+    parts = [header.to_words()]
+    lane = header.lane_bits
+    if header.has_scales:
+        parts.append(wire.pack_lanes(a.scales, wire.SCALE_LANE_BITS))
+    parts.append(wire.pack_lanes(a.codes, lane))
+    if header.has_scales:
+        parts.append(wire.pack_lanes(b.scales, wire.SCALE_LANE_BITS))
+    parts.append(wire.pack_lanes(b.codes, lane))
+    return np.concatenate(parts)
+
+
+def unpack_output(words: np.ndarray, m: int, n: int) -> np.ndarray:
+    """C [M, N] fp32 from the kernel's C^T [N][M] output words (status word excluded)."""
+    vals = wire.unpack_lanes(words, wire.OUT_LANE_BITS, m * n).view(np.float32)
+    return vals.reshape(n, m).T
+
+
+def k_tile_size(k: int, block: int, m_rows: int) -> int:
+    """Largest K-tile of whole blocks within MAX_K and the A-scale buffer."""
+    if block > wire.MAX_K:
+        raise ValueError(f"block {block} is longer than the kernel's MAX_K={wire.MAX_K}; "
+                         "quantize with a smaller block (or use the software backend)")
+    blocks = min(wire.MAX_K // block, max(SCALE_BUF // max(m_rows, 1), 1))
+    return min(k, blocks * block)
+
+
+def tiles(total: int, size: int) -> Iterator[slice]:
+    for start in range(0, total, size):
+        yield slice(start, min(total, start + size))
+
+
+def gemm_tiles(fmt, a: Operand, b: Operand, block: int, op: Op) -> Iterator[Tuple[slice, slice, List]]:
+    """(m-slice, n-slice, [(header, a_tile, b_tile) per K-tile, ascending]) for every output tile."""
+    m_total, k = a.codes.shape
+    n_total = b.codes.shape[0]
+    scaled = isinstance(fmt, MLS)
+    for ms in tiles(m_total, wire.MAX_M):
+        kt = k_tile_size(k, block, ms.stop - ms.start) if scaled else min(k, wire.MAX_K)
+        nb_tile = -(-kt // block) if scaled else 1
+        n_size = min(wire.MAX_N, SCALE_BUF // nb_tile) if scaled else wire.MAX_N
+        for ns in tiles(n_total, n_size):
+            calls = []
+            for ks in tiles(k, kt):
+                kk = ks.stop - ks.start
+                bs = slice(ks.start // block, -(-ks.stop // block)) if scaled else slice(0, 0)
+                hdr = Header.for_gemm(op, fmt, ms.stop - ms.start, ns.stop - ns.start, kk, block if scaled else kk)
+                calls.append((hdr, Operand(a.codes[ms, ks], a.scales[ms, bs]),
+                              Operand(b.codes[ns, ks], b.scales[ns, bs])))
+            yield ms, ns, calls
+
+
+def check_operands(a: QTensor, b: QTensor) -> None:
+    if type(a.fmt) is not type(b.fmt) or (isinstance(a.fmt, Mogami) and a.fmt != b.fmt):
+        raise ValueError(f"gemm operands must share one arithmetic; got {a.fmt} and {b.fmt}")
+    if isinstance(a.fmt, MLS) and (a.fmt.ex, a.fmt.mx, a.fmt.eg, a.fmt.mg) != (b.fmt.ex, b.fmt.mx, b.fmt.eg, b.fmt.mg):
+        raise ValueError(f"MLS gemm operands must share element and scale formats; got {a.fmt} and {b.fmt}")
+    if not isinstance(a.fmt, (MLS, PoT, Mogami)):
+        raise ValueError(f"the kernel computes mls, pot and mogami; {a.fmt} is not sent to it")
+    if a.codes.dim() != 2 or b.codes.dim() != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"gemm needs a [M, K] and b [N, K]; got {tuple(a.shape)} and {tuple(b.shape)}")
+    if isinstance(a.fmt, MLS) and a.block != b.block:
+        raise ValueError(f"MLS operands must be grouped with the same block; got {a.block} and {b.block}")
+
+
+def tensor_scale_product(a: QTensor, b: QTensor) -> np.float32:
+    sa = np.float32(a.tensor_scale.detach().cpu().item())
+    sb = np.float32(b.tensor_scale.detach().cpu().item())
+    return np.float32(sa * sb)
+
+
+def tiled_gemm(a: QTensor, b: QTensor, op: Op, run_call) -> torch.Tensor:
+    """The shared host loop: ``run_call(header, a_tile, b_tile) -> C_tile [m, n] fp32``."""
+    check_operands(a, b)
+    block = a.block if isinstance(a.fmt, MLS) else a.shape[1]
+    oa, ob = operand_of(a), operand_of(b)
+    out = np.zeros((a.shape[0], b.shape[0]), dtype=np.float32)
+    for ms, ns, calls in gemm_tiles(a.fmt, oa, ob, block, op):
+        acc = None
+        for hdr, at, bt in calls:
+            part = run_call(hdr, at, bt)
+            acc = part if acc is None else (acc + part).astype(np.float32)
+        out[ms, ns] = acc
+    out *= tensor_scale_product(a, b)
+    return torch.from_numpy(out).to(device=a.device)
+
+
+def _emulated_call(hdr: Header, at: Operand, bt: Operand) -> np.ndarray:
+    res = run_axis_stream(build_stream(hdr, at, bt))
+    if res.status != Status.OK:
+        raise RuntimeError(f"kernel returned status {res.status.name} for header {hdr}")
+    return unpack_output(res.out_words[:-1], hdr.m, hdr.n)
+
+
+class EmulationBackend(Backend):
+    """Bit-exact C-simulation of the HLS kernel (the same C++ the FPGA runs)."""
+
+    name = "emulation"
+
+    def __init__(self) -> None:
+        kernel_lib()  # build now: a missing compiler or header fails here, with its message
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(self.name, ("mls", "pot", "mogami"), True, ("cpu", "cuda"),
+                            "HLS C++ kernel compiled with g++, bit-exact with the FPGA arithmetic")
+
+    def gemm(self, a: QTensor, b: QTensor, *, op: Op = Op.FORWARD) -> torch.Tensor:
+        return tiled_gemm(a, b, op, _emulated_call)
