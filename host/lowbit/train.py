@@ -1,0 +1,543 @@
+"""`lowbit train`: train a model in a low-bit format; ``fit(...)`` is the reusable loop.
+
+Recipe defaults follow the MLS paper (§5.1): SGD, momentum 0.9, weight decay 5e-4, lr 0.1,
+x0.1 at 50% and 75% of the epochs (ImageNet: every 30 of 90 epochs). Each epoch appends one JSON
+line to OUT/metrics.jsonl and atomically replaces OUT/last.pt; ``--resume`` continues bit for bit
+(data order and augmentation are seeded per epoch; RNG states are in the checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import checkpoint, formats
+from . import data as datasets
+from . import models
+
+CHECKPOINT = "last.pt"
+METRICS = "metrics.jsonl"
+DEFAULT_EPOCHS = {"digits": 20, "cifar10": 160, "imagenet": 90}
+DEFAULT_MILESTONES = {"digits": (0.5, 0.75), "cifar10": (0.5, 0.75), "imagenet": (1 / 3, 2 / 3)}
+DEFAULT_MODEL = {"digits": "digits_cnn", "cifar10": "resnet20", "imagenet": "resnet18"}
+BACKENDS = ("software", "emulation", "board")
+
+
+@dataclass
+class TrainConfig:
+    model: Optional[str] = None  # default: the data set's model (digits_cnn / resnet20 / resnet18)
+    data: str = "digits"
+    format: str = "fp32"
+    epochs: Optional[int] = None  # default per data set (DEFAULT_EPOCHS)
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: Optional[tuple] = None  # fractions of the epochs where lr *= gamma
+    gamma: float = 0.1
+    device: str = "cpu"
+    seed: int = 0
+    backend: str = "software"
+    skip_first_last: bool = True
+    overrides: Optional[dict] = None  # per-layer formats, passed to lowbit.nn.convert
+    convert_options: dict = field(default_factory=dict)  # extra keyword options for convert (e.g. PoT techniques)
+    out: Optional[str] = None  # None: keep nothing on disk
+    resume: bool = False
+    power: str = "off"  # "auto": record energy per step with lowbit.power.Recorder when available
+    download: bool = False
+    image_size: int = 224
+    limit_train: Optional[int] = None
+    limit_test: Optional[int] = None
+    progress: bool = True
+    threads: Optional[int] = None
+
+    def resolved(self) -> "TrainConfig":
+        """Fill data-set dependent defaults and validate."""
+        name, _ = datasets.parse_spec(self.data)
+        cfg = TrainConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
+        cfg.model = cfg.model or DEFAULT_MODEL[name]
+        cfg.epochs = DEFAULT_EPOCHS[name] if cfg.epochs is None else int(cfg.epochs)
+        cfg.milestones = tuple(cfg.milestones or DEFAULT_MILESTONES[name])
+        cfg.format = str(formats.parse(cfg.format))
+        models.info(cfg.model)
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise ValueError(f"epochs and batch size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
+        if cfg.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {cfg.backend!r}; accepted: {', '.join(BACKENDS)}")
+        if cfg.power not in ("off", "auto"):
+            raise ValueError(f"--power must be 'off' or 'auto', got {cfg.power!r}")
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+        if cfg.resume and not cfg.out:
+            raise ValueError("--resume needs --out (the run folder holding last.pt)")
+        return cfg
+
+    def milestone_epochs(self) -> list:
+        return sorted({max(1, int(round(f * self.epochs))) for f in self.milestones})
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN/Inf; the message names the epoch, step and first offending layer."""
+
+    def __init__(self, epoch: int, step: int, where: str) -> None:
+        self.epoch, self.step, self.where = epoch, step, where
+        super().__init__(f"non-finite loss/gradient at epoch {epoch}, step {step}: {where}")
+
+
+@dataclass
+class FitResult:
+    config: TrainConfig
+    history: list
+    model: nn.Module
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+# ------------------------------------------------------------------------------------------------
+# model construction
+
+
+def build_model(cfg: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
+    torch.manual_seed(cfg.seed)
+    model = models.get(cfg.model, num_classes=dataset.num_classes, in_channels=dataset.input_shape[0])
+    if cfg.format != "fp32" or cfg.overrides:
+        model = quantize_model(model, cfg)
+    return model.to(cfg.device)
+
+
+def quantize_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    try:
+        from . import nn as lnn
+    except ImportError as exc:
+        raise RuntimeError(f"format {cfg.format} needs lowbit.nn (quantized layers), which failed to import: {exc}") from exc
+    return lnn.convert(
+        model,
+        cfg.format,
+        backend=cfg.backend,
+        skip_first_last=cfg.skip_first_last,
+        overrides=cfg.overrides,
+        **cfg.convert_options,
+    )
+
+
+def describe_model(model: nn.Module) -> str:
+    try:
+        from . import nn as lnn
+
+        return str(lnn.summary(model))
+    except (ImportError, AttributeError):
+        return repr(model)
+
+
+# ------------------------------------------------------------------------------------------------
+# non-finite diagnosis
+
+
+def first_nonfinite_module(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: Optional[dict] = None) -> str:
+    """Re-run one batch with hooks; name the first module whose output, then gradient, is non-finite.
+
+    ``rng`` (the RNG state from before the failing step) makes stochastic rounding repeat itself.
+    """
+    found: list = []
+    if rng is not None:
+        checkpoint.set_rng_state(rng)
+
+    def bad(tensors) -> bool:
+        return any(isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all() for t in tensors)
+
+    def on_forward(name):
+        def hook(module, inputs, output):
+            outs = output if isinstance(output, (tuple, list)) else (output,)
+            if not found and bad(outs) and not bad(inputs):
+                found.append(f"forward output of layer {name!r} ({type(module).__name__})")
+
+        return hook
+
+    def on_backward(name):
+        def hook(module, grad_input, grad_output):
+            if not found and bad(grad_input) and not bad(grad_output):
+                found.append(f"gradient computed by layer {name!r} ({type(module).__name__})")
+
+        return hook
+
+    leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+    handles = [m.register_forward_hook(on_forward(n)) for n, m in leaves]
+    handles += [m.register_full_backward_hook(on_backward(n)) for n, m in leaves]
+    try:
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # full backward hooks on the first layer warn about inputs
+            loss = F.cross_entropy(model(x), y)
+            if not found:
+                if not torch.isfinite(loss):
+                    found.append("the loss itself (all layer outputs finite)")
+                else:
+                    loss.backward()
+    except Exception as exc:  # the diagnosis must not hide the original failure
+        return f"unknown layer (diagnosis failed: {exc})"
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    if not found:
+        bad_params = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        return f"parameters {bad_params}" if bad_params else "not reproducible on a re-run (stochastic)"
+    return found[0]
+
+
+def grads_finite(model: nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return True
+    total = torch.stack([g.detach().float().abs().sum() for g in grads]).sum()
+    return bool(torch.isfinite(total))
+
+
+# ------------------------------------------------------------------------------------------------
+# per-layer quantization error
+
+
+def layer_quant_errors(model: nn.Module) -> dict:
+    """Per quantized layer, the error its quantizers measured (layers expose ``quant_error()``
+    or ``last_quant_error``), else lowbit.stats.quant_error on the layer's weight."""
+    errors = {}
+    for name, module in model.named_modules():
+        fmt = getattr(module, "fmt", None) or getattr(module, "format", None)
+        if fmt is None or not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        value = _module_error(module, fmt)
+        if value is not None:
+            errors[name] = value
+    return errors
+
+
+def _module_error(module: nn.Module, fmt) -> Optional[dict]:
+    if callable(getattr(module, "quant_error", None)):
+        return _jsonable(module.quant_error())
+    if getattr(module, "last_quant_error", None) is not None:
+        return _jsonable(module.last_quant_error)
+    if str(fmt) == "fp32":
+        return None
+    try:
+        from .stats import quant_error
+    except ImportError:
+        return None
+    return _jsonable(quant_error(module.weight.detach(), fmt))
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "_asdict"):
+        return _jsonable(value._asdict())
+    if hasattr(value, "__dataclass_fields__"):
+        return _jsonable(asdict(value))
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------------------
+# power
+
+
+def open_recorder(cfg: TrainConfig):
+    """A lowbit.power.Recorder when ``--power auto`` and the module is present, else None."""
+    if cfg.power != "auto":
+        return None
+    try:
+        from .power import Recorder
+    except ImportError as exc:
+        print(f"lowbit train: --power auto: power measurement unavailable ({exc}); continuing without it", file=sys.stderr)
+        return None
+    try:
+        return Recorder()
+    except Exception as exc:
+        print(f"lowbit train: --power auto: no power meter usable here ({exc}); continuing without it", file=sys.stderr)
+        return None
+
+
+def recorder_joules(recorder) -> Optional[float]:
+    for attr in ("total_joules", "joules", "energy_j"):
+        value = getattr(recorder, attr, None)
+        if value is not None:
+            return float(value() if callable(value) else value)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# the loop
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def train_epoch(model, optimizer, dataset, cfg: TrainConfig, epoch: int, recorder=None) -> dict:
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    batches = dataset.train.batches(cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, augment=True)
+    desc = f"epoch {epoch + 1}/{cfg.epochs}"
+    for step, (x, y) in enumerate(_progress(batches, dataset.train.num_batches(cfg.batch_size), desc, cfg.progress)):
+        x, y = x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
+        rng = checkpoint.rng_state()
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            raise NonFiniteError(epoch + 1, step, first_nonfinite_module(model, x, y, rng))
+        loss.backward()
+        if not grads_finite(model):
+            raise NonFiniteError(epoch + 1, step, first_nonfinite_module(model, x, y, rng))
+        optimizer.step()
+        if recorder is not None:
+            recorder.mark(f"epoch{epoch + 1}/step{step}")
+        total_loss += float(loss.detach()) * y.numel()
+        correct += int((logits.argmax(1) == y).sum())
+        seen += y.numel()
+    return {"train_loss": total_loss / seen, "train_acc": 100.0 * correct / seen}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split, cfg: TrainConfig) -> dict:
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in split.batches(max(cfg.batch_size, 256)):
+        x, y = x.to(cfg.device), y.to(cfg.device)
+        logits = model(x)
+        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        seen += y.numel()
+    return {"test_loss": total_loss / seen, "test_acc": 100.0 * correct / seen}
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig):
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestone_epochs(), gamma=cfg.gamma)
+    return optimizer, scheduler
+
+
+def load_dataset(cfg: TrainConfig) -> datasets.Dataset:
+    dataset = datasets.load(cfg.data, download=cfg.download, image_size=cfg.image_size, split_seed=0)
+    return dataset.limit(cfg.limit_train, cfg.limit_test)
+
+
+def _identity(cfg: TrainConfig) -> dict:
+    """What a resumed run must share with the checkpointed one."""
+    keys = ("model", "data", "format", "epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones",
+            "gamma", "seed", "skip_first_last", "overrides", "convert_options", "limit_train", "limit_test")
+    return {k: json.loads(json.dumps(getattr(cfg, k), default=str)) for k in keys}
+
+
+def fit(
+    config: Optional[TrainConfig] = None,
+    *,
+    model: Optional[nn.Module] = None,
+    dataset: Optional[datasets.Dataset] = None,
+    on_epoch_end: Optional[Callable[[int, dict], None]] = None,
+    **options,
+) -> FitResult:
+    """Train and evaluate; ``fit(model="digits_cnn", format="mls:2,1", epochs=5)`` works too.
+
+    ``model`` / ``dataset`` replace the ones the config names (e.g. to share one loaded data set).
+    Raises NonFiniteError on NaN/Inf (the last checkpoint on disk stays the last good one).
+    """
+    if config is not None and options:
+        raise TypeError("pass either a TrainConfig or keyword options, not both")
+    cfg = (config or TrainConfig(**options)).resolved()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dataset = dataset or load_dataset(cfg)
+    if model is None:
+        model = build_model(cfg, dataset)
+    else:
+        model = model.to(cfg.device)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    out = Path(cfg.out) if cfg.out else None
+    start_epoch, history = _start(cfg, out, model, optimizer, scheduler)
+    recorder = open_recorder(cfg)
+    with (recorder if recorder is not None else _nullcontext()):
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            joules0 = recorder_joules(recorder) if recorder is not None else None
+            lr = optimizer.param_groups[0]["lr"]
+            metrics = train_epoch(model, optimizer, dataset, cfg, epoch, recorder)
+            scheduler.step()
+            metrics.update(evaluate(model, dataset.test, cfg))
+            record = {"epoch": epoch + 1, "lr": lr, **metrics, "time_s": time.perf_counter() - t0}
+            record["quant_error"] = layer_quant_errors(model)
+            if joules0 is not None:
+                record["energy_j"] = recorder_joules(recorder) - joules0
+            history.append(record)
+            if out is not None:
+                _persist(cfg, out, model, optimizer, scheduler, epoch + 1, history, record)
+            if cfg.progress:
+                from tqdm import tqdm
+
+                tqdm.write(_epoch_line(record), file=sys.stderr)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, record)
+    return FitResult(cfg, history, model)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _start(cfg, out, model, optimizer, scheduler) -> tuple:
+    if out is None:
+        torch.manual_seed(cfg.seed)
+        return 0, []
+    ckpt_path = out / CHECKPOINT
+    if not cfg.resume:
+        if ckpt_path.exists():
+            raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str) + "\n")
+        (out / METRICS).write_text("")
+        torch.manual_seed(cfg.seed)
+        return 0, []
+    state = checkpoint.load(ckpt_path, map_location=cfg.device)
+    if state["identity"] != _identity(cfg):
+        diff = {k: (state["identity"].get(k), v) for k, v in _identity(cfg).items() if state["identity"].get(k) != v}
+        raise ValueError(f"--resume: {ckpt_path} was trained with different settings (checkpoint, now): {diff}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    checkpoint.set_rng_state(state["rng"])
+    _truncate_metrics(out / METRICS, state["epoch"])
+    return state["epoch"], list(state["history"])
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drop metric lines of epochs after the checkpoint (a crash between the two writes)."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    kept = [ln for ln in lines if json.loads(ln)["epoch"] <= epochs_done]
+    if len(kept) != len(lines):
+        path.write_text("".join(ln + "\n" for ln in kept))
+
+
+def _persist(cfg, out, model, optimizer, scheduler, epochs_done, history, record) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epochs_done,
+        "rng": checkpoint.rng_state(),
+        "history": history,
+        "identity": _identity(cfg),
+        "config": asdict(cfg),
+    }
+    checkpoint.save(out / CHECKPOINT, state)
+    with open(out / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _epoch_line(r: dict) -> str:
+    line = (f"epoch {r['epoch']}: loss {r['train_loss']:.4f}  train {r['train_acc']:.2f}%  "
+            f"test {r['test_acc']:.2f}%  lr {r['lr']:.4g}  {r['time_s']:.1f}s")
+    if "energy_j" in r:
+        line += f"  {r['energy_j']:.1f} J"
+    return line
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lowbit train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help=f"one of {', '.join(models.names())} (default: the data set's usual model)")
+    p.add_argument("--data", default="digits", help=f"{datasets.ACCEPTED} (default digits)")
+    p.add_argument("--format", default="fp32", help="fp32 | mls:Ex,Mx[,g=Eg,Mg,group=..] | pot:4 | mogami:fp32 ...")
+    p.add_argument("--epochs", type=int, help="default: digits 20, cifar10 160, imagenet 90")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--milestones", help="lr x0.1 at these fractions of the epochs, e.g. 0.5,0.75")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="software", choices=BACKENDS)
+    p.add_argument("--quantize-first-last", action="store_true", help="also quantize the first and last layers")
+    p.add_argument("--override", action="append", default=[], metavar="LAYER=FORMAT",
+                   help="per-layer format by module name or type, e.g. layer1.0.conv1=fp32 (repeatable)")
+    p.add_argument("--out", help="run folder for metrics.jsonl and last.pt (default: keep nothing)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    p.add_argument("--power", default="off", choices=("off", "auto"), help="auto: log joules per epoch via lowbit.power")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 if PATH has no copy")
+    p.add_argument("--image-size", type=int, default=224, help="ImageNet crop size")
+    p.add_argument("--limit-train", type=int, help="use only the first N training samples")
+    p.add_argument("--limit-test", type=int, help="use only the first N test samples")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {}
+    for item in args.override:
+        layer, sep, fmt = item.partition("=")
+        if not sep or not layer or not fmt:
+            raise ValueError(f"--override {item!r}: expected LAYER=FORMAT, e.g. layer1.0.conv1=fp32")
+        overrides[layer] = fmt
+    milestones = None
+    if args.milestones:
+        try:
+            milestones = tuple(float(v) for v in args.milestones.split(","))
+        except ValueError:
+            raise ValueError(f"--milestones {args.milestones!r}: expected fractions like 0.5,0.75") from None
+    return TrainConfig(
+        model=args.model, data=args.data, format=args.format, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, milestones=milestones,
+        device=args.device, seed=args.seed, backend=args.backend, skip_first_last=not args.quantize_first_last,
+        overrides=overrides or None, out=args.out, resume=args.resume, power=args.power, download=args.download,
+        image_size=args.image_size, limit_train=args.limit_train, limit_test=args.limit_test,
+        progress=not args.quiet, threads=args.threads,
+    )
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args).resolved()
+        result = fit(cfg)
+    except NonFiniteError as exc:
+        print(f"lowbit train: stopped: {exc}. The last good checkpoint is untouched"
+              f"{' in ' + args.out if args.out else ''}.", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as exc:
+        print(f"lowbit train: error: {exc}", file=sys.stderr)
+        return 2
+    final = result.final
+    print(json.dumps({"model": cfg.model, "format": cfg.format, "backend": cfg.backend, "epochs": cfg.epochs,
+                      "test_acc": round(final.get("test_acc", math.nan), 2),
+                      "train_loss": round(final.get("train_loss", math.nan), 4)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

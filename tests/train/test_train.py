@@ -1,0 +1,167 @@
+import json
+
+import pytest
+import torch
+
+from lowbit import checkpoint, train
+from lowbit.train import NonFiniteError, TrainConfig, fit
+
+QUICK = dict(data="digits", epochs=2, batch_size=64, limit_train=256, limit_test=128, progress=False, seed=0)
+
+
+def test_fit_digits_fp32_learns():
+    result = fit(**{**QUICK, "epochs": 4, "limit_train": None, "limit_test": None})
+    assert len(result.history) == 4
+    assert result.final["test_acc"] > 80.0  # the full digits set at 4 epochs: ~90%
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    a = fit(**QUICK).model.state_dict()
+    b = fit(**QUICK).model.state_dict()
+    c = fit(**{**QUICK, "seed": 1}).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+    straight = fit(**QUICK, out=str(tmp_path / "straight")).model.state_dict()
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first(epoch, record):
+        if epoch == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(**QUICK, out=str(tmp_path / "resumed"), on_epoch_end=crash_after_first)
+    resumed = fit(**QUICK, out=str(tmp_path / "resumed"), resume=True)
+    assert resumed.history[0]["epoch"] == 1 and len(resumed.history) == 2
+    weights = resumed.model.state_dict()
+    assert all(torch.equal(straight[k], weights[k]) for k in straight)
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]
+    saved = checkpoint.load(tmp_path / "resumed" / "last.pt")
+    assert saved["epoch"] == 2 and set(saved) >= {"model", "optimizer", "scheduler", "rng"}
+
+
+def test_resume_rejects_different_settings(tmp_path):
+    fit(**{**QUICK, "epochs": 1}, out=str(tmp_path))
+    with pytest.raises(ValueError, match="different settings.*lr"):
+        fit(**{**QUICK, "epochs": 1, "lr": 0.05}, out=str(tmp_path), resume=True)
+
+
+def test_existing_run_needs_resume(tmp_path):
+    fit(**{**QUICK, "epochs": 1}, out=str(tmp_path))
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(**{**QUICK, "epochs": 1}, out=str(tmp_path))
+
+
+def test_nan_stops_naming_step_and_layer_and_keeps_last_checkpoint(tmp_path):
+    import lowbit.data as data
+    from lowbit import models
+
+    torch.manual_seed(0)
+    model = models.get("digits_cnn")
+    calls = {"n": 0}
+    steps_per_epoch = 4  # 256 samples / 64
+
+    def poison(module, inputs, output):  # from epoch 2, step 2 on, as if the layer had blown up
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] >= steps_per_epoch + 3:
+                return output * float("nan")
+        return output
+
+    model.conv2.register_forward_hook(poison)
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteError) as err:
+        fit(**QUICK, out=str(out), model=model)
+    assert (err.value.epoch, err.value.step) == (2, 2)
+    assert "'conv2'" in str(err.value) and "step 2" in str(err.value)
+    saved = checkpoint.load(out / "last.pt")
+    assert saved["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_nan_from_a_gradient_names_the_layer():
+    from lowbit import models
+
+    torch.manual_seed(0)
+    model = models.get("digits_cnn")
+    model.conv3.register_full_backward_hook(lambda m, gi, go: (gi[0] * float("inf"),))
+    with pytest.raises(NonFiniteError, match="gradient computed by layer 'conv3'"):
+        fit(**QUICK, model=model)
+
+
+def test_checkpoint_save_is_atomic_on_failure(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, {"v": 1})
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        checkpoint.save(path, {"v": Unpicklable()})
+    assert checkpoint.load(path) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_checkpoint_unreadable_message(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="unreadable"):
+        checkpoint.load(bad)
+
+
+def test_config_defaults_follow_the_paper_recipe():
+    cfg = TrainConfig(data="cifar10:/nowhere").resolved()
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay) == ("resnet20", 160, 0.1, 0.9, 5e-4)
+    assert cfg.milestone_epochs() == [80, 120]
+    assert TrainConfig(data="imagenet:/x").resolved().milestone_epochs() == [30, 60]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--format", "mls:9,9"], "out of range"),
+        (["--model", "resnet99"], "unknown model"),
+        (["--data", "mnist"], "accepted: digits"),
+        (["--data", "cifar10:/nowhere/at/all"], "--download"),
+        (["--resume"], "--resume needs --out"),
+        (["--override", "conv2"], "LAYER=FORMAT"),
+    ],
+)
+def test_cli_errors_are_clear(argv, message, capsys):
+    assert train.main(argv + ["--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_runs_and_writes_metrics(tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["--epochs", "1", "--batch-size", "64", "--limit-train", "128", "--limit-test", "64", "--quiet", "--out", str(out)]
+    assert train.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model"] == "digits_cnn" and summary["format"] == "fp32" and 0 <= summary["test_acc"] <= 100
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert set(record) >= {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "quant_error"}
+    assert json.loads((out / "config.json").read_text())["seed"] == 0
+
+
+def test_power_auto_without_meter_continues(capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_power(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "power" and level == 1 or name == "lowbit.power":
+            raise ImportError("No module named 'lowbit.power'")
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", no_power)
+    result = fit(**{**QUICK, "epochs": 1}, power="auto")
+    assert "energy_j" not in result.final
+    assert "power measurement unavailable" in capsys.readouterr().err
