@@ -1,0 +1,149 @@
+"""Autograd Functions for Alg. 2 of the MLS paper: three low-bit GEMMs per layer.
+
+forward : qW = Q(W), qA = Q(A), Z = conv(qW, qA)
+backward: qE = Q(dL/dZ) once; dA = conv_bwd_data(qE, qW); dW = conv_wgrad(qE, qA)
+The gradients pass straight through the quantizers (STE); bias is added in fp32 outside.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..backends.base import ConvGeometry
+from ..formats import MLS, Mogami
+from ..qtensor import QTensor
+from .spec import LayerSpec, pow2_round
+
+
+def _exact_mogami(spec: LayerSpec, method: str):
+    fn = getattr(spec.backend, method, None)
+    if fn is None:
+        raise ValueError(f"layer {spec.label!r}: backend {spec.backend.name!r} has no exact Mogami backward "
+                         f"({method}); use mogami_backward='approx' or the software backend")
+    return fn
+
+
+class QConv2dFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, spec: LayerSpec, geom: ConvGeometry):
+        qw, qa = spec.quantize(weight, "W"), spec.quantize(x, "A")
+        wbc = None
+        if spec.wbc:
+            qw, wbc = _weight_bias_correction(spec, weight, qw)
+        z = spec.backend.conv2d_forward(qw, qa, geom)
+        if wbc is not None:
+            z = z + wbc.view(1, -1, 1, 1) * _window_sum(qa.dequantize(), weight.shape, geom)
+        ctx.spec, ctx.geom, ctx.qw, ctx.qa, ctx.wbc = spec, geom, qw, qa, wbc
+        ctx.input_shape, ctx.weight_shape = x.shape, weight.shape
+        return z
+
+    @staticmethod
+    def backward(ctx, dz):
+        spec, geom, qw, qa = ctx.spec, ctx.geom, ctx.qw, ctx.qa
+        qe = spec.quantize(dz, "E")
+        exact = isinstance(spec.fmt, Mogami) and spec.mogami_backward == "exact"
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            if exact:
+                dx = _exact_mogami(spec, "mogami_conv2d_backward_data_exact")(qe, qw, qa, geom)
+            else:
+                dx = spec.backend.conv2d_backward_data(qe, qw, geom, ctx.input_shape)
+            if ctx.wbc is not None:
+                dx = dx + _window_sum_input_grad(qe.dequantize(), ctx.wbc, ctx.input_shape, ctx.weight_shape, geom)
+        if ctx.needs_input_grad[1]:
+            if exact:
+                dw = _exact_mogami(spec, "mogami_conv2d_weight_grad_exact")(qe, qa, qw, geom)
+            else:
+                dw = spec.backend.conv2d_weight_grad(qe, qa, geom, ctx.weight_shape)
+        ctx.qw = ctx.qa = None
+        return dx, dw, None, None
+
+
+class QLinearFunction(torch.autograd.Function):
+    """x [B, in], weight [out, in]. Each GEMM's operands are grouped along its reduction dim:
+    forward along ``in``; backward-data quantizes W^T and E along ``out``; the weight gradient
+    quantizes E^T and A^T along the batch. With MLS this quantizes E (and W, A) once per
+    grouping; PoT / fp32 have no groups, so their transposes reuse the same codes."""
+
+    @staticmethod
+    def forward(ctx, x, weight, spec: LayerSpec):
+        qa, qw = spec.quantize(x, "A", block=spec.block), spec.quantize(weight, "W", block=spec.block)
+        wbc = None
+        if spec.wbc:
+            qw, wbc = _weight_bias_correction(spec, weight, qw)
+        z = spec.backend.gemm(qa, qw)
+        if wbc is not None:
+            z = z + wbc * qa.dequantize().sum(dim=1, keepdim=True)
+        ctx.spec, ctx.qa, ctx.qw, ctx.wbc = spec, qa, qw, wbc
+        ctx.save_for_backward(x, weight)
+        return z
+
+    @staticmethod
+    def backward(ctx, dz):
+        spec, qa, qw = ctx.spec, ctx.qa, ctx.qw
+        x, weight = ctx.saved_tensors
+        grouped = isinstance(spec.fmt, MLS)
+        qe = spec.quantize(dz, "E", block=spec.block)
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            qwt = spec.quantize(weight.t(), "W", block=spec.block) if grouped else _transpose(qw)
+            dx = spec.backend.gemm(qe, qwt)
+            if ctx.wbc is not None:
+                dx = dx + (qe.dequantize() * ctx.wbc).sum(dim=1, keepdim=True)
+        if ctx.needs_input_grad[1]:
+            qet = spec.quantize(dz.t(), "E", block=spec.block) if grouped else _transpose(qe)
+            qat = spec.quantize(x.t(), "A", block=spec.block) if grouped else _transpose(qa)
+            dw = spec.backend.gemm(qet, qat)
+        ctx.qa = ctx.qw = None
+        return dx, dw, None
+
+
+def _transpose(q: QTensor) -> QTensor:
+    """Transpose of an ungrouped (PoT / fp32 / Mogami) 2-D QTensor: same codes, same scale."""
+    values = None if q.values is None else q.values.t()
+    return QTensor(q.fmt, q.codes.t(), None, q.tensor_scale, q.dtype, q.block, values)
+
+
+# ---- Mogami linear layers run as 1x1 convolutions of the batch laid out as pixels -------
+
+class QLinearMogamiFunction(torch.autograd.Function):
+    """Z^T = conv1x1(W, A^T as [1, in, B, 1]): every product an integer add, both backwards too."""
+
+    @staticmethod
+    def forward(ctx, x, weight, spec: LayerSpec):
+        x4 = x.t().reshape(1, x.shape[1], x.shape[0], 1)
+        w4 = weight.reshape(*weight.shape, 1, 1)
+        z4 = QConv2dFunction.forward(ctx, x4, w4, spec, ConvGeometry())
+        ctx.batch = x.shape[0]
+        return z4.reshape(weight.shape[0], x.shape[0]).t()
+
+    @staticmethod
+    def backward(ctx, dz):
+        dz4 = dz.t().reshape(1, dz.shape[1], dz.shape[0], 1)
+        dx4, dw4, _, _ = QConv2dFunction.backward(ctx, dz4)
+        dx = None if dx4 is None else dx4.reshape(dx4.shape[1], ctx.batch).t()
+        dw = None if dw4 is None else dw4.reshape(dw4.shape[:2])
+        return dx, dw, None
+
+
+# ---- ALS-POTQ Weight Bias Correction (formula in docs/layers.md) -------------------------
+
+def _weight_bias_correction(spec: LayerSpec, weight: torch.Tensor, qw: QTensor):
+    """Quantize the channel-centred weight; the per-output-channel mean, rounded to a power of
+    two, re-enters as mu_c * (sum of the inputs under the window): a shift, no multiply in the MAC."""
+    w = weight.detach()
+    mu = w.reshape(w.shape[0], -1).mean(dim=1)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    centred = spec.quantize(w - mu.view(shape), "W", block=spec.block if w.dim() == 2 else None)
+    return centred, pow2_round(mu)
+
+
+def _window_sum(a: torch.Tensor, weight_shape, geom: ConvGeometry) -> torch.Tensor:
+    ones = torch.ones((1,) + tuple(weight_shape[1:]), dtype=a.dtype, device=a.device)
+    return F.conv2d(a, ones, None, geom.stride, geom.padding, geom.dilation)
+
+
+def _window_sum_input_grad(e, mu, input_shape, weight_shape, geom: ConvGeometry) -> torch.Tensor:
+    e_sum = (e * mu.view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
+    ones = torch.ones((1,) + tuple(weight_shape[1:]), dtype=e.dtype, device=e.device)
+    return torch.nn.grad.conv2d_input(tuple(input_shape), ones, e_sum, geom.stride, geom.padding, geom.dilation)
