@@ -1,0 +1,285 @@
+"""A numpy model of the HLS GEMM kernel on codes: the same integer math and fp32 summation order.
+
+It is bit-exact with ``hls/include/lowbit/gemm.hpp`` (tests compare with ``==``):
+
+* MLS: element magnitude ``sig << sh`` (notes A.3b), block partial sums exact in int64; group
+  scaling ``P * (2^Mg + ma)(2^Mg + mb)`` (shifts and adds in the kernel), converted to fp32 by
+  ``scaled_to_f32`` (one round-to-nearest-even of the integer, then an exponent shift; results
+  below the smallest normal flush to +0); blocks summed in fp32, ascending, from +0.0.
+* PoT: ``sum (+-) 2^(ca + cb - 2)`` exact, then ``scaled_to_f32(acc, -28)``.
+* Mogami: ``mogami_mul_bits`` per product, fp32 accumulation in ascending k from +0.0.
+
+``run_stream`` models the whole AXI-Stream top (header checks, truncation, the status word);
+``write_golden`` writes the exact input and output byte streams the C++ testbenches replay.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import wire
+from .formats import MLS
+from .qtensor import QTensor
+from .wire import Arith, Header, Op, Status
+
+SCALE_BUF = 1 << 16  # KernelConfig::SCALE_BUF
+POT_SHIFT = 28
+
+
+# ------------------------------------------------------------------------------------------------
+# Arithmetic
+# ------------------------------------------------------------------------------------------------
+def _bit_length(x: np.ndarray) -> np.ndarray:
+    """Bit length of non-negative int64 values (exact, unlike log2 on floats)."""
+    _, e = np.frexp(x.astype(np.float64))
+    e = e.astype(np.int64)
+    too_big = (e > 0) & (x < (np.int64(1) << np.clip(e - 1, 0, 62)))  # float64 rounded x up
+    return np.where(x == 0, 0, e - too_big)
+
+
+def round_to_f32(t: np.ndarray) -> np.ndarray:
+    """int64 -> fp32, round to nearest, ties to even (what ``(float)int64`` does in C)."""
+    t = np.asarray(t, dtype=np.int64)
+    mag = np.abs(t)
+    shift = np.maximum(_bit_length(mag) - 24, 0)
+    q = mag >> shift
+    rem = mag - (q << shift)
+    half = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 0)
+    up = (shift > 0) & ((rem > half) | ((rem == half) & ((q & 1) == 1)))
+    q = q + up
+    val = np.ldexp(q.astype(np.float32), shift.astype(np.int32)).astype(np.float32)
+    return np.where(t < 0, -val, val).astype(np.float32)
+
+
+def scaled_to_f32(t: np.ndarray, e) -> np.ndarray:
+    """``t * 2^e`` (e <= 0) exactly as the kernel's ``scaled_to_f32``."""
+    f = round_to_f32(t)
+    bits = f.view(np.uint32).astype(np.int64)
+    field = ((bits >> 23) & 0xFF) + np.asarray(e, dtype=np.int64)
+    out = (bits & 0x807FFFFF) | (np.clip(field, 0, 255) << 23)
+    out = np.where((np.asarray(t) == 0) | (field <= 0), 0, out)
+    return out.astype(np.uint32).view(np.float32)
+
+
+def mls_decode(codes: np.ndarray, ex: int, mx: int) -> np.ndarray:
+    """Signed integer view (units of 2^(Exmin - Mx)) of MLS element codes."""
+    c = np.asarray(codes, dtype=np.int64)
+    e = (c >> mx) & ((1 << ex) - 1)
+    m = c & ((1 << mx) - 1)
+    mag = np.where(e == 0, m, (m | (1 << mx)) << np.maximum(e - 1, 0))
+    sign = (c >> (ex + mx)) & 1
+    return np.where(sign == 1, -mag, mag)
+
+
+def pot_decode(codes: np.ndarray) -> np.ndarray:
+    """Signed 2^(c-1) (0 for c = 0), so that a product is +-2^(ca + cb - 2)."""
+    c = np.asarray(codes, dtype=np.int64)
+    e = c & 0xF
+    mag = np.where(e == 0, 0, np.int64(1) << np.maximum(e - 1, 0))
+    return np.where((c >> 4) & 1 == 1, -mag, mag)
+
+
+_MOGAMI = {32: (0x3F800000, 0x7F800000, 0x7FFFFFFF, 0x00800000, 0x7F7FFFFF, 0x80000000),
+           16: (0x3F80, 0x7F80, 0x7FFF, 0x0080, 0x7F7F, 0x8000)}
+
+
+def mogami_mul_bits(a: np.ndarray, b: np.ndarray, bits: int) -> np.ndarray:
+    """Mogami product of IEEE bit patterns (uint32 or bf16 in uint32), the kernel's rule."""
+    bias, exp_mask, mag_mask, min_normal, max_finite, sign_bit = _MOGAMI[bits]
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    sign = (a ^ b) & sign_bit
+    ma, mb = a & mag_mask, b & mag_mask
+    zero = ((ma & exp_mask) == 0) | ((mb & exp_mask) == 0) | (ma + mb < bias + min_normal)
+    mag = np.minimum(ma + mb - bias, max_finite)
+    return np.where(zero, sign, sign | mag).astype(np.uint32)
+
+
+def _as_f32(bits32: np.ndarray, bits: int) -> np.ndarray:
+    u = np.asarray(bits32, dtype=np.uint32)
+    return (u << np.uint32(16) if bits == 16 else u).view(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# One kernel call on decoded sections
+# ------------------------------------------------------------------------------------------------
+def mls_partials(a_codes: np.ndarray, b_codes: np.ndarray, block: int, ex: int, mx: int) -> np.ndarray:
+    """Exact block partial sums P [M, N, nblocks] (int64)."""
+    a, b = mls_decode(a_codes, ex, mx), mls_decode(b_codes, ex, mx)
+    k = a.shape[1]
+    return np.stack([a[:, s:s + block] @ b[:, s:s + block].T for s in range(0, k, block)], axis=2)
+
+
+def mls_block_values(p: np.ndarray, sa: np.ndarray, sb: np.ndarray, ex: int, mx: int, eg: int,
+                     mg: int) -> np.ndarray:
+    """fp32 value of each block [M, N, nb]: the shift-add group scaling and one rounding."""
+    sa, sb = sa.astype(np.int64)[:, None, :], sb.astype(np.int64)[None, :, :]
+    mmask, emask = (1 << mg) - 1, (1 << eg) - 1
+    fa, fb = (1 << mg) + (sa & mmask), (1 << mg) + (sb & mmask)
+    e = 2 * ((1 - (1 << ex)) - mx) - 2 * mg - ((sa >> mg) & emask) - ((sb >> mg) & emask)
+    return scaled_to_f32(p * fa * fb, e)
+
+
+def pot_partials(a_codes: np.ndarray, b_codes: np.ndarray) -> np.ndarray:
+    """Exact MF-MAC accumulators [M, N] (int64, units of 2^-28)."""
+    return pot_decode(a_codes) @ pot_decode(b_codes).T
+
+
+def fp32_sum(parts: np.ndarray, axis: int) -> np.ndarray:
+    """Sequential fp32 sum from +0.0, ascending along ``axis``."""
+    parts = np.moveaxis(np.asarray(parts, dtype=np.float32), axis, 0)
+    out = np.zeros(parts.shape[1:], dtype=np.float32)
+    for part in parts:
+        out = (out + part).astype(np.float32)
+    return out
+
+
+def mogami_gemm(a_codes: np.ndarray, b_codes: np.ndarray, bits: int) -> np.ndarray:
+    out = np.zeros((a_codes.shape[0], b_codes.shape[0]), dtype=np.float32)
+    for k in range(a_codes.shape[1]):
+        prod = mogami_mul_bits(a_codes[:, k][:, None], b_codes[:, k][None, :], bits)
+        out = (out + _as_f32(prod, bits)).astype(np.float32)
+    return out
+
+
+def gemm_call(hdr: Header, a, b) -> np.ndarray:
+    """C [M, N] fp32 of one kernel call; ``a``/``b`` have ``codes`` [R, K] and ``scales`` [R, nb]."""
+    if hdr.arith == Arith.MLS:
+        p = mls_partials(a.codes, b.codes, hdr.block, hdr.ex, hdr.mx)
+        v = mls_block_values(p, a.scales, b.scales, hdr.ex, hdr.mx, hdr.eg, hdr.mg)
+        return fp32_sum(v, axis=2)
+    if hdr.arith == Arith.POT:
+        return fp32_sum(scaled_to_f32(pot_partials(a.codes, b.codes), -POT_SHIFT)[None], axis=0)
+    bits = 32 if hdr.arith == Arith.MOGAMI_FP32 else 16
+    return fp32_sum(mogami_gemm(a.codes, b.codes, bits)[None], axis=0)
+
+
+def gemm(a: QTensor, b: QTensor, *, op: Op = Op.FORWARD) -> torch.Tensor:
+    """The whole host + kernel GEMM (tiling of ``lowbit.backends.emulation``) in numpy."""
+    from .backends.emulation import tiled_gemm
+
+    return tiled_gemm(a, b, op, gemm_call)
+
+
+class ReferenceBackend:
+    """A Backend running ``gemm`` in this numpy model (for bit-exact comparisons)."""
+
+    def __new__(cls):
+        from .backends.base import Backend, Capabilities
+
+        class _Ref(Backend):
+            name = "reference"
+
+            def capabilities(self):
+                return Capabilities(self.name, ("mls", "pot", "mogami"), True, ("cpu",), "numpy kernel model")
+
+            def gemm(self, a, b, *, op=Op.FORWARD):
+                return gemm(a, b, op=op)
+
+        return _Ref()
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole top on a word stream
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Sections:
+    a: object
+    b: object
+
+
+def check_header(h: dict) -> Status:
+    if h["magic"] != wire.MAGIC:
+        return Status.BAD_MAGIC
+    if h["version"] != wire.WIRE_VERSION:
+        return Status.BAD_VERSION
+    if h["arith"] > Arith.MOGAMI_BF16 or h["op"] > Op.WEIGHT_GRAD:
+        return Status.BAD_FORMAT
+    mls = h["arith"] == Arith.MLS
+    if mls and not (h["ex"] <= 4 and h["mx"] <= 7 and h["ex"] + h["mx"] >= 1 and h["eg"] <= 8 and h["mg"] <= 1):
+        return Status.BAD_FORMAT
+    if not (1 <= h["m"] <= wire.MAX_M and 1 <= h["n"] <= wire.MAX_N and 1 <= h["k"] <= wire.MAX_K):
+        return Status.BAD_DIMS
+    if not 1 <= h["block"] <= h["k"] or (not mls and h["block"] != h["k"]):
+        return Status.BAD_DIMS
+    nb = -(-h["k"] // h["block"])
+    if mls and max(h["m"], h["n"]) * nb > SCALE_BUF:
+        return Status.BAD_DIMS
+    return Status.OK
+
+
+def _raw_header(words: np.ndarray) -> dict:
+    return {name: (int(words[w]) >> lo) & ((1 << width) - 1) for name, (w, lo, width) in wire.HEADER_FIELDS.items()}
+
+
+class _Cursor:
+    def __init__(self, words: np.ndarray, pos: int):
+        self.words, self.pos = words, pos
+
+    def take(self, count: int, lane_bits: int) -> Tuple[np.ndarray, int]:
+        """Up to ``count`` lanes of a section and how many words were available for it."""
+        need = wire.words_for(count, lane_bits)
+        got = self.words[self.pos:self.pos + need]
+        self.pos += len(got)
+        return wire.unpack_lanes(got, lane_bits, min(count, len(got) * (64 // lane_bits))), len(got)
+
+
+def run_stream(words: np.ndarray) -> Tuple[np.ndarray, Status]:
+    """(output words, status) of the AXI-Stream top for input ``words`` (TLAST on the last)."""
+    words = np.ascontiguousarray(words, dtype=np.uint64)
+    if len(words) < wire.HEADER_WORDS:
+        return _finish([], Status.TRUNCATED)
+    h = _raw_header(words)
+    status = check_header(h)
+    if status != Status.OK:
+        return _finish([], status)
+    hdr = Header.from_words(words[: wire.HEADER_WORDS])
+    nb = hdr.nblocks if hdr.has_scales else 0
+    cur = _Cursor(words, wire.HEADER_WORDS)
+    sa, _ = cur.take(hdr.m * nb, wire.SCALE_LANE_BITS)
+    ac, _ = cur.take(hdr.m * hdr.k, hdr.lane_bits)
+    sb, _ = cur.take(hdr.n * nb, wire.SCALE_LANE_BITS)
+    if len(sa) < hdr.m * nb or len(ac) < hdr.m * hdr.k or len(sb) < hdr.n * nb:
+        return _finish([], Status.TRUNCATED)
+    bc, _ = cur.take(hdr.n * hdr.k, hdr.lane_bits)
+    rows = len(bc) // hdr.k
+    a = _operand(ac.reshape(hdr.m, hdr.k), sa, hdr.m, nb)
+    b = _operand(bc[: rows * hdr.k].reshape(rows, hdr.k), sb[: rows * nb], rows, nb)
+    c = gemm_call(hdr, a, b) if rows else np.zeros((hdr.m, 0), dtype=np.float32)
+    status = Status.OK if rows == hdr.n else Status.TRUNCATED
+    if status == Status.OK and cur.pos < len(words):
+        status = Status.BAD_DIMS  # longer than the header announces
+    return _finish(list(np.ascontiguousarray(c.T).reshape(-1)), status)
+
+
+@dataclass(frozen=True)
+class _Op:
+    codes: np.ndarray
+    scales: np.ndarray
+
+
+def _operand(codes, scales, rows, nb) -> _Op:
+    return _Op(codes.astype(np.uint32), np.asarray(scales, dtype=np.uint16).reshape(rows, nb))
+
+
+def _finish(values: List, status: Status) -> Tuple[np.ndarray, Status]:
+    body = wire.pack_lanes(np.asarray(values, dtype=np.float32).view(np.uint32), wire.OUT_LANE_BITS) \
+        if values else np.zeros(0, dtype=np.uint64)
+    return np.concatenate([body, np.array([wire.status_word(status)], dtype=np.uint64)]), status
+
+
+# ------------------------------------------------------------------------------------------------
+# Golden vectors
+# ------------------------------------------------------------------------------------------------
+def write_golden(directory: Path, name: str, words: np.ndarray) -> Tuple[Path, Path]:
+    """Write ``<name>.in.bin`` / ``<name>.out.bin`` (little-endian uint64 words) for the testbenches."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out, _ = run_stream(words)
+    pin, pout = directory / f"{name}.in.bin", directory / f"{name}.out.bin"
+    pin.write_bytes(np.ascontiguousarray(words, dtype="<u8").tobytes())
+    pout.write_bytes(np.ascontiguousarray(out, dtype="<u8").tobytes())
+    return pin, pout
