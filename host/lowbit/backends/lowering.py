@@ -1,0 +1,112 @@
+"""Default lowering of the three training convolutions to ``Backend.gemm`` (im2col on codes).
+
+Every conv becomes ``C = gemm(a, b)`` with a [M, K], b [N, K] grouped along K (notes.md A.4):
+
+=================  ==============================  =================  ==========================
+conv               a (rows, groups along K)        b (rows)           block (intra-group sum)
+=================  ==============================  =================  ==========================
+forward            W  [Co, (ci,i,j)], groups ci    A cols [(n,x,y)]   kh*kw
+backward data      W' [Ci, (co,i,j)], groups co    E cols [(n,h,w)]   kh*kw   (W' = W^T flipped)
+weight gradient    E  [Co, (n,x,y)],  groups n     A cols [(ci,i,j)]  Ho*Wo
+=================  ==============================  =================  ==========================
+
+im2col moves integer codes only; padding (and the zeros between the strided error positions of
+the backward-data conv) is code 0, an exact zero in every format. Group scales are expanded per
+row and per block from the 4-D [N|1, C|1] layout.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..formats import MLS
+from ..qtensor import QTensor
+from ..wire import Op
+from .base import ConvGeometry
+
+
+def _scale_grid(q: QTensor) -> Optional[torch.Tensor]:
+    """[dim0, dim1] scale codes of a 4-D MLS QTensor (broadcast from [N|1, C|1])."""
+    if not isinstance(q.fmt, MLS):
+        return None
+    return q.scale_codes.expand(q.shape[0], q.shape[1]).to(torch.int16)
+
+
+def _matrix(like: QTensor, codes: torch.Tensor, scales: Optional[torch.Tensor], block: int) -> QTensor:
+    mls = isinstance(like.fmt, MLS)
+    return QTensor(like.fmt, codes.contiguous(), scales.contiguous() if mls else None, like.tensor_scale,
+                   like.dtype, block if mls else None)
+
+
+def _unfold(codes: torch.Tensor, kernel: Tuple[int, int], dilation, padding, stride) -> torch.Tensor:
+    """im2col of integer codes [N, C, H, W] -> [N, C*kh*kw, L] (float64 holds int32 exactly)."""
+    cols = F.unfold(codes.to(torch.float64), kernel, dilation=dilation, padding=padding, stride=stride)
+    return cols.to(codes.dtype)
+
+
+def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def conv2d_forward(backend, qw: QTensor, qa: QTensor, geom: ConvGeometry) -> torch.Tensor:
+    co, ci, kh, kw = qw.shape
+    n, _, h, w = qa.shape
+    ho = _out_size(h, kh, geom.stride[0], geom.padding[0], geom.dilation[0])
+    wo = _out_size(w, kw, geom.stride[1], geom.padding[1], geom.dilation[1])
+    cols = _unfold(qa.codes, (kh, kw), geom.dilation, geom.padding, geom.stride)  # [N, Ci*kk, L]
+    b_codes = cols.permute(0, 2, 1).reshape(n * ho * wo, ci * kh * kw)
+    sa, sw = _scale_grid(qa), _scale_grid(qw)
+    b_scales = sa.repeat_interleave(ho * wo, dim=0) if sa is not None else None
+    a = _matrix(qw, qw.codes.reshape(co, ci * kh * kw), sw, kh * kw)
+    b = _matrix(qa, b_codes, b_scales, kh * kw)
+    c = backend.gemm(a, b, op=Op.FORWARD)  # [Co, N*Ho*Wo]
+    return c.reshape(co, n, ho, wo).permute(1, 0, 2, 3).contiguous()
+
+
+def _upsample_pad(codes: torch.Tensor, size_in: Tuple[int, int], kernel, geom: ConvGeometry) -> torch.Tensor:
+    """Errors with (stride-1) zero codes between positions, padded so that a stride-1 conv with the
+    flipped kernel yields the input's spatial size (negative padding crops)."""
+    n, c, ho, wo = codes.shape
+    s, d, p = geom.stride, geom.dilation, geom.padding
+    up = torch.zeros((n, c, (ho - 1) * s[0] + 1, (wo - 1) * s[1] + 1), dtype=codes.dtype, device=codes.device)
+    up[:, :, :: s[0], :: s[1]] = codes
+    pads = []
+    for axis in (1, 0):  # F.pad order: last dim first
+        before = d[axis] * (kernel[axis] - 1) - p[axis]
+        after = size_in[axis] - up.shape[2 + axis] - before + d[axis] * (kernel[axis] - 1)
+        pads += [before, after]
+    return F.pad(up.to(torch.float64), pads).to(codes.dtype)
+
+
+def conv2d_backward_data(backend, qe: QTensor, qw: QTensor, geom: ConvGeometry,
+                         input_shape: torch.Size) -> torch.Tensor:
+    n, ci, h, w = input_shape
+    co, _, kh, kw = qw.shape
+    e_up = _upsample_pad(qe.codes, (h, w), (kh, kw), geom)
+    cols = _unfold(e_up, (kh, kw), geom.dilation, 0, 1)  # [N, Co*kk, H*W]
+    b_codes = cols.permute(0, 2, 1).reshape(n * h * w, co * kh * kw)
+    w_flip = qw.codes.permute(1, 0, 2, 3).flip(2, 3).reshape(ci, co * kh * kw)
+    se, sw = _scale_grid(qe), _scale_grid(qw)
+    a = _matrix(qw, w_flip, sw.t() if sw is not None else None, kh * kw)
+    b = _matrix(qe, b_codes, se.repeat_interleave(h * w, dim=0) if se is not None else None, kh * kw)
+    c = backend.gemm(a, b, op=Op.BACKWARD_DATA)  # [Ci, N*H*W]
+    return c.reshape(ci, n, h, w).permute(1, 0, 2, 3).contiguous()
+
+
+def conv2d_weight_grad(backend, qe: QTensor, qa: QTensor, geom: ConvGeometry,
+                       weight_shape: torch.Size) -> torch.Tensor:
+    co, ci, kh, kw = weight_shape
+    n, _, ho, wo = qe.shape
+    cols = _unfold(qa.codes, (kh, kw), geom.dilation, geom.padding, geom.stride)  # [N, Ci*kk, L]
+    if cols.shape[2] != ho * wo:
+        raise ValueError(f"weight gradient: errors are {ho}x{wo} but the activations give "
+                         f"{cols.shape[2]} positions for geometry {geom}; check stride/padding/dilation")
+    b_codes = cols.permute(1, 0, 2).reshape(ci * kh * kw, n * ho * wo)
+    a_codes = qe.codes.permute(1, 0, 2, 3).reshape(co, n * ho * wo)
+    se, sa = _scale_grid(qe), _scale_grid(qa)
+    a = _matrix(qe, a_codes, se.t() if se is not None else None, ho * wo)
+    b = _matrix(qa, b_codes, sa.t().repeat_interleave(kh * kw, dim=0) if sa is not None else None, ho * wo)
+    c = backend.gemm(a, b, op=Op.WEIGHT_GRAD)  # [Co, Ci*kk]
+    return c.reshape(weight_shape)
