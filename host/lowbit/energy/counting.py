@@ -90,10 +90,10 @@ def gemm_ops(fmt: formats.Format, gemm: Gemm) -> dict[str, int]:
 
 
 def lowbit_mul_label(fmt: formats.Format) -> str:
-    """Name of the low-bit multiplier, e.g. FP7Mul for MLS <2,4> (sign + 7-bit integer)."""
+    """Name of the low-bit multiplier: FP7Mul for MLS <2,4> (Table 5: sign + 2-bit exp + 4-bit man)."""
     fmt = formats.parse(fmt)
     if fmt.kind == "mls":
-        return f"FP{1 + fmt.int_bits}Mul"
+        return f"FP{fmt.code_bits}Mul"
     return {"fp32": "FloatMul", "pot": "XOR+INT4Add", "mogami": "IntAdd32"}[fmt.kind]
 
 
@@ -115,6 +115,7 @@ class _Trace:
     numel: dict = field(default_factory=dict)
     where: dict = field(default_factory=dict)
     alive: list = field(default_factory=list)  # keeps ids unique while tracing
+    order: list = field(default_factory=list)  # layer / block names in execution order
 
 
 def _module_kind(module: nn.Module) -> "str | None":
@@ -176,6 +177,7 @@ class _Tracer(TorchFunctionMode):
             operands = [a for a in args[:2] if isinstance(a, torch.Tensor) and a.numel() > 1]
             if len(operands) == 2:
                 self.trace.ewadds.append((self.context[-1], out.numel()))
+                self.trace.order.append(self.context[-1])
         return out
 
 
@@ -205,6 +207,7 @@ def _install_hooks(model: nn.Module, tracer: _Tracer) -> list:
                 x = args[0]
                 tracer.trace.calls.append(_Call(
                     name, module, kind, tuple(x.shape), tuple(output.shape), bool(x.requires_grad)))
+                tracer.trace.order.append(name)
         return hook
 
     for name, module in model.named_modules():
@@ -359,8 +362,16 @@ def count_training_step(
             n = (uses - 1) * t.numel[key]
             add(t.where[key], "fork", "ewadd", "bwd", {"fp32_add": n, "fp32_mul": n if extra_mul else 0})
     _sgd_ops(model, add, momentum, weight_decay)
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame = _in_execution_order(pd.DataFrame(rows, columns=COLUMNS), t.order)
     return OpCounts(frame, fmt, int(batch), tuple(input_shape), lowbit_mul_label(fmt))
+
+
+def _in_execution_order(frame: pd.DataFrame, order: list) -> pd.DataFrame:
+    rank = {}
+    for name in order + list(frame["layer"]):
+        rank.setdefault(name, len(rank))
+    keys = frame["layer"].map(rank)
+    return frame.iloc[keys.argsort(kind="stable")].reset_index(drop=True)
 
 
 def _bias_ops(call: _Call, add, mod: str) -> None:

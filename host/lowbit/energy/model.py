@@ -68,7 +68,7 @@ class Estimate:
         macs = f[(f.phase == "fwd") & f.part.isin(["conv", "fc"]) & f.op.isin(
             ["fp32_mul", "lowbit_mul", "xor", "mogami_add"])].groupby("layer", sort=False)["count"].sum()
         modules = f.groupby("layer", sort=False)["module"].first()
-        out = pd.DataFrame({"module": modules, "fwd_macs": macs, "fp32_uj": fp, "uj": low})
+        out = pd.DataFrame({"module": modules, "fwd_macs": macs, "fp32_uj": fp, "uj": low}).reindex(modules.index)
         out["fwd_macs"] = out["fwd_macs"].fillna(0).astype("int64")
         out["ratio"] = out["fp32_uj"] / out["uj"]
         return out

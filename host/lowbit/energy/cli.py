@@ -1,0 +1,110 @@
+"""`lowbit energy`: per-layer op counts and modelled energy of one training step.
+
+    lowbit energy --model resnet34 --input 3x224x224 --format mls:2,4 [--batch 1]
+                  [--table mls65|horowitz45|PATH.json] [--fp32-layers first_last|linear|none]
+                  [--json] [--plot PATH.png] [--list-tables]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from .. import formats
+from .counting import FP32_LAYER_POLICIES
+from .model import PART_NAMES, estimate
+from .tables import get_table, table_names
+
+
+def parse_input(text: str) -> tuple:
+    """'3x224x224' -> (3, 224, 224)."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"--input {text!r}: give positive sizes joined by x, e.g. 3x224x224")
+    return dims
+
+
+def _format(text: str):
+    try:
+        return formats.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lowbit energy", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="resnet20", help="a lowbit.models name (default resnet20)")
+    p.add_argument("--input", type=parse_input, default=None, help="one sample, e.g. 3x32x32 (default: the model's)")
+    p.add_argument("--format", type=_format, default=formats.parse("mls:2,4"), help="e.g. mls:2,4, pot:4, mogami:fp32")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--table", default="mls65", help=f"{' | '.join(table_names())} | PATH.json")
+    p.add_argument("--fp32-layers", choices=FP32_LAYER_POLICIES, default="first_last",
+                   help="layers kept fp32: first_last (default), linear (MLS Table 5), none")
+    p.add_argument("--per-image", action="store_true", help="divide by the batch size")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--plot", default=None, help="save a bar chart of energy by layer and op type")
+    p.add_argument("--list-tables", action="store_true", help="print the energy tables with sources and exit")
+    return p
+
+
+def _model(name: str):
+    from .. import models
+
+    torch.manual_seed(0)
+    model = models.get(name)
+    return model, models.info(name).input_shape
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_tables:
+        for name in table_names():
+            print(get_table(name).describe(), end="\n\n")
+        return 0
+    if args.batch < 1:
+        print("lowbit energy: --batch must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        table = get_table(args.table)
+        model, default_shape = _model(args.model)
+    except ValueError as e:
+        print(f"lowbit energy: {e}", file=sys.stderr)
+        return 2
+    shape = args.input or default_shape
+    est = estimate(model, shape, args.format, table, batch=args.batch, fp32_layers=args.fp32_layers)
+    scale = args.batch if args.per_image else 1
+    if args.json:
+        out = est.summary()
+        out["model"] = args.model
+        out["layers"] = {name: {k: (float(v) / scale if k.endswith("uj") else v) for k, v in row.items()}
+                         for name, row in est.by_layer().to_dict(orient="index").items()}
+        print(json.dumps(out, indent=2, default=float))
+    else:
+        _print_report(args, est, shape, scale)
+    if args.plot:
+        from ..power.plots import plot_energy_breakdown
+
+        plot_energy_breakdown(est, args.plot)
+        print(f"saved {args.plot}")
+    return 0
+
+
+def _print_report(args, est, shape, scale) -> None:
+    unit = "per image" if args.per_image else f"per step (batch {args.batch})"
+    print(f"{args.model} input {'x'.join(map(str, shape))}, {est.counts.fmt} ({est.counts.mul_label}), "
+          f"table {est.table.name}, energy in uJ {unit}\n")
+    layers = est.by_layer()
+    print(f"{'layer':28s} {'module':12s} {'fwd MACs':>14s} {'fp32 uJ':>12s} {'low-bit uJ':>12s} {'ratio':>7s}")
+    for name, r in layers.iterrows():
+        print(f"{name:28s} {r.module:12s} {r.fwd_macs:14,d} {r.fp32_uj / scale:12.3f} {r.uj / scale:12.3f} {r.ratio:7.2f}")
+    print(f"\n{'part':12s} {'op':12s} {'fp32 count':>14s} {'fp32 uJ':>11s} {'count':>14s} {'uJ':>11s}")
+    for (part, op), r in est.by_part().iterrows():
+        print(f"{PART_NAMES[part]:12s} {op:12s} {r.count_fp32 / scale:14.4g} {r.uj_fp32 / scale:11.3f} "
+              f"{r['count'] / scale:14.4g} {r.uj / scale:11.3f}")
+    print(f"\ntotal: fp32 {est.baseline_uj() / scale:.1f} uJ, {est.counts.fmt} {est.total_uj() / scale:.1f} uJ, "
+          f"ratio {est.ratio:.2f}x; linear-layer saving {100 * est.saving():.1f}%")
