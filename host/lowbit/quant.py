@@ -45,18 +45,18 @@ def quantize(x: torch.Tensor, fmt: "str | Format", *, rounding: str = "stochasti
     _check_args(x, fmt, rounding, block, clip_ratio, impl)
     if x.numel() == 0:
         raise ValueError(f"cannot quantize an empty tensor (shape {tuple(x.shape)})")
-    _check_finite(x)
     seed = draw_seed(generator) if rounding == "stochastic" and not isinstance(fmt, FP32) else 0
+    if isinstance(fmt, (FP32, Mogami)):
+        _check_finite(x)
     if isinstance(fmt, FP32):
         return _bits_qtensor(fmt, x.detach().float().contiguous(), x.dtype)
     if isinstance(fmt, Mogami):
         return _mogami_quantize(x, fmt, rounding, seed)
     if _use_native(x, impl):
-        from . import _native
-
         if isinstance(fmt, MLS):
-            return _native.mls_quantize(x, fmt, rounding, seed, _block_for(x, block))
-        return _native.pot_quantize(x, fmt, rounding, seed, _clip(clip_ratio))
+            return _mls_native(x, fmt, rounding, seed, _block_for(x, block))
+        return _pot_native(x, fmt, rounding, seed, _clip(clip_ratio))
+    _check_finite(x)
     if isinstance(fmt, MLS):
         return _mls_torch(x, fmt, rounding, seed, _block_for(x, block))
     return _pot_torch(x, fmt, rounding, seed, _clip(clip_ratio))
@@ -115,14 +115,11 @@ def _use_native(x: torch.Tensor, impl: str) -> bool:
     if impl == "native":
         if x.device.type != "cpu":
             raise ValueError(f"impl='native' runs on CPU tensors; this one is on {x.device}")
+        _native_lib()
         return True
     if x.device.type != "cpu" or os.environ.get("LOWBIT_NATIVE", "1") == "0":
         return False
-    try:
-        from . import _native
-    except ImportError:
-        return False
-    return _native.available()
+    return native_available()
 
 
 # ---------------------------------------------------------------- random numbers
@@ -358,3 +355,109 @@ def _mogami_quantize(x: torch.Tensor, fmt: Mogami, rounding: str, seed: int) -> 
 
 def _with_values(qt: QTensor) -> QTensor:
     return QTensor(qt.fmt, qt.codes, qt.scale_codes, qt.tensor_scale, qt.dtype, qt.block, values=qt.decode())
+
+
+# ---------------------------------------------------------------- native CPU kernel
+
+_NATIVE_CDEF = """
+int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t block, float *out);
+void lowbit_mls_quantize(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
+                         const float *sg, float st, int ex, int mx, int stochastic, uint64_t seed,
+                         int16_t *codes, float *values);
+void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int max_code,
+                         int stochastic, uint64_t seed, int16_t *codes, float *values);
+"""
+_native_state: dict = {}
+_CHUNK = 1 << 16  # elements per parallel block of a whole-tensor reduction
+
+
+def _cpu_tag() -> str:
+    """Names the build after the CPU's feature flags: the kernel is compiled with -march=native."""
+    import hashlib
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = ""
+    return platform.machine() + "-" + hashlib.sha256(flags.encode()).hexdigest()[:8]
+
+
+def _native_lib():
+    """(ffi, lib) of csrc/quantize.c, built once per source hash; raises RuntimeError if no compiler."""
+    if "lib" not in _native_state:
+        from pathlib import Path
+
+        from ._build import load
+
+        src = Path(__file__).resolve().parent / "csrc" / "quantize.c"
+        flags = ["-fopenmp", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-std=c11"]
+        _native_state["lib"] = load(f"quantize-{_cpu_tag()}", _NATIVE_CDEF, [src], flags=flags, cplus=False)
+    return _native_state["lib"]
+
+
+def native_available() -> bool:
+    """True when the native kernel builds (and loads) on this machine; cached."""
+    if "ok" not in _native_state:
+        try:
+            _native_lib()
+            _native_state["ok"] = True
+        except Exception as err:  # no compiler / no OpenMP: the torch path still works
+            _native_state["ok"] = False
+            _native_state["error"] = repr(err)
+    return _native_state["ok"]
+
+
+def _ptr(ffi, t: torch.Tensor, ctype: str):
+    return ffi.cast(ctype, t.data_ptr())
+
+
+def _raise_nonfinite(x: torch.Tensor) -> None:
+    _check_finite(x)
+    raise AssertionError("native kernel counted NaN/Inf that torch does not see")
+
+
+def _mls_native(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optional[int]) -> QTensor:
+    ffi, lib = _native_lib()
+    xf = x.detach().to(torch.float32).contiguous()
+    if xf.dim() == 4:
+        n, c, h, w = xf.shape
+        rows, length, blk, grid = n * c, h * w, h * w, (n, c)
+    else:
+        rows, length = xf.shape
+        blk = block
+        grid = (rows, -(-length // block))
+    bmax = torch.empty(grid, dtype=torch.float32)
+    if lib.lowbit_block_absmax(_ptr(ffi, xf, "float *"), rows, length, blk, _ptr(ffi, bmax, "float *")):
+        _raise_nonfinite(x)
+    st = bmax.amax()
+    gmax = _reduce_groups(bmax[:, :, None], fmt.group)
+    scale_codes = group_scale_codes(gmax / torch.where(st > 0, st, torch.ones_like(st)), fmt.eg, fmt.mg)
+    sg = group_scale_values(scale_codes, fmt.mg)
+    inv = torch.reciprocal(sg * st).clamp(max=FLT_MAX)
+    inv_full = inv[:, :, 0].expand(grid).contiguous()
+    sg_full = sg[:, :, 0].expand(grid).contiguous()
+    codes = torch.empty(xf.shape, dtype=torch.int16)
+    values = torch.empty(xf.shape, dtype=torch.float32)
+    lib.lowbit_mls_quantize(_ptr(ffi, xf, "float *"), rows, length, blk, _ptr(ffi, inv_full, "float *"),
+                            _ptr(ffi, sg_full, "float *"), float(st), fmt.ex, fmt.mx,
+                            int(rounding == "stochastic"), seed, _ptr(ffi, codes, "int16_t *"),
+                            _ptr(ffi, values, "float *"))
+    return QTensor(fmt, codes, scale_codes[:, :, 0], st, x.dtype, block, values=values.to(x.dtype))
+
+
+def _pot_native(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio: float) -> QTensor:
+    ffi, lib = _native_lib()
+    xf = x.detach().to(torch.float32).contiguous()
+    n = xf.numel()
+    bmax = torch.empty(-(-n // _CHUNK), dtype=torch.float32)
+    if lib.lowbit_block_absmax(_ptr(ffi, xf, "float *"), 1, n, _CHUNK, _ptr(ffi, bmax, "float *")):
+        _raise_nonfinite(x)
+    s = pot_scale_exponent(float(bmax.amax()), clip_ratio)
+    codes = torch.empty(xf.shape, dtype=torch.int16)
+    values = torch.empty(xf.shape, dtype=torch.float32)
+    lib.lowbit_pot_quantize(_ptr(ffi, xf, "float *"), n, s, -s // 2, fmt.max_code, int(rounding == "stochastic"),
+                            seed, _ptr(ffi, codes, "int16_t *"), _ptr(ffi, values, "float *"))
+    scale = pow2(torch.tensor(s))
+    return QTensor(fmt, codes, None, scale, x.dtype, None, values=values.to(x.dtype))
