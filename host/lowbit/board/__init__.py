@@ -1,0 +1,28 @@
+"""The board runtime: PYNQ (Zynq) and Alveo backends, DMA buffers, faults, and a simulated board.
+
+``open_simulated(board="zcu104")`` gives the full PYNQ path (unmodified pynq DMA driver and
+Overlay) on a simulated device whose IP is the emulation kernel: what CI runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import BoardError, BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput
+
+FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "board" / "fixtures"
+
+
+def open_simulated(board: str = "zcu104", *, bitstream=None, kernel=None, timeout_s: float = 2.0, **device_kwargs):
+    """A ``PynqBackend`` on a ``SimulatedBoard`` loaded with the fixture overlay for ``board``."""
+    from ..device import open_pynq
+    from .sim import SimulatedBoard
+
+    bit = Path(bitstream) if bitstream is not None else FIXTURES / board / f"lowbit_{board}.bit"
+    if not bit.exists():
+        raise FileNotFoundError(f"no simulated overlay at {bit} (boards: zcu104, pynqz2); pass bitstream=")
+    device = SimulatedBoard(kernel=kernel, **device_kwargs)
+    return open_pynq(bit, device=device, timeout_s=timeout_s)
+
+
+__all__ = ["open_simulated", "BoardError", "BoardTimeout", "BufferAllocationError", "DmaError", "KernelError",
+           "TruncatedOutput"]

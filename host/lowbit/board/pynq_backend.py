@@ -1,0 +1,238 @@
+"""The board backend for Zynq / Zynq UltraScale+ boards running PYNQ: GEMMs over AXI DMA.
+
+One kernel call moves as FINN-style stages, each a small function below: pack into the DMA buffer,
+flush, program the IP (registers by name), ``recvchannel.transfer`` / ``sendchannel.transfer``,
+wait with a timeout, invalidate, unpack. Calls are tiled exactly as the emulation backend tiles
+them (``lowbit.backends.emulation.gemm_tiles``) and summed in the same order, so results are
+bit-identical. While the board computes call i the host packs call i+1 into the other buffer.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+
+import lowbit_drivers  # noqa: F401  registers the IP driver before any Overlay is built
+from lowbit_drivers import LowbitGemm
+
+from .. import wire
+from ..backends.base import Backend, Capabilities
+from ..backends.emulation import check_operands, gemm_tiles, operand_of, tensor_scale_product
+from ..formats import MLS
+from ..qtensor import QTensor
+from ..wire import Header, Op, Reg, Status
+from . import packing
+from .axi_dma import CR_RESET, DmaReg, describe_sr
+from .buffers import BufferSlot
+from .errors import BoardError, BoardTimeout, DmaError, KernelError, TruncatedOutput
+
+
+@dataclass
+class Call:
+    """One kernel call of a tiled GEMM and where its data lives."""
+
+    index: int
+    count: int
+    header: Header
+    ms: slice
+    ns: slice
+    kslice: slice
+    a_tile: object = None  # emulation.Operand slices of this call
+    b_tile: object = None
+    in_words: int = 0
+    slot: int = 0
+
+    def describe(self) -> str:
+        h = self.header
+        return (f"tile {self.index + 1}/{self.count} (A rows {self.ms.start}:{self.ms.stop}, B rows "
+                f"{self.ns.start}:{self.ns.stop}, K {self.kslice.start}:{self.kslice.stop}; header m={h.m} "
+                f"n={h.n} k={h.k} block={h.block} {h.arith.name} {h.op.name})")
+
+
+class PynqBackend(Backend):
+    """``Backend`` over a loaded overlay holding the lowbit GEMM IP and an AXI DMA."""
+
+    name = "board"
+
+    def __init__(self, overlay, *, ip_name: Optional[str] = None, dma_name: Optional[str] = None,
+                 board: str = "<board>", timeout_s: float = 10.0):
+        self.overlay = overlay
+        self.device = overlay.device
+        self.board = board
+        self.timeout_s = float(timeout_s)
+        self.ip: LowbitGemm = getattr(overlay, ip_name or _find_ip(overlay, wire.VLNV))
+        self.dma = getattr(overlay, dma_name or _find_ip(overlay, "xilinx.com:ip:axi_dma:"))
+        if not isinstance(self.ip, LowbitGemm):
+            raise BoardError(f"overlay.{ip_name} is a {type(self.ip).__name__}, not lowbit_drivers.LowbitGemm: "
+                             "import lowbit_drivers before building the pynq.Overlay")
+        if self.dma.sendchannel is None or self.dma.recvchannel is None:
+            raise BoardError("the overlay's AXI DMA needs both an MM2S and an S2MM channel")
+        self.ip.check_version(board)
+        self.inputs = [BufferSlot(self.device, f"input {i}") for i in range(2)]
+        self.outputs = [BufferSlot(self.device, f"output {i}") for i in range(2)]
+        self.trace: Optional[List[tuple]] = None  # set to [] to record the stage order
+        self.calls_run = 0
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(self.name, ("mls", "pot", "mogami"), True, ("cpu", "cuda"),
+                            f"lowbit GEMM IP on {self.board} through AXI DMA (pynq)")
+
+    # -- the GEMM: plan, then pipeline pack(i+1) against run(i)
+    def gemm(self, a: QTensor, b: QTensor, *, op: Op = Op.FORWARD) -> torch.Tensor:
+        check_operands(a, b)
+        block = a.block if isinstance(a.fmt, MLS) else a.shape[1]
+        out = np.zeros((a.shape[0], b.shape[0]), dtype=np.float32)
+        plan = self._plan(a, b, block, op)
+        calls = [call for _, _, group in plan for call in group]
+        results = self._run_pipelined(calls)
+        for ms, ns, group in plan:
+            acc = None
+            for call in group:
+                part = results[call.index]
+                acc = part if acc is None else (acc + part).astype(np.float32)
+            out[ms, ns] = acc
+        out *= tensor_scale_product(a, b)
+        return torch.from_numpy(out).to(device=a.device)
+
+    def _plan(self, a: QTensor, b: QTensor, block: int, op: Op) -> list:
+        """[(A-row slice, B-row slice, [Call per K-tile, ascending K])] in the emulation's order."""
+        tiles = list(gemm_tiles(a.fmt, operand_of(a), operand_of(b), block, op))
+        count = sum(len(calls) for _, _, calls in tiles)
+        plan, index = [], 0
+        for ms, ns, calls in tiles:
+            group, k0 = [], 0
+            for hdr, at, bt in calls:
+                group.append(Call(index, count, hdr, ms, ns, slice(k0, k0 + hdr.k), at, bt))
+                index, k0 = index + 1, k0 + hdr.k
+            plan.append((ms, ns, group))
+        return plan
+
+    def _run_pipelined(self, calls: List[Call]) -> dict:
+        results = {}
+        if calls:
+            self._pack(calls[0], slot=0)
+        for i, call in enumerate(calls):
+            self._launch(call)
+            if i + 1 < len(calls):
+                self._pack(calls[i + 1], slot=(i + 1) % 2)  # overlaps the board's work on call i
+            results[call.index] = self._finish(call)
+        return results
+
+    # -- stages
+    def _stage(self, name: str, call: Call) -> None:
+        if self.trace is not None:
+            self.trace.append((name, call.index, call.slot))
+
+    def _pack(self, call: Call, slot: int) -> None:
+        call.slot = slot
+        self._stage("pack", call)
+        buf = self.inputs[slot].ensure(packing.stream_words(call.header))
+        call.in_words = packing.pack_call(buf, call.header, call.a_tile, call.b_tile)
+
+    def _launch(self, call: Call) -> None:
+        self._stage("launch", call)
+        inbuf = self.inputs[call.slot].buffer
+        out_words = packing.output_words(call.header)
+        outbuf = self.outputs[call.slot].ensure(out_words)
+        try:
+            self.ip.start_kernel()
+            self.dma.recvchannel.transfer(outbuf, 0, out_words * wire.WORD_BYTES)
+            self.dma.sendchannel.transfer(inbuf, 0, call.in_words * wire.WORD_BYTES)  # flushes first
+        except RuntimeError as err:
+            raise self._fault(DmaError, f"starting the DMA failed: {err}", call) from err
+
+    def _finish(self, call: Call) -> np.ndarray:
+        self._stage("wait", call)
+        self._wait(call)
+        send, recv = self.dma.sendchannel, self.dma.recvchannel
+        send.wait()
+        recv.wait()  # invalidates the output buffer, reads back the bytes received
+        self._stage("unpack", call)
+        return self._unpack(call, recv.transferred // wire.WORD_BYTES)
+
+    def _wait(self, call: Call) -> None:
+        send, recv = self.dma.sendchannel, self.dma.recvchannel
+        deadline = time.monotonic() + self.timeout_s
+        polls = 0
+        while True:
+            if send.error or recv.error:
+                raise self._fault(DmaError, "the AXI DMA raised an error bit", call)
+            if send.idle and recv.idle:
+                return
+            if time.monotonic() > deadline:
+                raise self._fault(BoardTimeout, f"no end of transfer within {self.timeout_s:g} s (the IP "
+                                  "never asserted TLAST, or stopped reading its input)", call)
+            polls += 1
+            if polls > 64:
+                time.sleep(min(1e-3, 1e-5 * polls))
+
+    def _unpack(self, call: Call, received: int) -> np.ndarray:
+        words = self.outputs[call.slot].buffer
+        expected = packing.output_words(call.header)
+        if received < 1:
+            raise self._fault(TruncatedOutput, "the output stream carried no words", call)
+        try:
+            status = wire.parse_status_word(int(words[received - 1]))
+        except ValueError as err:
+            raise self._fault(TruncatedOutput, f"{err}; received {received} of {expected} words", call) from err
+        if status != Status.OK:
+            raise self._fault(KernelError, f"the kernel rejected the call with STATUS={status.name}", call)
+        if received != expected:
+            raise self._fault(TruncatedOutput, f"received {received} output words, expected {expected}", call)
+        self.calls_run += 1
+        return packing.unpack_call(words[: received - 1], call.header.m, call.header.n)
+
+    # -- faults: report with the register state, reset, leave the backend usable
+    def registers(self) -> dict:
+        regs = {r.name: self.dma.read(int(r)) for r in (DmaReg.MM2S_DMASR, DmaReg.S2MM_DMASR, DmaReg.S2MM_LENGTH)}
+        regs.update({f"IP_{k}": v for k, v in self.ip.snapshot().items()})
+        return regs
+
+    def _fault(self, kind: type, what: str, call: Call) -> BoardError:
+        regs = self.registers()
+        state = (f"MM2S_DMASR={describe_sr(regs['MM2S_DMASR'])}, S2MM_DMASR={describe_sr(regs['S2MM_DMASR'])}, "
+                 f"S2MM_LENGTH={regs['S2MM_LENGTH']}, IP CTRL=0x{regs['IP_CTRL']:x} "
+                 f"STATUS={_status_name(regs['IP_STATUS'])} CYCLES={regs['IP_CYCLES']}")
+        self.reset()
+        return kind(f"{what} on {call.describe()}. Registers: {state}. The DMA and IP were reset; "
+                    "no weights were changed and the next call can proceed.", )
+
+    def reset(self) -> None:
+        """Soft-reset the DMA (both channels), restart it; reprogram the PL if the IP is stuck."""
+        self._reset_dma()
+        if not self.ip.idle:
+            self.overlay.device.download(self.overlay, self.overlay.parser)  # PL reset, PS clocks untouched
+            self._reset_dma()
+            self.ip.check_version(self.board)
+
+    def _reset_dma(self) -> None:
+        self.dma.write(int(DmaReg.MM2S_DMACR), CR_RESET)  # PG021: resets the whole engine
+        deadline = time.monotonic() + 1.0
+        while self.dma.read(int(DmaReg.MM2S_DMACR)) & CR_RESET:
+            if time.monotonic() > deadline:
+                raise BoardError("the AXI DMA did not leave soft reset within 1 s; reload the overlay")
+        self.dma.sendchannel.start()
+        self.dma.recvchannel.start()
+
+    def close(self) -> None:
+        for slot in self.inputs + self.outputs:
+            slot.release()
+
+
+def _status_name(code: int) -> str:
+    try:
+        return Status(code).name
+    except ValueError:
+        return str(code)
+
+
+def _find_ip(overlay, vlnv_prefix: str) -> str:
+    names = [name for name, info in overlay.ip_dict.items() if str(info.get("type", "")).startswith(vlnv_prefix)]
+    if len(names) != 1:
+        found = ", ".join(f"{n} ({i.get('type')})" for n, i in overlay.ip_dict.items())
+        raise BoardError(f"expected exactly one IP of type {vlnv_prefix} in the overlay, found {len(names)}: {found}; "
+                         "pass ip_name=/dma_name= to choose")
+    return names[0]

@@ -1,0 +1,136 @@
+"""``open_device``: one entry point to the accelerators, returning a ``lowbit.backends.Backend``.
+
+    open_device("pynq", bitstream="bitstreams/zcu104/lowbit_zcu104.bit")   # Zynq board, PYNQ
+    open_device("alveo", xclbin="bitstreams/u250/lowbit.xclbin")          # Alveo card, XRT (pyxrt)
+    open_device("emulation")                                              # the HLS C++ on the CPU
+    open_device("auto")                                                   # a board if pynq finds one
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from . import wire
+from .backends.base import Backend
+
+KINDS = ("pynq", "alveo", "emulation", "auto")
+REPO_BITSTREAMS = Path(__file__).resolve().parents[2] / "bitstreams"
+
+
+class ManifestMismatch(RuntimeError):
+    """The bitstream's manifest.json does not describe a build for this host library."""
+
+
+def _hint(board: str) -> str:
+    return (f"build one with `lowbit build --board {board}` or download the release bitstream for wire "
+            f"version {wire.WIRE_VERSION} into bitstreams/{board}/")
+
+
+def read_manifest(path: Path) -> dict:
+    """Load and check the manifest.json beside a bitstream against this library's wire protocol."""
+    manifest_path = path.parent / "manifest.json" if path.suffix else path / "manifest.json"
+    if not manifest_path.is_file():
+        raise ManifestMismatch(f"no manifest.json beside {path}: lowbit cannot tell which wire protocol it speaks; "
+                               + _hint("<board>"))
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ManifestMismatch(f"{manifest_path} is not valid JSON ({err}); " + _hint("<board>")) from err
+    board = str(manifest.get("board", "<board>"))
+    if manifest.get("wire_version") != wire.WIRE_VERSION:
+        raise ManifestMismatch(f"{manifest_path} says wire version {manifest.get('wire_version')}, this host library "
+                               f"speaks {wire.WIRE_VERSION}; " + _hint(board))
+    if manifest.get("vlnv", wire.VLNV) != wire.VLNV:
+        raise ManifestMismatch(f"{manifest_path} describes IP {manifest.get('vlnv')}, expected {wire.VLNV}; " + _hint(board))
+    return manifest
+
+
+def _find_file(path: Path, suffix: str) -> Path:
+    if path.is_dir():
+        found = sorted(path.glob(f"*{suffix}"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"expected one {suffix} file in {path}, found {len(found)}; pass the file itself")
+        return found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; " + _hint(path.parent.name or "<board>"))
+    return path
+
+
+def open_pynq(bitstream, *, device=None, download: Optional[bool] = None, timeout_s: float = 10.0,
+              ip_name: Optional[str] = None, dma_name: Optional[str] = None) -> Backend:
+    """Load the overlay (drivers registered first), check versions, return a ``PynqBackend``."""
+    from .board import compat
+
+    compat.check_supported()
+    import lowbit_drivers  # noqa: F401  must be imported before the Overlay binds drivers
+    import pynq
+
+    from .board.pynq_backend import PynqBackend
+
+    bit = _find_file(Path(bitstream), ".bit")
+    manifest = read_manifest(bit)
+    if download is None:
+        download = not getattr(device, "simulated", False)
+    overlay = pynq.Overlay(str(bit), download=download, device=device)
+    return PynqBackend(overlay, ip_name=ip_name or manifest.get("ip"), dma_name=dma_name or manifest.get("dma"),
+                       board=str(manifest.get("board", "<board>")), timeout_s=timeout_s)
+
+
+def _pynq_board_present() -> bool:
+    try:
+        import pynq
+    except ImportError:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return any(type(d).__name__ == "EmbeddedDevice" for d in pynq.Device.devices)
+        except Exception:  # noqa: BLE001  probing a PC without XRT may fail in many ways; none means "no board"
+            return False
+
+
+def _default_bitstream() -> Optional[Path]:
+    candidates = sorted(REPO_BITSTREAMS.glob("*/manifest.json")) if REPO_BITSTREAMS.is_dir() else []
+    return candidates[0].parent if candidates else None
+
+
+def open_device(kind: str = "auto", *, bitstream=None, xclbin=None, verbose: bool = True, **kwargs) -> Backend:
+    """A backend for ``kind``: "pynq" (needs ``bitstream``), "alveo" (needs ``xclbin``), "emulation", "auto"."""
+    kind = str(kind).strip().lower()
+    if kind not in KINDS:
+        raise ValueError(f"unknown device kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind == "pynq":
+        if bitstream is None:
+            raise ValueError("open_device('pynq') needs bitstream= (a .bit with its .hwh and manifest.json beside it)")
+        return open_pynq(bitstream, **kwargs)
+    if kind == "alveo":
+        if xclbin is None:
+            raise ValueError("open_device('alveo') needs xclbin= (the lowbit .xclbin with manifest.json beside it)")
+        from .board.alveo import open_alveo
+
+        return open_alveo(xclbin, **kwargs)
+    if kind == "emulation":
+        from .backends.emulation import EmulationBackend
+
+        return EmulationBackend()
+    return _open_auto(bitstream, verbose, **kwargs)
+
+
+def _open_auto(bitstream, verbose: bool, **kwargs) -> Backend:
+    bit = bitstream or _default_bitstream()
+    if _pynq_board_present() and bit is not None:
+        backend = open_pynq(bit, **kwargs)
+        reason = f"PYNQ board with {bit}"
+    else:
+        from .backends.emulation import EmulationBackend
+
+        backend = EmulationBackend()
+        reason = ("no PYNQ board found" if bit is not None or not _pynq_board_present()
+                  else "a PYNQ board but no bitstream (pass bitstream= or put one in bitstreams/<board>/)")
+        reason += "; using the emulation backend (the HLS C++ on this CPU)"
+    if verbose:
+        print(f"lowbit.open_device('auto'): {reason}", file=sys.stderr)
+    return backend
