@@ -83,19 +83,20 @@ def pot_decode(codes: np.ndarray) -> np.ndarray:
     return np.where((c >> 4) & 1 == 1, -mag, mag)
 
 
-_MOGAMI = {32: (0x3F800000, 0x7F800000, 0x7FFFFFFF, 0x00800000, 0x7F7FFFFF, 0x80000000),
-           16: (0x3F80, 0x7F80, 0x7FFF, 0x0080, 0x7F7F, 0x8000)}
+_MOGAMI = {32: (0x3F800000, 0x7F800000, 0x7FFFFFFF, 0x00800000, 0x7F7FFFFF, 0x80000000, 0x7FC00000),
+           16: (0x3F80, 0x7F80, 0x7FFF, 0x0080, 0x7F7F, 0x8000, 0x7FC0)}
 
 
 def mogami_mul_bits(a: np.ndarray, b: np.ndarray, bits: int) -> np.ndarray:
     """Mogami product of IEEE bit patterns (uint32 or bf16 in uint32), the kernel's rule."""
-    bias, exp_mask, mag_mask, min_normal, max_finite, sign_bit = _MOGAMI[bits]
+    bias, exp_mask, mag_mask, min_normal, max_finite, sign_bit, qnan = _MOGAMI[bits]
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     sign = (a ^ b) & sign_bit
     ma, mb = a & mag_mask, b & mag_mask
     zero = ((ma & exp_mask) == 0) | ((mb & exp_mask) == 0) | (ma + mb < bias + min_normal)
     mag = np.minimum(ma + mb - bias, max_finite)
-    return np.where(zero, sign, sign | mag).astype(np.uint32)
+    special = ((ma & exp_mask) == exp_mask) | ((mb & exp_mask) == exp_mask)
+    return np.where(special, qnan, np.where(zero, sign, sign | mag)).astype(np.uint32)
 
 
 def _as_f32(bits32: np.ndarray, bits: int) -> np.ndarray:
@@ -139,9 +140,10 @@ def fp32_sum(parts: np.ndarray, axis: int) -> np.ndarray:
 
 def mogami_gemm(a_codes: np.ndarray, b_codes: np.ndarray, bits: int) -> np.ndarray:
     out = np.zeros((a_codes.shape[0], b_codes.shape[0]), dtype=np.float32)
-    for k in range(a_codes.shape[1]):
-        prod = mogami_mul_bits(a_codes[:, k][:, None], b_codes[:, k][None, :], bits)
-        out = (out + _as_f32(prod, bits)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # saturated products may sum to +-inf
+        for k in range(a_codes.shape[1]):
+            prod = mogami_mul_bits(a_codes[:, k][:, None], b_codes[:, k][None, :], bits)
+            out = (out + _as_f32(prod, bits)).astype(np.float32)
     return out
 
 
@@ -283,3 +285,113 @@ def write_golden(directory: Path, name: str, words: np.ndarray) -> Tuple[Path, P
     pin.write_bytes(np.ascontiguousarray(words, dtype="<u8").tobytes())
     pout.write_bytes(np.ascontiguousarray(out, dtype="<u8").tobytes())
     return pin, pout
+
+
+def _case_words(rng, op, fmt, m, n, k, block, *, fill="random", zero_rows=()) -> np.ndarray:
+    """A well-formed stream with random (or extreme) codes of ``fmt``."""
+    from .backends.emulation import Operand, build_stream
+
+    hdr = Header.for_gemm(op, fmt, m, n, k, block)
+    nb = hdr.nblocks if hdr.has_scales else 0
+
+    def codes(rows):
+        if isinstance(fmt, MLS) and fill == "max":
+            mag = ((1 << fmt.ex) - 1) << fmt.mx | ((1 << fmt.mx) - 1)
+            sign = rng.integers(0, 2, (rows, k)) << (fmt.code_bits - 1)
+            return (mag | sign).astype(np.uint32)
+        if fill == "max":  # PoT: largest exponent, random signs
+            return (15 | (rng.integers(0, 2, (rows, k)) << 4)).astype(np.uint32)
+        if hdr.arith in (Arith.MOGAMI_FP32, Arith.MOGAMI_BF16):
+            vals = (rng.standard_normal((rows, k)) * 2.0 ** rng.integers(-20, 20, (rows, k))).astype(np.float32)
+            vals[rng.random((rows, k)) < 0.1] = 0.0
+            bits = vals.view(np.uint32)
+            return bits >> 16 if hdr.arith == Arith.MOGAMI_BF16 else bits
+        return rng.integers(0, 1 << fmt.code_bits, (rows, k)).astype(np.uint32)
+
+    def scales(rows):
+        if not nb:
+            return np.zeros((rows, 0), dtype=np.uint16)
+        if fill == "max":
+            return np.zeros((rows, nb), dtype=np.uint16) | ((1 << fmt.mg) - 1)
+        return rng.integers(0, 1 << (fmt.eg + fmt.mg), (rows, nb)).astype(np.uint16)
+
+    ac, bc = codes(m), codes(n)
+    for r in zero_rows:
+        ac[r % m] = 0
+        bc[r % n, : min(block, k)] = 0  # an all-zero block
+    return build_stream(hdr, Operand(ac, scales(m)), Operand(bc, scales(n)))
+
+
+def _patch_header(words: np.ndarray, **fields) -> np.ndarray:
+    words = words.copy()
+    for name, value in fields.items():
+        w, lo, width = wire.HEADER_FIELDS[name]
+        mask = ((1 << width) - 1) << lo
+        words[w] = np.uint64((int(words[w]) & ~mask) | ((value << lo) & mask))
+    return words
+
+
+def golden_cases(seed: int = 4) -> List[Tuple[str, np.ndarray]]:
+    """The testbench cases: (name, input words), deterministic for a seed."""
+    from .formats import Mogami, PoT, parse
+
+    rng = np.random.default_rng(seed)
+    F, B, W = Op.FORWARD, Op.BACKWARD_DATA, Op.WEIGHT_GRAD
+    cases = []
+    for spec in ("mls:2,1", "mls:2,4", "mls:0,4", "mls:1,1", "mls:2,1,g=8,0,group=nc", "mls:2,4,g=8,0,group=nc"):
+        fmt = parse(spec)
+        tag = spec.replace("mls:", "mls").replace(",g=8,", "g8").replace(",group=nc", "").replace(",", "")
+        cases += [
+            (f"{tag}_fwd_divides", _case_words(rng, F, fmt, 16, 32, 144, 9)),
+            (f"{tag}_fwd_ragged", _case_words(rng, F, fmt, 13, 7, 50, 9, zero_rows=(2, 5))),
+            (f"{tag}_bwd_data", _case_words(rng, B, fmt, 5, 11, 63, 9)),
+            (f"{tag}_wgrad", _case_words(rng, W, fmt, 6, 9, 4 * 49, 49)),
+            (f"{tag}_saturated", _case_words(rng, F, fmt, 3, 5, 27, 9, fill="max")),
+        ]
+    cases += [
+        ("mls44_widest_accumulation", _case_words(rng, W, MLS(4, 7), 1, 2, wire.MAX_K, wire.MAX_K, fill="max")),
+        ("mls21_wgrad_long_block", _case_words(rng, W, parse("mls:2,1"), 2, 3, 1024, 1024, fill="max")),
+        ("mls21_max_m", _case_words(rng, F, parse("mls:2,1"), wire.MAX_M, 3, 18, 9)),
+        ("pot_fwd_divides", _case_words(rng, F, PoT(), 16, 16, 64, 64)),
+        ("pot_ragged_zero_rows", _case_words(rng, W, PoT(), 7, 9, 37, 37, zero_rows=(1, 3))),
+        ("pot_largest_accumulation", _case_words(rng, F, PoT(), 2, 3, wire.MAX_K, wire.MAX_K, fill="max")),
+        ("mogami_fp32", _case_words(rng, F, Mogami("fp32"), 9, 5, 33, 33, zero_rows=(0,))),
+        ("mogami_bf16", _case_words(rng, B, Mogami("bf16"), 6, 7, 41, 41)),
+    ]
+    good = _case_words(rng, F, parse("mls:2,1"), 4, 6, 27, 9)
+    cases += [
+        ("bad_magic", _patch_header(good, magic=0x12345678)),
+        ("bad_version", _patch_header(good, version=wire.WIRE_VERSION + 1)),
+        ("bad_dims_zero_m", _patch_header(good, m=0)),
+        ("bad_dims_absurd_k", _patch_header(good, k=0xFFFFFFF0)),
+        ("bad_dims_absurd_n", _patch_header(good, n=0x7FFFFFFF)),
+        ("bad_dims_block", _patch_header(good, block=0)),
+        ("bad_format_ex", _patch_header(good, ex=5)),
+        ("bad_format_arith", _patch_header(good, arith=9)),
+        ("truncated_header", good[:2]),
+        ("truncated_a", good[:6]),
+        ("truncated_b", good[:-2]),
+        ("longer_than_header", np.concatenate([good, np.zeros(3, dtype=np.uint64)])),
+    ]
+    return cases
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m lowbit.reference_kernel",
+                                description="write the golden vectors of the HLS testbenches")
+    p.add_argument("--golden", type=Path, required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=4)
+    args = p.parse_args(argv)
+    names = []
+    for name, words in golden_cases(args.seed):
+        write_golden(args.golden, name, words)
+        names.append(name)
+    (args.golden / "cases.txt").write_text("\n".join(names) + "\n")
+    print(f"wrote {len(names)} cases to {args.golden}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

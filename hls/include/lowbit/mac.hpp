@@ -144,7 +144,9 @@ struct PotMac {
 // ----------------------------------------------------------------------------------------------
 // Mogami: a (x) b = bits(a) + bits(b) - bias on the magnitudes, sign = XOR. Zero or subnormal
 // operands and results below the smallest normal give signed zero; results past the largest
-// finite value saturate to it. fp32 accumulation in k order.
+// finite value saturate to it (keeping the sign); an Inf/NaN operand gives the quiet NaN.
+// These are the rules of the software backend (host/lowbit/csrc/mogami_gemm.cpp).
+// fp32 accumulation in k order.
 // ----------------------------------------------------------------------------------------------
 template <int BITS>
 struct MogamiRule;
@@ -153,6 +155,7 @@ template <>
 struct MogamiRule<32> {
     static const uint32_t BIAS = 0x3F800000u, EXP_MASK = 0x7F800000u, MAG_MASK = 0x7FFFFFFFu;
     static const uint32_t MIN_NORMAL = 0x00800000u, MAX_FINITE = 0x7F7FFFFFu, SIGN = 0x80000000u;
+    static const uint32_t QNAN = 0x7FC00000u;
     static float to_f32(uint32_t u) { return bits_to_f32(u); }
 };
 
@@ -160,6 +163,7 @@ template <>
 struct MogamiRule<16> {
     static const uint32_t BIAS = 0x3F80u, EXP_MASK = 0x7F80u, MAG_MASK = 0x7FFFu;
     static const uint32_t MIN_NORMAL = 0x0080u, MAX_FINITE = 0x7F7Fu, SIGN = 0x8000u;
+    static const uint32_t QNAN = 0x7FC0u;
     static float to_f32(uint32_t u) { return bits_to_f32(u << 16); }
 };
 
@@ -168,6 +172,7 @@ inline uint32_t mogami_mul_bits(uint32_t a, uint32_t b) {
     typedef MogamiRule<BITS> R;
     uint32_t sign = (a ^ b) & R::SIGN;
     ap_uint<BITS + 1> ma = a & R::MAG_MASK, mb = b & R::MAG_MASK;
+    if ((ma & R::EXP_MASK) == R::EXP_MASK || (mb & R::EXP_MASK) == R::EXP_MASK) return R::QNAN;
     if ((ma & R::EXP_MASK) == 0 || (mb & R::EXP_MASK) == 0) return sign;
     ap_uint<BITS + 1> sum = ma + mb;  // one integer adder; the bias test needs no subtract first
     if (sum < (ap_uint<BITS + 1>)(R::BIAS + R::MIN_NORMAL)) return sign;

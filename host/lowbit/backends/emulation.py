@@ -72,9 +72,12 @@ def _u64(words) -> np.ndarray:
 
 def _out_capacity(words: np.ndarray) -> int:
     try:
-        return Header.from_words(words).output_words() + 1
+        hdr = Header.from_words(words)
     except (ValueError, KeyError):
         return 2  # malformed header: the status word alone
+    if hdr.m > wire.MAX_M or hdr.n > wire.MAX_N:
+        return 2
+    return hdr.output_words() + 1
 
 
 def run_axis_stream(words: np.ndarray) -> AxisResult:
