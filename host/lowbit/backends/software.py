@@ -22,12 +22,13 @@ from .base import Backend, Capabilities, ConvGeometry
 _CSRC = Path(__file__).resolve().parent.parent / "csrc" / "mogami_gemm.cpp"
 _CDEF = """
 void mogami_gemm(const uint32_t* A, const uint32_t* B, float* C, int64_t batch, int64_t m_rows,
-                 int64_t n_cols, int64_t k_red, int64_t sab, int64_t sam, int64_t sbb, int reduce_batch);
+                 int64_t n_cols, int64_t k_red, int64_t sab, int64_t sam, int64_t sbb, int reduce_batch,
+                 uint32_t max_finite);
 void mogami_grad_fixed_col(const float* G, const uint32_t* P, const uint32_t* Q, float* C, int64_t batch,
                            int64_t m_rows, int64_t n_cols, int64_t k_red, int64_t sgb);
 void mogami_grad_reduce(const float* G, const uint32_t* X, const uint32_t* W, float* C, int64_t batch,
                         int64_t m_rows, int64_t n_cols, int64_t k_red, int64_t sgb, int64_t sgi, int64_t sxb);
-void mogami_mul_bits(const uint32_t* a, const uint32_t* b, uint32_t* out, int64_t n);
+void mogami_mul_bits(const uint32_t* a, const uint32_t* b, uint32_t* out, int64_t n, uint32_t max_finite);
 """
 _FLAGS = ("-fopenmp", "-march=native", "-fno-fast-math", "-std=c++17")
 
@@ -52,18 +53,23 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 _MAG, _EXP, _MAN, _ONE = 0x7FFFFFFF, 0x7F800000, 0x007FFFFF, 0x3F800000
 _MAX_FINITE, _MIN_TRUE = 0x7F7FFFFF, -0x3F800000
-_SIGN = -0x80000000  # int32 pattern of the sign bit
+BF16_MAX_AS_FP32 = 0x7F7F0000
 
 
-def _torch_mul_bits(ua: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
+def max_finite_bits(fmt) -> int:
+    """Saturation value (fp32 bits) of Mogami products in ``fmt``."""
+    return BF16_MAX_AS_FP32 if isinstance(fmt, Mogami) and fmt.dtype == "bf16" else _MAX_FINITE
+
+
+def _torch_mul_bits(ua: torch.Tensor, ub: torch.Tensor, max_finite: int = _MAX_FINITE) -> torch.Tensor:
     """The kernel's ``mogami_bits`` in int64 torch ops (the CUDA path)."""
     ua, ub = ua.to(torch.int64) & 0xFFFFFFFF, ub.to(torch.int64) & 0xFFFFFFFF
     t = (ua & _MAG) + (ub & _MAG) - _ONE
     special = ((ua & _EXP) == _EXP) | ((ub & _EXP) == _EXP)
     zero_in = ((ua & _EXP) == 0) | ((ub & _EXP) == 0)
-    over = t >= _EXP
+    over = t > max_finite
     under = t < 0x00800000
-    r = torch.where(over, torch.full_like(t, _MAX_FINITE), t)
+    r = torch.where(over, torch.full_like(t, max_finite), t)
     r = torch.where(under | zero_in, torch.zeros_like(t), r) | ((ua ^ ub) & 0x80000000)
     r = torch.where(special, torch.full_like(t, 0x7FC00000), r)
     return (r - ((r >> 31) << 32)).to(torch.int32)  # back to the int32 pattern
@@ -80,8 +86,10 @@ def _torch_dy_bits(ux: torch.Tensor, uy: torch.Tensor) -> torch.Tensor:
     return (d - ((d >> 31) << 32)).to(torch.int32)
 
 
-def mogami_bmm(a: torch.Tensor, b: torch.Tensor, *, reduce_batch: bool = False) -> torch.Tensor:
-    """C[b] = A[b] (x) B[b] for a [Ba|1, M, K], b [Bb, K, N] fp32; reduce_batch sums over b too."""
+def mogami_bmm(a: torch.Tensor, b: torch.Tensor, *, reduce_batch: bool = False,
+               max_finite: int = _MAX_FINITE) -> torch.Tensor:
+    """C[b] = A[b] (x) B[b] for a [Ba|1, M, K], b [Bb, K, N] fp32; reduce_batch sums over b too.
+    ``max_finite``: saturation bits (``max_finite_bits(fmt)``)."""
     batch = b.shape[0]
     if a.device.type == "cpu":
         a_bits, b_bits = _bits(a), _bits(b)
@@ -91,12 +99,12 @@ def mogami_bmm(a: torch.Tensor, b: torch.Tensor, *, reduce_batch: bool = False) 
         ffi, lib = native()
         sab = 0 if a.shape[0] == 1 and batch > 1 else m * k
         lib.mogami_gemm(_ptr(ffi, a_bits, "uint32_t*"), _ptr(ffi, b_bits, "uint32_t*"),
-                        _ptr(ffi, out, "float*"), batch, m, n, k, sab, k, k * n, int(reduce_batch))
+                        _ptr(ffi, out, "float*"), batch, m, n, k, sab, k, k * n, int(reduce_batch), max_finite)
         return out
-    return _torch_bmm(a, b, reduce_batch)
+    return _torch_bmm(a, b, reduce_batch, max_finite)
 
 
-def _torch_bmm(a, b, reduce_batch, chunk_elems: int = 1 << 26):
+def _torch_bmm(a, b, reduce_batch, max_finite=_MAX_FINITE, chunk_elems: int = 1 << 24):
     """Same products on any device; sums each k-chunk with torch (order: torch's reduction)."""
     a_bits, b_bits = _bits(a).expand(b.shape[0], -1, -1), _bits(b)
     batch, m, k = a_bits.shape
@@ -106,7 +114,7 @@ def _torch_bmm(a, b, reduce_batch, chunk_elems: int = 1 << 26):
     for k0 in range(0, k, step):
         pa = a_bits[:, :, k0:k0 + step, None]
         pb = b_bits[:, None, k0:k0 + step, :]
-        out += _torch_mul_bits(pa, pb).view(torch.float32).sum(dim=2)
+        out += _torch_mul_bits(pa, pb, max_finite).view(torch.float32).sum(dim=2)
     return out.sum(0) if reduce_batch else out
 
 
@@ -174,7 +182,7 @@ class SoftwareBackend(Backend):
         if a.shape[1] != b.shape[1]:
             raise ValueError(f"gemm needs a [M,K] and b [N,K] with the same K; got {tuple(a.shape)} and {tuple(b.shape)}")
         if isinstance(a.fmt, Mogami):
-            return mogami_bmm(a.dequantize()[None], b.dequantize().t()[None])[0]
+            return mogami_bmm(a.dequantize()[None], b.dequantize().t()[None], max_finite=max_finite_bits(a.fmt))[0]
         return a.dequantize().float() @ b.dequantize().float().t()
 
     # -- convolutions ----------------------------------------------------------------------
@@ -186,7 +194,7 @@ class SoftwareBackend(Backend):
         n, co, kernel = a.shape[0], w.shape[0], w.shape[2:]
         ho, wo = _out_hw(a.shape[2:], kernel, geom)
         cols = _unfold(a, kernel, geom)  # [N, K, L]
-        z = mogami_bmm(w.reshape(1, co, -1), cols)
+        z = mogami_bmm(w.reshape(1, co, -1), cols, max_finite=max_finite_bits(qw.fmt))
         return z.view(n, co, ho, wo)
 
     def conv2d_backward_data(self, qe: QTensor, qw: QTensor, geom: ConvGeometry,
@@ -197,7 +205,7 @@ class SoftwareBackend(Backend):
             return conv2d_input(tuple(input_shape), w, e, **_geom_kwargs(geom))
         n, co = e.shape[:2]
         wt = w.reshape(co, -1).t().contiguous()[None]  # [1, K, Co]
-        dcols = mogami_bmm(wt, e.reshape(n, co, -1))
+        dcols = mogami_bmm(wt, e.reshape(n, co, -1), max_finite=max_finite_bits(qe.fmt))
         return self._fold(dcols, input_shape, w.shape[2:], geom)
 
     def conv2d_weight_grad(self, qe: QTensor, qa: QTensor, geom: ConvGeometry,
@@ -208,7 +216,7 @@ class SoftwareBackend(Backend):
             return conv2d_weight(a, tuple(weight_shape), e, **_geom_kwargs(geom))
         n, co = e.shape[:2]
         cols_t = _unfold(a, weight_shape[2:], geom).transpose(1, 2).contiguous()  # [N, L, K]
-        dw = mogami_bmm(e.reshape(n, co, -1), cols_t, reduce_batch=True)
+        dw = mogami_bmm(e.reshape(n, co, -1), cols_t, reduce_batch=True, max_finite=max_finite_bits(qe.fmt))
         return dw.view(weight_shape)
 
     # -- Mogami exact backward (true derivative of the integer-add product) ----------------

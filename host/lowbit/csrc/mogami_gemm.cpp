@@ -1,8 +1,10 @@
 // Mogami GEMMs: every product is the integer add of fp32 bit patterns,
 //   a (x) b = bits(a) + bits(b) - 0x3F800000,
-// with explicit rules (no real multiply): a zero/subnormal operand or a result below the
-// smallest normal flushes to signed zero; a result past the largest finite saturates to
-// +-FLT_MAX; an Inf/NaN operand gives NaN.
+// with explicit rules (no real multiply), those of lowbit.mogami.mogami_mul: a zero/subnormal
+// operand or a result below the smallest normal flushes to signed zero; a result past the
+// largest finite saturates to the signed largest finite (``max_finite``: FLT_MAX, or the
+// largest bf16 as fp32 bits for bf16 operands, whose products are the fp32 products of the
+// widened patterns); an Inf/NaN operand gives NaN (mogami_mul raises instead).
 //
 // Summation order (fixed, documented in docs/layers.md): every output element is one fp32
 // accumulator starting at +0.0f that adds its products in increasing reduction index
@@ -27,14 +29,14 @@ inline int32_t raw_mag(uint32_t ua, uint32_t ub) {
 }
 
 // Branch-free so that the loops over output columns vectorise.
-inline uint32_t mogami_bits(uint32_t ua, uint32_t ub) {
+inline uint32_t mogami_bits(uint32_t ua, uint32_t ub, uint32_t max_finite = kMaxFinite) {
     int32_t t = raw_mag(ua, ub);
     uint32_t sign = (ua ^ ub) & kSign;
     bool special = ((ua & kExp) == kExp) | ((ub & kExp) == kExp);
     bool zero_in = ((ua & kExp) == 0) | ((ub & kExp) == 0);
     bool over = (t >= (int32_t)kExp) | (t < kMinTrue);
     bool under = (t < kMinNormal) & !over;
-    uint32_t r = over ? kMaxFinite : (uint32_t)t;
+    uint32_t r = (over | (t > (int32_t)max_finite)) ? max_finite : (uint32_t)t;
     r = (under | zero_in) ? 0u : r;
     r |= sign;
     return special ? kNaN : r;
@@ -60,8 +62,10 @@ extern "C" {
 // C(b, m, n) = SUM_k A(b, m, k) (x) B(b, k, n)
 //   A(b, m, k) = A[b*sab + m*sam + k],  B(b, k, n) = B[b*sbb + k*n_cols + n]
 // reduce_batch = 0: C[b*m_rows*n_cols + m*n_cols + n];  1: C[m*n_cols + n] sums over (b, k).
+// max_finite: saturation value (bits), 0x7F7FFFFF for fp32, 0x7F7F0000 for bf16.
 void mogami_gemm(const uint32_t* A, const uint32_t* B, float* C, int64_t batch, int64_t m_rows,
-                 int64_t n_cols, int64_t k_red, int64_t sab, int64_t sam, int64_t sbb, int reduce_batch) {
+                 int64_t n_cols, int64_t k_red, int64_t sab, int64_t sam, int64_t sbb, int reduce_batch,
+                 uint32_t max_finite) {
     const int64_t outer = reduce_batch ? m_rows : batch * m_rows;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t o = 0; o < outer; ++o) {
@@ -76,7 +80,7 @@ void mogami_gemm(const uint32_t* A, const uint32_t* B, float* C, int64_t batch, 
                 if ((ua & kExp) == 0) continue;  // zero/subnormal: every product is a signed zero
                 const uint32_t* brow = B + b * sbb + k * n_cols;
 #pragma omp simd
-                for (int64_t n = 0; n < n_cols; ++n) c[n] += as_float(mogami_bits(ua, brow[n]));
+                for (int64_t n = 0; n < n_cols; ++n) c[n] += as_float(mogami_bits(ua, brow[n], max_finite));
             }
         }
     }
@@ -125,8 +129,8 @@ void mogami_grad_reduce(const float* G, const uint32_t* X, const uint32_t* W, fl
 }
 
 // Elementwise products (tests and the scalar reference): out[i] = a[i] (x) b[i].
-void mogami_mul_bits(const uint32_t* a, const uint32_t* b, uint32_t* out, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) out[i] = mogami_bits(a[i], b[i]);
+void mogami_mul_bits(const uint32_t* a, const uint32_t* b, uint32_t* out, int64_t n, uint32_t max_finite) {
+    for (int64_t i = 0; i < n; ++i) out[i] = mogami_bits(a[i], b[i], max_finite);
 }
 
 }  // extern "C"

@@ -1,0 +1,125 @@
+"""Training-step time of ResNet-20 (CIFAR shapes, batch 128, synthetic data) per format vs fp32.
+
+All configurations live in one process and are timed in interleaved rounds (one step of each
+per round), so machine load hits them alike; the report is the median step time and its ratio
+to the fp32 median. Usage:
+
+    python benchmarks/train_step.py                      # CPU, 2 threads
+    python benchmarks/train_step.py --device cuda        # adds a bf16-autocast baseline
+    python benchmarks/train_step.py --formats mls:2,1 pot:4 --rounds 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+import lowbit.nn as lnn
+from lowbit.models import get as get_model
+
+DEFAULT_FORMATS = ("mls:2,1", "pot:4", "mogami:fp32")
+TARGETS = {"mls": 1.25, "pot": 1.25, "mogami": 10.0}
+CUDA_TARGETS = {"mls": 1.3}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Config:
+    def __init__(self, label, model, device, autocast=None):
+        self.label, self.model, self.device, self.autocast = label, model.to(device), device, autocast
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        self.times = []
+
+    def step(self, x, y):
+        _sync(self.device)
+        t0 = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            loss = nn.functional.cross_entropy(self.model(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+
+def build_configs(args, device):
+    torch.manual_seed(0)
+    base = get_model(args.model)
+    configs = [Config("fp32", base, device)]
+    if device.type == "cuda":
+        configs.append(Config("fp32+bf16-autocast", lnn.convert(base, "fp32", overrides={nn.Conv2d: None,
+                                                                                          nn.Linear: None}),
+                              device, autocast=torch.bfloat16))
+    for fmt in args.formats:
+        configs.append(Config(fmt, lnn.convert(base, fmt, backend="software"), device))
+    return configs
+
+
+def run(args) -> dict:
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    configs = build_configs(args, device)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(args.batch, 3, 32, 32, generator=gen).to(device)
+    y = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
+    for c in configs:
+        for _ in range(args.warmup):
+            c.step(x, y)
+    for r in range(args.rounds):
+        for c in configs:
+            if c.label.startswith("mogami") and r >= args.mogami_rounds:
+                continue
+            c.times.append(c.step(x, y))
+    base = statistics.median(configs[0].times)
+    rows = []
+    targets = CUDA_TARGETS if device.type == "cuda" else TARGETS
+    for c in configs:
+        med = statistics.median(c.times)
+        kind = c.label.split(":")[0]
+        rows.append(dict(config=c.label, median_s=med, ratio=med / base, steps=len(c.times),
+                         target=targets.get(kind)))
+    return dict(device=str(device), threads=torch.get_num_threads(), batch=args.batch, model=args.model,
+                torch=torch.__version__, rows=rows)
+
+
+def print_report(report: dict) -> None:
+    print(f"{report['model']} batch {report['batch']} on {report['device']} "
+          f"({report['threads']} threads, torch {report['torch']}): median step time")
+    print(f"{'config':<22}{'median s':>10}{'x fp32':>9}{'target':>9}{'steps':>7}")
+    for r in report["rows"]:
+        target = "" if r["target"] is None else f"<={r['target']:g}"
+        mark = "" if r["target"] is None else ("  ok" if r["ratio"] <= r["target"] else "  MISSED")
+        print(f"{r['config']:<22}{r['median_s']:>10.4f}{r['ratio']:>9.2f}{target:>9}{r['steps']:>7}{mark}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS))
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--mogami-rounds", type=int, default=3, help="timed steps for Mogami configs (slow)")
+    p.add_argument("--json", help="also write the report here")
+    args = p.parse_args(argv)
+    report = run(args)
+    print_report(report)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
