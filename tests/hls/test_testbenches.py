@@ -1,0 +1,77 @@
+"""Compile both C-simulation testbenches with g++ and replay the golden vectors through them."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lowbit import hls_headers, reference_kernel
+
+TOPS = ("lowbit_gemm_axis", "lowbit_gemm_mm")
+
+
+def compile_tb(top: str, out_dir: Path) -> Path:
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("g++ not installed")
+    exe = out_dir / f"tb_{top}"
+    cmd = [cxx, *hls_headers.CXX_FLAGS, f"-I{hls_headers.hls_include_dir()}", "-isystem", str(hls_headers.ap_types_dir()),
+           str(hls_headers.HLS_DIR / "tb" / f"tb_{top}.cpp"),
+           str(hls_headers.HLS_DIR / "kernels" / top / f"{top}.cpp"), "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return exe
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("golden")
+    names = [reference_kernel.write_golden(folder, name, words) and name
+             for name, words in reference_kernel.golden_cases(seed=4)]
+    return folder, names
+
+
+@pytest.fixture(scope="module")
+def testbenches(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tb")
+    return {top: compile_tb(top, folder) for top in TOPS}
+
+
+@pytest.mark.parametrize("top", TOPS)
+def test_testbench_passes_every_golden_case(top, golden, testbenches):
+    folder, names = golden
+    proc = subprocess.run([str(testbenches[top]), str(folder), *names], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    passed = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("PASS")]
+    assert passed == names
+
+
+def test_golden_cases_cover_the_brief(golden):
+    _, names = golden
+    for tag in ("mls21", "mls24", "mls04", "mls11", "mls21g80", "pot", "mogami_fp32", "mogami_bf16",
+                "_fwd_ragged", "_bwd_data", "_wgrad", "_saturated", "widest_accumulation", "bad_magic",
+                "bad_version", "bad_dims_absurd_k", "truncated_b", "truncated_header", "longer_than_header"):
+        assert any(tag in n for n in names), tag
+
+
+def _corrupt(folder: Path, name: str, edit) -> None:
+    path = folder / f"{name}.out.bin"
+    words = np.fromfile(path, dtype="<u8")
+    path.write_bytes(np.ascontiguousarray(edit(words), dtype="<u8").tobytes())
+
+
+@pytest.mark.parametrize("top", TOPS)
+@pytest.mark.parametrize("edit,message", [
+    (lambda w: np.concatenate([w[:3], w[3:4] ^ np.uint64(1), w[4:]]), "word 3 expected"),
+    (lambda w: np.concatenate([w[:-1], w[-2:]]), "expected"),  # one word more expected than sent
+    (lambda w: np.concatenate([w[:2], w[-1:]]), ""),  # fewer words expected than sent
+])
+def test_testbench_fails_on_a_wrong_stream(top, edit, message, testbenches, tmp_path):
+    name = "pot_fwd_divides"
+    words = dict(reference_kernel.golden_cases(seed=4))[name]
+    reference_kernel.write_golden(tmp_path, name, words)
+    _corrupt(tmp_path, name, edit)
+    proc = subprocess.run([str(testbenches[top]), str(tmp_path), name], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "FAIL" in proc.stderr and message in proc.stderr
