@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from lowbit import quantize
+
+
+@pytest.fixture
+def board():
+    from lowbit.board import open_simulated
+
+    backend = open_simulated("zcu104", timeout_s=0.5)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def emulation():
+    from lowbit.backends.emulation import EmulationBackend
+
+    return EmulationBackend()
+
+
+def _operands(fmt: str, m: int, n: int, k: int, seed: int = 0, block: int = 32):
+    g = torch.Generator().manual_seed(seed)
+    blk = min(block, k) if fmt.startswith("mls") else None
+    a = quantize(torch.randn(m, k, generator=g), fmt, rounding="nearest", block=blk)
+    b = quantize(torch.randn(n, k, generator=g), fmt, rounding="nearest", block=blk)
+    return a, b
+
+
+@pytest.fixture
+def operands():
+    """operands(fmt, m, n, k, seed=0, block=32) -> (a [m, k], b [n, k]) quantized with nearest rounding."""
+    return _operands

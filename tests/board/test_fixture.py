@@ -1,0 +1,46 @@
+"""The overlay fixture, the driver binding and the unmodified pynq DMA driver on the simulated board."""
+import importlib.util
+from pathlib import Path
+
+import pynq
+import pynq.lib.dma
+import pytest
+
+from lowbit import wire
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("make_fixture", FIXTURES / "make_fixture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("board", ["zcu104", "pynqz2"])
+def test_fixture_is_current(board):
+    for rel, text in _generator().files(board).items():
+        assert (FIXTURES / rel).read_text() == text, f"{rel} is stale: run python tests/board/fixtures/make_fixture.py"
+
+
+@pytest.mark.parametrize("board", ["zcu104", "pynqz2"])
+def test_overlay_binds_our_driver_and_the_stock_dma(board):
+    import lowbit_drivers
+    from lowbit.board import open_simulated
+
+    backend = open_simulated(board)
+    overlay = backend.overlay
+    assert type(overlay.lowbit_gemm_0) is lowbit_drivers.LowbitGemm
+    assert type(overlay.axi_dma_0) is pynq.lib.dma.DMA
+    assert overlay.ip_dict["lowbit_gemm_0"]["type"] == wire.VLNV
+    assert overlay.lowbit_gemm_0.id_version == (wire.IP_ID << 16) | wire.WIRE_VERSION
+    assert overlay.lowbit_gemm_0.register_map.ID_VERSION.address == int(wire.Reg.ID_VERSION)
+    assert backend.dma.sendchannel._align == 8 and not backend.dma.sendchannel._dre
+
+
+def test_manifest_matches_wire():
+    import json
+
+    manifest = json.loads((FIXTURES / "zcu104" / "manifest.json").read_text())
+    assert manifest["wire_version"] == wire.WIRE_VERSION and manifest["vlnv"] == wire.VLNV

@@ -1,0 +1,86 @@
+"""The board path computes exactly what the emulation backend computes, call for call."""
+import numpy as np
+import pytest
+import torch
+
+from lowbit import wire
+from lowbit.backends import emulation as em
+from lowbit.board import packing
+from lowbit.wire import Op
+
+FORMATS = ["mls:2,1", "mls:2,4,g=8,0", "mls:1,1", "pot:4", "mogami:fp32", "mogami:bf16"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("shape", [(3, 5, 7), (20, 33, 96), (1, 1, 1)])
+def test_pack_call_equals_the_emulation_stream(fmt, shape, operands):
+    a, b = operands(fmt, *shape, seed=sum(shape))
+    block = a.block if a.block else shape[2]
+    for _, _, calls in em.gemm_tiles(a.fmt, em.operand_of(a), em.operand_of(b), block, Op.WEIGHT_GRAD):
+        for hdr, at, bt in calls:
+            expected = em.build_stream(hdr, at, bt)
+            buf = np.full(packing.stream_words(hdr) + 2, 0xA5A5, dtype=np.uint64)  # dirty buffer
+            n = packing.pack_call(buf, hdr, at, bt)
+            assert n == len(expected) == packing.stream_words(hdr)
+            assert np.array_equal(buf[:n], expected)
+            assert np.all(buf[n:] == 0xA5A5)  # nothing written past the stream
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_board_equals_emulation(board, emulation, fmt, operands):
+    for i, shape in enumerate([(3, 5, 7), (40, 70, 96)]):
+        a, b = operands(fmt, *shape, seed=i)
+        assert torch.equal(board.gemm(a, b, op=Op.BACKWARD_DATA), emulation.gemm(a, b, op=Op.BACKWARD_DATA))
+
+
+def test_tiled_over_m_and_k_equals_emulation(board, emulation, operands):
+    a, b = operands("mls:2,1", wire.MAX_M + 9, 6, wire.MAX_K + 64, seed=3, block=64)
+    before = board.calls_run
+    c = board.gemm(a, b)
+    assert board.calls_run - before == 4  # 2 row tiles x 2 K-tiles
+    assert torch.equal(c, emulation.gemm(a, b))
+
+
+def test_buffers_are_allocated_once_and_grow_only_when_needed(board, operands):
+    small, large = operands("pot:4", 4, 8, 16), operands("pot:4", 64, 300, 200)
+    board.gemm(*small)
+    first = [s.allocations for s in board.inputs + board.outputs]
+    for _ in range(3):
+        board.gemm(*small)
+    assert [s.allocations for s in board.inputs + board.outputs] == first
+    board.gemm(*large)
+    assert board.inputs[0].allocations == first[0] + 1
+    grown = board.inputs[0].capacity
+    board.gemm(*small)
+    assert board.inputs[0].capacity == grown  # never shrinks
+
+
+def test_double_buffering_packs_the_next_call_before_waiting(board, operands):
+    a, b = operands("mls:2,1", 3 * wire.MAX_M, 4, 32, seed=5)
+    board.trace = []
+    board.gemm(a, b)
+    stages = board.trace
+    assert [s for s in stages if s[0] == "launch"] == [("launch", 0, 0), ("launch", 1, 1), ("launch", 2, 0)]
+    for i in range(2):  # call i+1 is packed after call i was launched and before call i is waited on
+        order = [stages.index(("launch", i, i % 2)), stages.index(("pack", i + 1, (i + 1) % 2)),
+                 stages.index(("wait", i, i % 2))]
+        assert order == sorted(order)
+    assert board.inputs[0].buffer.physical_address != board.inputs[1].buffer.physical_address
+
+
+def test_every_call_flushes_and_invalidates(board, operands):
+    counters = board.device.counters
+    before = dict(counters)
+    a, b = operands("mogami:bf16", 2 * wire.MAX_M, 3, 8)
+    board.gemm(a, b)
+    assert counters["runs"] - before["runs"] == 2
+    assert counters["flush"] - before["flush"] == 2 and counters["invalidate"] - before["invalidate"] == 2
+
+
+def test_bad_operands_are_refused_before_any_transfer(board, operands):
+    a, _ = operands("pot:4", 3, 4, 8)
+    _, b = operands("mogami:fp32", 3, 4, 8)
+    runs = board.device.counters["runs"]
+    with pytest.raises(ValueError, match="share one arithmetic"):
+        board.gemm(a, b)
+    assert board.device.counters["runs"] == runs
