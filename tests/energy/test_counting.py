@@ -151,3 +151,17 @@ def test_training_flags_are_restored():
     model.fc.eval()
     count_training_step(model, (3, 8, 8))
     assert model.training and model.conv1.training and not model.fc.training
+
+
+def test_converted_model_layers_count_in_their_own_format():
+    import lowbit
+    from lowbit import models
+
+    torch.manual_seed(0)
+    model = models.get("resnet20")
+    converted = lowbit.convert(model, "mls:2,1")  # first and last layers stay fp32
+    by_hand = count_training_step(model, (3, 32, 32), fmt="mls:2,1", fp32_layers="first_last")
+    auto = count_training_step(converted, (3, 32, 32))  # fmt defaults to fp32: ignored for converted models
+    assert auto.total() == by_hand.total()
+    pot = count_training_step(lowbit.convert(model, "pot:4", skip_first_last=False), (3, 32, 32))
+    assert set(pot.frame[pot.frame.part.isin(["conv", "fc"])].op) == {"xor", "int4_add", "int_add", "group_scale"}

@@ -152,3 +152,21 @@ def test_plots_write_pngs(tmp_path):
     for path in (png, bars):
         data = open(path, "rb").read()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_total_joules_sums_measured_sensors_only(monkeypatch):
+    clock = FakeClock()
+    rec = Recorder([ConstantSensor(2.0, "a"), ConstantSensor(3.0, "b"), ModelSensor(100.0, clock=clock)],
+                   interval=None, clock=clock)
+    with rec:
+        clock.t += 2.0
+        rec.mark("step")
+        clock.t += 1.0
+        assert rec.total_joules() == pytest.approx(15.0)  # 5 W for 3 s; the model is not a measurement
+    assert [s.name for s in rec.measured()] == ["a", "b"]
+    import lowbit.power.sensors as S
+
+    monkeypatch.setattr(S, "FACTORIES", {"fake": lambda: [ConstantSensor(1.0, "auto")]})
+    assert [s.name for s in Recorder(interval=None).sensors] == ["auto"]
+    with Recorder([], interval=None) as empty:
+        assert math.isnan(empty.total_joules())

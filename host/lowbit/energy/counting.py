@@ -259,6 +259,7 @@ def _layer_gemms(call: _Call, linear_block: "int | None") -> dict[str, Gemm]:
             gemms["wgrad"] = Gemm(macs, m.weight.numel(), per_sample)
         return gemms
     rows = out // m.out_features
+    linear_block = linear_block or getattr(getattr(m, "spec", None), "block", None)
     macs = rows * m.in_features * m.out_features
     gemms = {"fwd": Gemm(macs, out, linear_block or m.in_features)}
     if call.in_needs_grad:
@@ -278,10 +279,15 @@ def _lowbit_names(calls: list, policy: str) -> set:
     return set(names) - keep
 
 
-def _layer_format(call: _Call, fmt, lowbit: set):
-    own = getattr(call.module, "fmt", None)
-    if isinstance(own, (formats.FP32, formats.MLS, formats.PoT, formats.Mogami)):
-        return own  # a layer converted by lowbit.convert carries its own format
+def _own_format(module: nn.Module):
+    own = getattr(module, "fmt", None)  # lowbit.nn layers (QConv2d, QLinear) carry their format
+    return own if isinstance(own, (formats.FP32, formats.MLS, formats.PoT, formats.Mogami)) else None
+
+
+def _layer_format(call: _Call, fmt, lowbit: set, converted: bool):
+    own = _own_format(call.module)
+    if converted:  # a model from lowbit.convert: its layers say which format they compute in
+        return own or formats.FP32()
     return fmt if call.name in lowbit else formats.FP32()
 
 
@@ -326,7 +332,9 @@ def count_training_step(
 
     ``fmt``: the low-bit format of the conv/linear GEMMs. ``fp32_layers``: which of them stay
     full precision: "first_last" (lowbit.convert's default, paper §5.1), "linear" (every Linear,
-    as in Table 5 of the MLS paper), or "none".
+    as in Table 5 of the MLS paper), or "none". A model made by ``lowbit.convert`` is counted as
+    converted: each QConv2d / QLinear in its own format, every other layer fp32 (``fmt`` and
+    ``fp32_layers`` are then ignored).
     """
     fmt = formats.parse(fmt)
     if fp32_layers not in FP32_LAYER_POLICIES:
@@ -336,6 +344,7 @@ def count_training_step(
     add = lambda layer, module, part, phase, ops: rows.extend(  # noqa: E731
         (layer, module, part, phase, op, int(n)) for op, n in ops.items() if n)
     lowbit = _lowbit_names(t.calls, fp32_layers)
+    converted = any(_own_format(c.module) is not None for c in t.calls)
     any_mls = False
     for call in t.calls:
         mod = type(call.module).__name__
@@ -344,7 +353,7 @@ def count_training_step(
             add(call.name, mod, "bn", "fwd", {"fp32_mul": 3 * n, "fp32_add": 4 * n})
             add(call.name, mod, "bn", "bwd", {"fp32_mul": 6 * n, "fp32_add": 6 * n})
             continue
-        layer_fmt = _layer_format(call, fmt, lowbit)
+        layer_fmt = _layer_format(call, fmt, lowbit, converted)
         any_mls |= layer_fmt.kind == "mls"
         part = "conv" if call.kind == "conv" else "fc"
         for phase, gemm in _layer_gemms(call, linear_block).items():

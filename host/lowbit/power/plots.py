@@ -36,8 +36,10 @@ def plot_power(recorder_or_frame, path, title: str = "power") -> str:
     return str(path)
 
 
-def plot_energy_breakdown(estimate, path, top: int = 40) -> str:
-    """Stacked bars: modelled energy (uJ) per layer and op type, low-bit format next to fp32 totals."""
+def plot_energy_breakdown(estimate, path, top: int = 60) -> str:
+    """Stacked bars: modelled energy (uJ) per layer and op type, with each layer's fp32 total.
+
+    The ``top`` most expensive layers are shown, in model order."""
     by_op = estimate.by_op()
     fp32 = estimate.baseline_frame.groupby("layer", sort=False)["uj"].sum()
     keep = by_op.sum(axis=1).add(fp32.reindex(by_op.index).fillna(0), fill_value=0).nlargest(top).index
@@ -49,11 +51,10 @@ def plot_energy_breakdown(estimate, path, top: int = 40) -> str:
     for i, op in enumerate(by_op.columns):
         ax.bar(x, by_op[op], bottom=bottom, label=op, color=f"C{i % 10}", width=0.7)
         bottom += by_op[op]
-    ax.plot(x, fp32.reindex(by_op.index).values, "k_", ms=14, mew=2, label="fp32 total")
+    ax.plot(x, fp32.reindex(by_op.index).values, "k_", ms=12, mew=2, label="fp32 total")
     ax.set_xticks(list(x))
     ax.set_xticklabels(by_op.index, rotation=75, ha="right", fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("energy per step (uJ, log)")
+    ax.set_ylabel("energy per step (uJ)")
     c = estimate.counts
     ax.set_title(f"{c.fmt} ({c.mul_label}), table {estimate.table.name}: "
                  f"{estimate.total_uj():.1f} uJ vs fp32 {estimate.baseline_uj():.1f} uJ ({estimate.ratio:.2f}x)")

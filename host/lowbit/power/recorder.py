@@ -10,6 +10,9 @@ For the training loop (``lowbit train --power auto``)::
             rec.mark("step")          # ends the step: its energy is what was drawn since the last mark
     per_step = rec.energy_per_mark()  # DataFrame: label, t_start, t_end, seconds, <sensor>_J
     rec.joules_per_step()             # median J per step of the first measured sensor
+    rec.total_joules()                # J since start, summed over the measured sensors
+
+``Recorder()`` with no sensors uses ``auto_sensors()`` (one warning names what is missing).
     rec.to_csv("power.csv")           # every sample, with the marks
 
 Energy per step uses a sensor's hardware energy counter when it has one (RAPL, NVML on Volta+,
@@ -28,10 +31,15 @@ import pandas as pd
 
 
 class Recorder:
-    def __init__(self, sensors=(), interval: "float | None" = 0.1, clock=time.monotonic) -> None:
-        """``interval`` seconds between background samples; None samples only at marks / ``sample()``."""
+    def __init__(self, sensors=None, interval: "float | None" = 0.1, clock=time.monotonic) -> None:
+        """``sensors``: default ``auto_sensors()``. ``interval`` seconds between background samples;
+        None samples only at marks and ``sample()``."""
         if interval is not None and not interval > 0:
             raise ValueError(f"interval must be > 0 seconds (or None for marks only), got {interval!r}")
+        if sensors is None:
+            from .sensors import auto_sensors
+
+            sensors = auto_sensors()
         self.sensors = list(sensors)
         names = [s.name for s in self.sensors]
         if len(set(names)) != len(names):
@@ -137,7 +145,7 @@ class Recorder:
 
     def joules_per_step(self, sensor: "str | None" = None, label: str = "step") -> float:
         """Median energy of the steps marked ``label`` for one sensor (default: the first measured one)."""
-        measured = [s.name for s in self.sensors if not hasattr(s, "on_mark")] or [s.name for s in self.sensors]
+        measured = [s.name for s in self.measured()] or [s.name for s in self.sensors]
         if not measured:
             raise ValueError("no sensors recorded: pass some, e.g. Recorder(auto_sensors())")
         name = sensor or measured[0]
@@ -157,6 +165,20 @@ class Recorder:
         for k in range(start, end):
             total += 0.5 * (powers[k][i] + powers[k + 1][i]) * (times[k + 1] - times[k])
         return total
+
+    def measured(self) -> list:
+        """The sensors that measure (every one except model sensors)."""
+        return [s for s in self.sensors if not hasattr(s, "on_mark")]
+
+    def total_joules(self) -> float:
+        """Energy since start summed over the measured sensors (NaN when none measures)."""
+        row = self.sample()
+        with self._lock:
+            times, powers, energies = list(self.times), list(self.powers), list(self.energies)
+        values = [self._interval_energy(times, powers, energies, i, 0, row)
+                  for i, s in enumerate(self.sensors) if s in self.measured()]
+        values = [v for v in values if not math.isnan(v)]
+        return float(sum(values)) if values else math.nan
 
     def to_csv(self, path) -> None:
         self.frame().to_csv(path, index=False)

@@ -315,9 +315,10 @@ def _alveo_sensors() -> list:
 FACTORIES = {"pynq": pynq_rail_sensors, "alveo": _alveo_sensors, "rapl": rapl_sensors, "nvml": nvml_sensors}
 
 
-def auto_sensors(kinds=tuple(FACTORIES), factories=None, warn: bool = True) -> list:
-    """Every sensor of the given kinds this machine has; what is missing, in one warning."""
+def auto_sensors(kinds=None, factories=None, warn: bool = True) -> list:
+    """Every sensor of the given kinds (default: all) this machine has; what is missing, in one warning."""
     factories = factories or FACTORIES
+    kinds = list(factories) if kinds is None else kinds
     found, missing = [], []
     for kind in kinds:
         if kind not in factories:
