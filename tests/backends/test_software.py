@@ -1,0 +1,199 @@
+"""Software backend: MLS/PoT GEMMs on decoded values, Mogami kernels == mogami_mul summed in order."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lowbit.backends.base import ConvGeometry
+from lowbit.backends.software import (SoftwareBackend, _torch_bmm, mogami_bmm, mogami_grad_fixed_col,
+                                      mogami_grad_reduce)
+from lowbit.mogami import mogami_mul
+from lowbit.quant import quantize
+
+FLT_MAX = torch.finfo(torch.float32).max
+
+
+def seq_sum(products: torch.Tensor, dim: int) -> torch.Tensor:
+    """fp32 sum in increasing index along ``dim``, from +0 (the kernels' documented order)."""
+    acc = torch.zeros_like(products.select(dim, 0))
+    for i in range(products.shape[dim]):
+        acc = acc + products.select(dim, i)
+    return acc
+
+
+def hard_operands(shape, seed, *, dtype=torch.float32):
+    """Random values with zeros, negatives, and magnitudes that under/overflow in products."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g)
+    scale = torch.ldexp(torch.ones(shape), torch.randint(-70, 70, shape, generator=g).float())
+    pick = torch.rand(shape, generator=g)
+    x = torch.where(pick < 0.15, torch.zeros_like(x), x)
+    x = torch.where((pick > 0.9), x * scale, x)
+    return x.to(dtype).float()
+
+
+def mogami_ref_bmm(a, b, dtype=torch.float32):
+    """[B, M, K] x [B, K, N] with mogami_mul products, summed over k in order."""
+    prods = mogami_mul(a[:, :, :, None].to(dtype), b[:, None, :, :].to(dtype)).float()
+    return seq_sum(prods, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mogami_gemm_equals_mogami_mul_summed_in_order(dtype):
+    a = hard_operands((2, 5, 37), 0, dtype=dtype)
+    b = hard_operands((2, 37, 19), 1, dtype=dtype)
+    max_bits = 0x7F7F0000 if dtype == torch.bfloat16 else 0x7F7FFFFF
+    out = mogami_bmm(a, b, max_finite=max_bits)
+    ref = mogami_ref_bmm(a, b, dtype)
+    assert torch.equal(out, ref)
+    assert torch.isinf(ref).sum() == 0 and (ref.abs() > 1e30).any()  # saturated products exist
+
+
+def test_mogami_gemm_shared_a_and_batch_reduction():
+    a = hard_operands((1, 4, 9), 2)
+    b = hard_operands((3, 9, 11), 3)
+    assert torch.equal(mogami_bmm(a, b), mogami_ref_bmm(a.expand(3, -1, -1), b))
+    a3 = hard_operands((3, 4, 9), 4)
+    red = mogami_bmm(a3, b, reduce_batch=True)
+    prods = mogami_mul(a3[:, :, :, None], b[:, None, :, :])  # [B, M, K, N]
+    ref = seq_sum(prods.permute(1, 0, 2, 3).reshape(4, 27, 11), 1)  # order: batch-major, then k
+    assert torch.equal(red, ref)
+
+
+def test_mogami_known_products_through_gemm():
+    a = torch.tensor([[1.5, 4.5, -6.0, 1.2345, -3.5, 1e-30, 0.0]])
+    b = torch.tensor([[1.5, 3.0, 3.0, 32.0, -3.5, -1e-30, 7.0]])
+    cols = torch.diag_embed(b[0])  # one product per output column
+    out = mogami_bmm(a[None], cols[None])[0, 0]
+    expect = torch.tensor([2.0, 13.0, -16.0, 39.504, 12.0, -0.0, 0.0])
+    assert torch.equal(out, expect)
+
+
+def test_torch_path_matches_kernel_within_reordering_bound():
+    a, b = hard_operands((2, 6, 50), 5), hard_operands((2, 50, 13), 6)
+    b = b.clamp(-1e6, 1e6)
+    a = a.clamp(-1e6, 1e6)
+    prods = mogami_mul(a[:, :, :, None], b[:, None, :, :])
+    bound = 50 * torch.finfo(torch.float32).eps * prods.abs().sum(2)  # reordering an fp32 sum of K terms
+    assert ((_torch_bmm(a, b, False) - mogami_bmm(a, b)).abs() <= bound).all()
+
+
+def _dy_ref(x, y):
+    """d(x (x) y)/dy by its definition: sign(x) 2^(ex + carry), 0 where the product is flushed/saturated."""
+    x, y = torch.broadcast_tensors(x, y)
+    p = mogami_mul(x, y)
+    mx, ex = torch.frexp(x)
+    my, _ = torch.frexp(y)
+    carry = (mx.abs() * 2 - 1) + (my.abs() * 2 - 1) >= 1
+    d = torch.copysign(torch.ldexp(torch.ones_like(x), ex - 1 + carry.to(ex.dtype)), x)
+    dead = (p == 0) | (p.abs() == FLT_MAX) | (x == 0) | (y == 0)
+    return torch.where(dead, torch.zeros_like(d), d)
+
+
+def test_exact_derivative_is_the_finite_difference_of_mogami_mul():
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(4000, generator=g), torch.randn(4000, generator=g)
+    _, ey = torch.frexp(y)
+    h = torch.ldexp(torch.full_like(y, 16.0), ey - 24)  # 16 ulps of y
+    p0, p1 = mogami_mul(x, y), mogami_mul(x, y + h)
+    fd = (p1.double() - p0.double()) / h.double()
+    same_piece = (_dy_ref(x, y) == _dy_ref(x, y + h)) & (torch.frexp(y + h)[1] == ey)
+    assert same_piece.float().mean() > 0.9
+    assert torch.equal(fd[same_piece], _dy_ref(x, y).double()[same_piece])
+
+
+def test_exact_gradient_kernels_equal_definition_summed_in_order():
+    g = hard_operands((2, 7, 12), 8)  # G[b, r, j]
+    p = hard_operands((5, 7), 9)  # P[i, r]
+    q = hard_operands((2, 5, 12), 10)  # Q[b, i, j]
+    d = _dy_ref(p[None, :, :, None], q[:, :, None, :])  # [B, I, R, J]
+    ref = seq_sum(g[:, None, :, :] * d, 2)
+    assert torch.equal(mogami_grad_fixed_col(g, p, q), ref)
+
+    g2 = hard_operands((3, 4, 6), 11)  # G[b, i, r]
+    x2 = hard_operands((3, 6, 8), 12)  # X[b, r, j]
+    w2 = hard_operands((4, 8), 13)  # W[i, j]
+    d2 = _dy_ref(x2[:, None, :, :], w2[None, :, None, :])  # [B, I, R, J]
+    prods = g2[:, :, :, None] * d2
+    ref2 = seq_sum(prods.permute(1, 0, 2, 3).reshape(4, 18, 8), 1)
+    assert torch.equal(mogami_grad_reduce(g2, x2, w2), ref2)
+
+
+# ---- conv methods -----------------------------------------------------------------------
+
+GEOM = ConvGeometry(stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+
+
+def _mogami_q(shape, seed):
+    return quantize(hard_operands(shape, seed).clamp(-1e3, 1e3), "mogami:fp32")
+
+
+def test_mogami_conv_forward_and_approx_backwards():
+    be = SoftwareBackend()
+    qw, qa = _mogami_q((4, 3, 3, 2), 20), _mogami_q((2, 3, 7, 8), 21)
+    w, a = qw.values, qa.values
+    z = be.conv2d_forward(qw, qa, GEOM)
+    cols = F.unfold(a, (3, 2), dilation=GEOM.dilation, padding=GEOM.padding, stride=GEOM.stride)  # [N,K,L]
+    ref = mogami_ref_bmm(w.reshape(1, 4, -1).expand(2, -1, -1), cols)
+    assert torch.equal(z, ref.view(z.shape))
+
+    qe = _mogami_q(tuple(z.shape), 22)
+    e = qe.values.reshape(2, 4, -1)
+    da = be.conv2d_backward_data(qe, qw, GEOM, qa.shape)
+    dcols = mogami_ref_bmm(w.reshape(4, -1).t()[None].expand(2, -1, -1), e)
+    ref_da = F.fold(dcols, (7, 8), (3, 2), dilation=GEOM.dilation, padding=GEOM.padding, stride=GEOM.stride)
+    assert torch.equal(da, ref_da)
+
+    dw = be.conv2d_weight_grad(qe, qa, GEOM, qw.shape)
+    prods = mogami_mul(e[:, :, :, None], cols.transpose(1, 2)[:, None, :, :])  # [N, Co, L, K]
+    ref_dw = seq_sum(prods.permute(1, 0, 2, 3).reshape(4, -1, cols.shape[1]), 1)
+    assert torch.equal(dw, ref_dw.view(qw.shape))
+
+
+def test_mogami_exact_backwards_on_convs():
+    be = SoftwareBackend()
+    qw, qa = _mogami_q((3, 2, 2, 2), 30), _mogami_q((2, 2, 5, 6), 31)
+    z = be.conv2d_forward(qw, qa, GEOM)
+    qe = _mogami_q(tuple(z.shape), 32)
+    w, a, e = qw.values, qa.values, qe.values.reshape(2, 3, -1)
+    cols = F.unfold(a, (2, 2), dilation=GEOM.dilation, padding=GEOM.padding, stride=GEOM.stride)
+    d = _dy_ref(w.reshape(3, -1).t()[None, :, :, None], cols[:, :, None, :])  # [N, K, Co, L]
+    dcols = seq_sum(e[:, None, :, :] * d, 2)
+    ref_da = F.fold(dcols, (5, 6), (2, 2), dilation=GEOM.dilation, padding=GEOM.padding, stride=GEOM.stride)
+    assert torch.equal(be.mogami_conv2d_backward_data_exact(qe, qw, qa, GEOM), ref_da)
+    dw_terms = e[:, :, :, None] * _dy_ref(cols.transpose(1, 2)[:, None, :, :], w.reshape(3, -1)[None, :, None, :])
+    ref_dw = seq_sum(dw_terms.permute(1, 0, 2, 3).reshape(3, -1, cols.shape[1]), 1)
+    assert torch.equal(be.mogami_conv2d_weight_grad_exact(qe, qa, qw, GEOM), ref_dw.view(qw.shape))
+
+
+# ---- MLS / PoT GEMM and conv -------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["mls:2,1", "mls:2,4,g=8,0,group=none", "pot:4", "fp32"])
+def test_gemm_is_the_product_of_decoded_operands(fmt):
+    g = torch.Generator().manual_seed(40)
+    kw = dict(rounding="nearest")
+    qa = quantize(torch.randn(9, 70, generator=g), fmt, **kw)
+    qb = quantize(torch.randn(5, 70, generator=g), fmt, **kw)
+    out = SoftwareBackend().gemm(qa, qb)
+    # exact products; the fp32 sum order is the BLAS's: bound by K ulps of the absolute sum
+    ref = qa.decode().double() @ qb.decode().double().t()
+    bound = 70 * torch.finfo(torch.float32).eps * (qa.decode().abs() @ qb.decode().abs().t()).double()
+    assert ((out.double() - ref).abs() <= bound).all()
+
+
+def test_backend_rejects_bad_operands():
+    be = SoftwareBackend()
+    qa = quantize(torch.randn(3, 8), "mls:2,1")
+    with pytest.raises(ValueError, match="different formats"):
+        be.gemm(qa, quantize(torch.randn(3, 8), "pot:4"))
+    with pytest.raises(ValueError, match="same K"):
+        be.gemm(qa, quantize(torch.randn(3, 9), "mls:2,1"))
+    with pytest.raises(ValueError, match="4-D operands"):
+        be.conv2d_forward(qa, qa, GEOM)
+    with pytest.raises(TypeError, match="QTensors"):
+        be.gemm(torch.randn(3, 8), qa)
+
+
+def test_capabilities():
+    caps = SoftwareBackend().capabilities()
+    assert caps.name == "software" and set(caps.kinds) == {"mls", "pot", "mogami", "fp32"}
+    assert "cuda" in caps.devices
