@@ -16,7 +16,9 @@
 """
 from __future__ import annotations
 
+import mmap
 import os
+import warnings
 from typing import Optional
 
 import torch
@@ -392,7 +394,7 @@ def _native_lib():
         from ._build import load
 
         src = Path(__file__).resolve().parent / "csrc" / "quantize.c"
-        flags = ["-fopenmp", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-std=c11"]
+        flags = ["-fopenmp", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-std=c11"]
         _native_state["lib"] = load(f"quantize-{_cpu_tag()}", _NATIVE_CDEF, [src], flags=flags, cplus=False)
     return _native_state["lib"]
 
@@ -407,6 +409,26 @@ def native_available() -> bool:
             _native_state["ok"] = False
             _native_state["error"] = repr(err)
     return _native_state["ok"]
+
+
+_HUGE_MIN_BYTES = 4 << 20
+
+
+def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
+    """An output buffer; large ones are backed by transparent huge pages.
+
+    A fresh multi-MB tensor costs one page fault per 4 KiB on first touch, which is most of
+    the time of a streaming kernel (and of ``clone()``). With 2 MiB pages it is ~1/512 of that.
+    LOWBIT_HUGEPAGES=0 turns this off.
+    """
+    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    if nbytes < _HUGE_MIN_BYTES or os.environ.get("LOWBIT_HUGEPAGES", "1") == "0" or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(shape, dtype=dtype)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    buf.madvise(mmap.MADV_HUGEPAGE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # frombuffer warns about non-resizable storage
+        return torch.frombuffer(buf, dtype=dtype).view(shape)
 
 
 def _ptr(ffi, t: torch.Tensor, ctype: str):
@@ -438,8 +460,8 @@ def _mls_native(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Opti
     inv = torch.reciprocal(sg * st).clamp(max=FLT_MAX)
     inv_full = inv[:, :, 0].expand(grid).contiguous()
     sg_full = sg[:, :, 0].expand(grid).contiguous()
-    codes = torch.empty(xf.shape, dtype=torch.int16)
-    values = torch.empty(xf.shape, dtype=torch.float32)
+    codes = _empty(xf.shape, torch.int16)
+    values = _empty(xf.shape, torch.float32)
     lib.lowbit_mls_quantize(_ptr(ffi, xf, "float *"), rows, length, blk, _ptr(ffi, inv_full, "float *"),
                             _ptr(ffi, sg_full, "float *"), float(st), fmt.ex, fmt.mx,
                             int(rounding == "stochastic"), seed, _ptr(ffi, codes, "int16_t *"),
@@ -455,8 +477,8 @@ def _pot_native(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio:
     if lib.lowbit_block_absmax(_ptr(ffi, xf, "float *"), 1, n, _CHUNK, _ptr(ffi, bmax, "float *")):
         _raise_nonfinite(x)
     s = pot_scale_exponent(float(bmax.amax()), clip_ratio)
-    codes = torch.empty(xf.shape, dtype=torch.int16)
-    values = torch.empty(xf.shape, dtype=torch.float32)
+    codes = _empty(xf.shape, torch.int16)
+    values = _empty(xf.shape, torch.float32)
     lib.lowbit_pot_quantize(_ptr(ffi, xf, "float *"), n, s, -s // 2, fmt.max_code, int(rounding == "stochastic"),
                             seed, _ptr(ffi, codes, "int16_t *"), _ptr(ffi, values, "float *"))
     scale = pow2(torch.tensor(s))

@@ -44,9 +44,62 @@ static inline int32_t float_exponent(float v) { return (int32_t)((float_to_bits(
 static inline int32_t round_grid(float y, int stochastic, uint32_t r) {
     int32_t whole = (int32_t)y;
     int32_t frac24 = (int32_t)((y - (float)whole) * 16777216.0f);
-    int32_t sr = whole + ((frac24 + (int32_t)(r >> 8)) >> 24);
-    int32_t rn = (int32_t)rintf(y);
-    return stochastic ? sr : rn;
+    return stochastic ? whole + ((frac24 + (int32_t)(r >> 8)) >> 24) : (int32_t)rintf(y);
+}
+
+static inline int32_t clampi(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* Elements [i0, i0 + count) must share the high word of their index (callers split at 2^32). */
+#define FOR_COUNTER_RUNS(start, stop, body)                                                     \
+    for (int64_t run = (start); run < (stop);) {                                                 \
+        int64_t run_end = ((run >> 32) + 1) << 32;                                               \
+        run_end = run_end < (stop) ? run_end : (stop);                                           \
+        body(run, (int32_t)(run_end - run));                                                     \
+        run = run_end;                                                                           \
+    }
+
+typedef struct {
+    int32_t ex, mx, exmin, emax, qmax;
+    float lsb, inv, sg, st;
+    uint32_t k0, k1;
+} mls_params;
+
+static inline __attribute__((always_inline)) void mls_run(const float *x, int16_t *codes, float *values,
+                                                         int64_t i0, int32_t count, const mls_params *P,
+                                                         const int stochastic) {
+    const int32_t ex = P->ex, mx = P->mx, exmin = P->exmin, emax = P->emax, qmax = P->qmax;
+    const float lsb = P->lsb, inv = P->inv, sg = P->sg, st = P->st;
+    const uint32_t lo0 = (uint32_t)i0, hi_key = (uint32_t)(i0 >> 32) ^ P->k1, k0 = P->k0;
+    const float *xs = x + i0;
+    int16_t *cs = codes + i0;
+    float *vs = values + i0;
+    for (int32_t j = 0; j < count; j++) {
+        float v = xs[j];
+        float ratio = fabsf(v) * inv;
+        ratio = ratio < 2.0f ? ratio : 2.0f;
+        int32_t e = clampi(float_exponent(ratio), exmin, emax);
+        uint32_t r = stochastic ? hash32(hash32((lo0 + (uint32_t)j) ^ k0) ^ hi_key) : 0u;
+        int32_t q = round_grid(ratio * pow2i(mx - e), stochastic, r);
+        int32_t carry = (q == (2 << mx)) & (e < emax);
+        e += carry;
+        q = carry ? (1 << mx) : q;
+        q = (e == emax) & (q > qmax) ? qmax : q;
+        int32_t normal = (ex >= 1) & (q >= (1 << mx));
+        int32_t exp_code = normal ? e - exmin + 1 : 0;
+        int32_t man = normal ? q - (1 << mx) : q;
+        int32_t sign = (v < 0.0f) & (q > 0);
+        cs[j] = (int16_t)((sign << (ex + mx)) | (exp_code << mx) | man);
+        float mag = (float)(q << (e - exmin)) * lsb;
+        vs[j] = ((sign ? -mag : mag) * sg) * st;
+    }
+}
+
+static void mls_run_sr(const float *x, int16_t *c, float *v, int64_t i0, int32_t n, const mls_params *P) {
+    mls_run(x, c, v, i0, n, P, 1);
+}
+
+static void mls_run_rn(const float *x, int16_t *c, float *v, int64_t i0, int32_t n, const mls_params *P) {
+    mls_run(x, c, v, i0, n, P, 0);
 }
 
 /* Max |x| of each block of `block` elements along rows of length `len` ([rows][nblocks] out).
@@ -75,60 +128,74 @@ int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t b
 void lowbit_mls_quantize(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
                          const float *sg, float st, int ex, int mx, int stochastic, uint64_t seed,
                          int16_t *codes, float *values) {
-    const int32_t exmin = 1 - (1 << ex), emax = ex >= 1 ? -1 : 0;
-    const int32_t qmax = ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1;
-    const float lsb = pow2i(exmin - mx);
-    const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    mls_params base = {ex, mx, 1 - (1 << ex), ex >= 1 ? -1 : 0, ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1,
+                       pow2i(-(1 << ex) + 1 - mx), 0.0f, 0.0f, st, (uint32_t)seed, (uint32_t)(seed >> 32)};
     int64_t nblocks = (len + block - 1) / block;
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < rows * nblocks; t++) {
         int64_t row = t / nblocks, b = t % nblocks;
         int64_t start = row * len + b * block;
         int64_t stop = row * len + (b * block + block < len ? b * block + block : len);
-        const float g_inv = inv[t], g_sg = sg[t];
-        for (int64_t i = start; i < stop; i++) {
-            float v = x[i];
-            float ratio = fminf(fabsf(v) * g_inv, 2.0f);
-            int32_t e = float_exponent(ratio);
-            e = e < exmin ? exmin : (e > emax ? emax : e);
-            int32_t q = round_grid(ratio * pow2i(mx - e), stochastic, stochastic ? random_bits((uint64_t)i, k0, k1) : 0);
-            int32_t carry = (q == (2 << mx)) & (e < emax);
-            e += carry;
-            q = carry ? (1 << mx) : q;
-            q = (e == emax && q > qmax) ? qmax : q;
-            int32_t normal = ex >= 1 && q >= (1 << mx);
-            int32_t exp_code = normal ? e - exmin + 1 : 0;
-            int32_t man = normal ? q - (1 << mx) : q;
-            int32_t sign = (v < 0.0f) & (q > 0);
-            codes[i] = (int16_t)((sign << (ex + mx)) | (exp_code << mx) | man);
-            float mag = (float)(q << (e - exmin)) * lsb;
-            values[i] = ((sign ? -mag : mag) * g_sg) * st;
-        }
+        mls_params P = base;
+        P.inv = inv[t];
+        P.sg = sg[t];
+#define MLS_BODY(i0, n) (stochastic ? mls_run_sr : mls_run_rn)(x, codes, values, i0, n, &P)
+        FOR_COUNTER_RUNS(start, stop, MLS_BODY)
+#undef MLS_BODY
     }
 }
 
 /* PoT elements: z = |x| 2^-s (two exact steps, 2^half then 2^rest), codes 0..max_code. */
-void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int max_code,
-                         int stochastic, uint64_t seed, int16_t *codes, float *values) {
-    const int32_t lowest = 1 - max_code;
-    const float step1 = pow2i(half), step2 = pow2i(-s - half), scale = pow2i(s);
-    const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i];
+typedef struct {
+    int32_t max_code;
+    float step1, step2, scale;
+    uint32_t k0, k1;
+} pot_params;
+
+static inline __attribute__((always_inline)) void pot_run(const float *x, int16_t *codes, float *values,
+                                                         int64_t i0, int32_t count, const pot_params *P,
+                                                         const int stochastic) {
+    const int32_t max_code = P->max_code, lowest = 1 - P->max_code;
+    const float step1 = P->step1, step2 = P->step2, scale = P->scale, below_scale = pow2i(-lowest);
+    const uint32_t lo0 = (uint32_t)i0, hi_key = (uint32_t)(i0 >> 32) ^ P->k1, k0 = P->k0;
+    const float *xs = x + i0;
+    int16_t *cs = codes + i0;
+    float *vs = values + i0;
+    for (int32_t j = 0; j < count; j++) {
+        float v = xs[j];
         float z = (fabsf(v) * step1) * step2;
-        int32_t k = float_exponent(z);
-        k = k < lowest - 1 ? lowest - 1 : (k > 0 ? 0 : k);
+        int32_t k = clampi(float_exponent(z), lowest - 1, 0);
         int32_t below = k < lowest;
-        float p = below ? z * pow2i(-lowest) : z * pow2i(-k) - 1.0f;
-        uint32_t r = stochastic ? random_bits((uint64_t)i, k0, k1) : 0;
-        int32_t up = stochastic ? ((float)(r >> 8) < p * 16777216.0f) : (p >= 0.5f);
+        float p = below ? z * below_scale : z * pow2i(-k) - 1.0f;
+        uint32_t r = stochastic ? hash32(hash32((lo0 + (uint32_t)j) ^ k0) ^ hi_key) : 0u;
+        int32_t up = stochastic ? ((float)(int32_t)(r >> 8) < p * 16777216.0f) : (p >= 0.5f);
         int32_t code = (below ? 0 : k + max_code) + up;
         code = k >= 0 ? max_code : code;
         int32_t sign = (v < 0.0f) & (code > 0);
-        codes[i] = (int16_t)((sign << 4) | code);
-        float mag = code == 0 ? 0.0f : pow2i(code - max_code);
-        values[i] = (sign ? -mag : mag) * scale;
+        cs[j] = (int16_t)((sign << 4) | code);
+        uint32_t mag_bits = code == 0 ? 0u : (uint32_t)(code - max_code + 127) << 23;
+        vs[j] = bits_to_float(mag_bits | ((uint32_t)sign << 31)) * scale;
+    }
+}
+
+static void pot_run_sr(const float *x, int16_t *c, float *v, int64_t i0, int32_t n, const pot_params *P) {
+    pot_run(x, c, v, i0, n, P, 1);
+}
+
+static void pot_run_rn(const float *x, int16_t *c, float *v, int64_t i0, int32_t n, const pot_params *P) {
+    pot_run(x, c, v, i0, n, P, 0);
+}
+
+void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int max_code,
+                         int stochastic, uint64_t seed, int16_t *codes, float *values) {
+    const pot_params P = {max_code, pow2i(half), pow2i(-s - half), pow2i(s), (uint32_t)seed, (uint32_t)(seed >> 32)};
+    const int64_t chunk = 1 << 14;
+#pragma omp parallel for schedule(static)
+    for (int64_t start = 0; start < n; start += chunk) {
+        int64_t stop = start + chunk < n ? start + chunk : n;
+#define POT_BODY(i0, cnt) (stochastic ? pot_run_sr : pot_run_rn)(x, codes, values, i0, cnt, &P)
+        FOR_COUNTER_RUNS(start, stop, POT_BODY)
+#undef POT_BODY
     }
 }
 
