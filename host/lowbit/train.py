@@ -184,8 +184,12 @@ def first_nonfinite_module(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r
                     found.append("the loss itself (all layer outputs finite)")
                 else:
                     loss.backward()
-    except Exception as exc:  # the diagnosis must not hide the original failure
-        return f"unknown layer (diagnosis failed: {exc})"
+                    bad_grads = [n for n, p in model.named_parameters() if p.grad is not None and bad([p.grad])]
+                    if not found and bad_grads:
+                        found.append(f"weight gradient of {bad_grads[0]!r}")
+    except Exception as exc:  # a quantizer refusing NaN names its layer; anything else must not hide the failure
+        if not found:
+            return f"{exc}" if _is_nonfinite_error(exc) else f"unknown layer (diagnosis failed: {exc})"
     finally:
         for h in handles:
             h.remove()
@@ -194,6 +198,11 @@ def first_nonfinite_module(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r
         bad_params = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
         return f"parameters {bad_params}" if bad_params else "not reproducible on a re-run (stochastic)"
     return found[0]
+
+
+def _is_nonfinite_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "NaN" in text or "Inf" in text or "non-finite" in text
 
 
 def grads_finite(model: nn.Module) -> bool:
@@ -298,13 +307,19 @@ def train_epoch(model, optimizer, dataset, cfg: TrainConfig, epoch: int, recorde
     for step, (x, y) in enumerate(_progress(batches, dataset.train.num_batches(cfg.batch_size), desc, cfg.progress)):
         x, y = x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
         rng = checkpoint.rng_state()
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            raise NonFiniteError(epoch + 1, step, first_nonfinite_module(model, x, y, rng))
-        loss.backward()
-        if not grads_finite(model):
+        try:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                finite = grads_finite(model)
+        except ValueError as exc:  # the quantizers refuse NaN/Inf operands with a ValueError
+            if not _is_nonfinite_error(exc):
+                raise
+            finite = False
+        if not finite:
             raise NonFiniteError(epoch + 1, step, first_nonfinite_module(model, x, y, rng))
         optimizer.step()
         if recorder is not None:
