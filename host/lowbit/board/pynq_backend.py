@@ -27,7 +27,7 @@ from ..wire import Header, Op, Reg, Status
 from . import packing
 from .axi_dma import CR_RESET, DmaReg, describe_sr
 from .buffers import BufferSlot
-from .errors import BoardError, BoardTimeout, DmaError, KernelError, TruncatedOutput
+from .errors import BoardError, BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput
 
 
 @dataclass
@@ -117,7 +117,11 @@ class PynqBackend(Backend):
         for i, call in enumerate(calls):
             self._launch(call)
             if i + 1 < len(calls):
-                self._pack(calls[i + 1], slot=(i + 1) % 2)  # overlaps the board's work on call i
+                try:
+                    self._pack(calls[i + 1], slot=(i + 1) % 2)  # overlaps the board's work on call i
+                except BufferAllocationError:
+                    self.reset()  # call i is in flight: stop it so the next gemm starts clean
+                    raise
             results[call.index] = self._finish(call)
         return results
 
