@@ -219,12 +219,13 @@ class SimulatedBoard(pynq.Device):
     # -- metadata: the same parser PYNQ 3/4 uses on a board for a .bit with a .hwh beside it
     def get_bitfile_metadata(self, bitfile_name: str, partial: bool = False):
         from pynqmetadata.frontends import Metadata
-        from pynqmetadata.views.runtime import RuntimeMetadataParser
+
+        from .compat import runtime_metadata_parser
 
         hwh = Path(bitfile_name).with_suffix(".hwh")
         if not hwh.is_file():
             raise RuntimeError(f"no {hwh.name} beside {bitfile_name}: the simulated board needs the overlay's .hwh")
-        parser = RuntimeMetadataParser(Metadata(input=hwh))
+        parser = runtime_metadata_parser()(Metadata(input=hwh))
         if not partial:
             parser.refresh_hierarchy_dict()
         return parser
