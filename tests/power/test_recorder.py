@@ -170,3 +170,22 @@ def test_total_joules_sums_measured_sensors_only(monkeypatch):
     assert [s.name for s in Recorder(interval=None).sensors] == ["auto"]
     with Recorder([], interval=None) as empty:
         assert math.isnan(empty.total_joules())
+
+
+def test_coarse_counter_gives_the_right_mean_per_step():
+    class Coarse(ConstantSensor):
+        """A 10 W counter that only updates every 0.1 s (like NVML's on an H100)."""
+
+        def __init__(self, clock):
+            super().__init__(10.0, "coarse")
+            self.clock, self.t0 = clock, clock()
+
+        def energy_j(self):
+            return 10.0 * (int(round((self.clock() - self.t0) * 1000)) // 100) / 10
+
+    clock = FakeClock()
+    rec = Recorder([Coarse(clock)], interval=None, clock=clock)
+    _run(rec, clock, steps=40, samples_per_step=0, dt=0.025)  # 40 steps of 25 ms = 1 s
+    per = rec.energy_per_mark()
+    assert per.coarse_J.median() == 0.0  # most steps see no tick: the median would be wrong
+    assert rec.joules_per_step() == pytest.approx(10.0 * 0.025)

@@ -5,7 +5,7 @@
 
 Trains ``--model`` (fp32, torch) on a fixed pool of seeded synthetic batches, records every sensor
 ``auto_sensors()`` finds (NVML on a GPU, RAPL on a CPU, rails on a board) plus a ModelSensor, marks
-each step after synchronising the device, and prints the median joules per step: total, and above
+each step after synchronising the device, and prints the mean joules per step: total, and above
 the idle power measured for ``--idle`` seconds first. The model's figure is arithmetic energy only
 (no memory traffic, no static power) on the chosen ASIC table, so it is a floor, not a prediction
 of a GPU's draw.
@@ -72,7 +72,7 @@ def run(model_name="resnet20", batch=128, steps=300, warmup=20, device="auto", f
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "model": model_name, "batch": batch, "steps": steps, "final_loss": float(loss.detach()),
-        "seconds_per_step": float(per.seconds.median()),
+        "seconds_per_step": float(per.seconds.mean()),
         "model_fp32_j_per_step": est_fp32.joules_per_step(),
         f"model_{fmt}_j_per_step": est_low.joules_per_step(),
         "table": est_fp32.table.name, "sensors": {},
@@ -82,9 +82,9 @@ def run(model_name="resnet20", batch=128, steps=300, warmup=20, device="auto", f
         idle_w = float(idle_row[f"{s.name}_J"] / idle_row.seconds)
         dynamic = joules - idle_w * per.seconds
         result["sensors"][s.name] = {
-            "j_per_step": float(joules.median()), "mean_w": float(joules.sum() / per.seconds.sum()),
-            "idle_w": idle_w, "above_idle_j_per_step": float(dynamic.median()),
-            "measured_over_model_fp32": float(joules.median() / est_fp32.joules_per_step()),
+            "j_per_step": float(joules.mean()), "mean_w": float(joules.sum() / per.seconds.sum()),
+            "idle_w": idle_w, "above_idle_j_per_step": float(dynamic.mean()),
+            "measured_over_model_fp32": float(joules.mean() / est_fp32.joules_per_step()),
         }
     if out:
         _save(rec, result, out)
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     if not r["sensors"]:
         print("no power sensor measured anything here (see the warning above)")
     for name, s in r["sensors"].items():
-        print(f"{name}: {s['j_per_step']:.4f} J/step (median), mean {s['mean_w']:.1f} W, idle {s['idle_w']:.1f} W, "
+        print(f"{name}: {s['j_per_step']:.4f} J/step (mean), mean {s['mean_w']:.1f} W, idle {s['idle_w']:.1f} W, "
               f"{s['above_idle_j_per_step']:.4f} J/step above idle; measured / modelled fp32 = "
               f"{s['measured_over_model_fp32']:.0f}x")
     return 0

@@ -9,7 +9,7 @@ For the training loop (``lowbit train --power auto``)::
             train_step(batch)
             rec.mark("step")          # ends the step: its energy is what was drawn since the last mark
     per_step = rec.energy_per_mark()  # DataFrame: label, t_start, t_end, seconds, <sensor>_J
-    rec.joules_per_step()             # median J per step of the first measured sensor
+    rec.joules_per_step()             # mean J per step of the first measured sensor
     rec.total_joules()                # J since start, summed over the measured sensors
 
 ``Recorder()`` with no sensors uses ``auto_sensors()`` (one warning names what is missing).
@@ -144,7 +144,10 @@ class Recorder:
         return out if label is None else out[out.label == label].reset_index(drop=True)
 
     def joules_per_step(self, sensor: "str | None" = None, label: str = "step") -> float:
-        """Median energy of the steps marked ``label`` for one sensor (default: the first measured one)."""
+        """Mean energy of the steps marked ``label`` for one sensor (default: the first measured one).
+
+        The mean (total / steps), not the median: hardware counters tick coarsely (NVML's about every
+        100 ms on an H100), so one short step may see 0 J and the next the whole tick."""
         measured = [s.name for s in self.measured()] or [s.name for s in self.sensors]
         if not measured:
             raise ValueError("no sensors recorded: pass some, e.g. Recorder(auto_sensors())")
@@ -154,7 +157,7 @@ class Recorder:
         per = self.energy_per_mark(label)
         if per.empty:
             raise ValueError(f"no marks labelled {label!r}; call rec.mark({label!r}) after each step")
-        return float(per[f"{name}_J"].median())
+        return float(per[f"{name}_J"].sum() / len(per))
 
     @staticmethod
     def _interval_energy(times, powers, energies, i, start, end) -> float:
