@@ -16,6 +16,18 @@ from .functional import QConv2dFunction, QLinearFunction, QLinearMogamiFunction
 from .spec import LayerSpec
 
 
+# torch.compile: the quantized GEMMs (native quantizer, cffi kernels, QTensor dataclasses) stay
+# eager behind a clean graph break; everything around them (BN, activations, bias) compiles.
+@torch.compiler.disable
+def _apply_conv(x, weight, spec, geometry):
+    return QConv2dFunction.apply(x, weight, spec, geometry)
+
+
+@torch.compiler.disable
+def _apply_linear(fn, x, weight, spec):
+    return fn.apply(x, weight, spec)
+
+
 def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
@@ -86,7 +98,7 @@ class QConv2d(_QuantMixin, nn.Conv2d):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = QConv2dFunction.apply(x, self.weight, self.spec, self.geometry)
+        z = _apply_conv(x, self.weight, self.spec, self.geometry)
         if self.bias is not None:
             z = z + self.bias.view(1, -1, 1, 1)
         return z
@@ -111,7 +123,7 @@ class QLinear(_QuantMixin, nn.Linear):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
         fn = QLinearMogamiFunction if isinstance(self.spec.fmt, Mogami) else QLinearFunction
-        z = fn.apply(x2, self.weight, self.spec)
+        z = _apply_linear(fn, x2, self.weight, self.spec)
         if self.bias is not None:
             z = z + self.bias
         return z.reshape(*lead, self.out_features)
