@@ -181,11 +181,11 @@ class Header:
 
     def section_words(self) -> dict:
         """Words of each input section after the header, in stream order."""
-        scale = words_for(self.nblocks, SCALE_LANE_BITS) if self.has_scales else 0
+        scales = self.nblocks if self.has_scales else 0  # [rows][nblocks] lanes, one contiguous section
         return {
-            "a_scales": self.m * scale,
+            "a_scales": words_for(self.m * scales, SCALE_LANE_BITS),
             "a_codes": words_for(self.m * self.k, self.lane_bits),
-            "b_scales": self.n * scale,
+            "b_scales": words_for(self.n * scales, SCALE_LANE_BITS),
             "b_codes": words_for(self.n * self.k, self.lane_bits),
         }
 
