@@ -264,27 +264,32 @@ def _jsonable(value):
 
 
 def open_recorder(cfg: TrainConfig):
-    """A lowbit.power.Recorder when ``--power auto`` and the module is present, else None."""
+    """A started-on-enter lowbit.power.Recorder when ``--power auto`` finds a sensor, else None."""
     if cfg.power != "auto":
         return None
     try:
-        from .power import Recorder
+        from .power import Recorder, auto_sensors
     except ImportError as exc:
         print(f"lowbit train: --power auto: power measurement unavailable ({exc}); continuing without it", file=sys.stderr)
         return None
-    try:
-        return Recorder()
-    except Exception as exc:
-        print(f"lowbit train: --power auto: no power meter usable here ({exc}); continuing without it", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # we say it once below, in our words
+        sensors = [s for s in auto_sensors(warn=False) if not hasattr(s, "on_mark")]
+    if not sensors:
+        print("lowbit train: --power auto: no power sensor on this machine (RAPL, NVML, PYNQ rails, Alveo); "
+              "continuing without energy figures", file=sys.stderr)
         return None
+    return Recorder(sensors, interval=0.05)
 
 
-def recorder_joules(recorder) -> Optional[float]:
-    for attr in ("total_joules", "joules", "energy_j"):
-        value = getattr(recorder, attr, None)
-        if value is not None:
-            return float(value() if callable(value) else value)
-    return None
+def epoch_energy(recorder, first_mark: int) -> dict:
+    """Joules of this epoch's training steps (step marks from ``first_mark`` on), summed over sensors,
+    and the median per step; evaluation and checkpointing are not counted."""
+    per = recorder.energy_per_mark("step").iloc[first_mark:]
+    columns = [c for c in per.columns if c.endswith("_J")]
+    per_step = per[columns].sum(axis=1, min_count=1)
+    return {"energy_j": float(per_step.sum()), "joules_per_step": float(per_step.median()),
+            "power_sensors": [c[:-2] for c in columns]}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -323,7 +328,7 @@ def train_epoch(model, optimizer, dataset, cfg: TrainConfig, epoch: int, recorde
             raise NonFiniteError(epoch + 1, step, first_nonfinite_module(model, x, y, rng))
         optimizer.step()
         if recorder is not None:
-            recorder.mark(f"epoch{epoch + 1}/step{step}")
+            recorder.mark("step")
         total_loss += float(loss.detach()) * y.numel()
         correct += int((logits.argmax(1) == y).sum())
         seen += y.numel()
@@ -391,15 +396,18 @@ def fit(
     with (recorder if recorder is not None else _nullcontext()):
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            joules0 = recorder_joules(recorder) if recorder is not None else None
+            first_mark = 0
+            if recorder is not None:  # the interval before this mark (evaluation, checkpoint) is not a step
+                recorder.mark("between_epochs")
+                first_mark = sum(1 for mark in recorder.marks if mark[2] == "step")
             lr = optimizer.param_groups[0]["lr"]
             metrics = train_epoch(model, optimizer, dataset, cfg, epoch, recorder)
             scheduler.step()
             metrics.update(evaluate(model, dataset.test, cfg))
             record = {"epoch": epoch + 1, "lr": lr, **metrics, "time_s": time.perf_counter() - t0}
             record["quant_error"] = layer_quant_errors(model)
-            if joules0 is not None:
-                record["energy_j"] = recorder_joules(recorder) - joules0
+            if recorder is not None:
+                record.update(epoch_energy(recorder, first_mark))
             history.append(record)
             if out is not None:
                 _persist(cfg, out, model, optimizer, scheduler, epoch + 1, history, record)
@@ -409,6 +417,8 @@ def fit(
                 tqdm.write(_epoch_line(record), file=sys.stderr)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
+        if recorder is not None and out is not None:
+            recorder.to_csv(out / "power.csv")
     return FitResult(cfg, history, model)
 
 

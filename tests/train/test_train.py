@@ -152,16 +152,30 @@ def test_cli_runs_and_writes_metrics(tmp_path, capsys):
 
 
 def test_power_auto_without_meter_continues(capsys, monkeypatch):
-    import builtins
+    import sys
 
-    real_import = builtins.__import__
-
-    def no_power(name, globals=None, locals=None, fromlist=(), level=0):
-        if name == "power" and level == 1 or name == "lowbit.power":
-            raise ImportError("No module named 'lowbit.power'")
-        return real_import(name, globals, locals, fromlist, level)
-
-    monkeypatch.setattr(builtins, "__import__", no_power)
+    monkeypatch.setitem(sys.modules, "lowbit.power", None)  # as if the module were not installed
     result = fit(**{**QUICK, "epochs": 1}, power="auto")
     assert "energy_j" not in result.final
     assert "power measurement unavailable" in capsys.readouterr().err
+
+
+def test_power_auto_without_sensors_continues(capsys, monkeypatch):
+    import lowbit.power as power
+
+    monkeypatch.setattr(power, "auto_sensors", lambda **kw: [])
+    result = fit(**{**QUICK, "epochs": 1}, power="auto")
+    assert "energy_j" not in result.final
+    assert "no power sensor" in capsys.readouterr().err
+
+
+def test_power_auto_logs_joules_per_epoch_from_a_sensor(tmp_path, monkeypatch):
+    import lowbit.power as power
+
+    monkeypatch.setattr(power, "auto_sensors", lambda **kw: [power.ConstantSensor(10.0, "bench_supply")])
+    result = fit(**QUICK, power="auto", out=str(tmp_path))
+    for record in result.history:
+        # 10 W for the epoch's training steps: positive, and no more than 10 W x the epoch's wall time
+        assert 0 < record["energy_j"] <= 10.0 * record["time_s"]
+        assert record["joules_per_step"] > 0 and record["power_sensors"] == ["bench_supply"]
+    assert (tmp_path / "power.csv").read_text().startswith("t,bench_supply,mark")
