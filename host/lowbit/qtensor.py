@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
 
+import numpy as np
 import torch
 
-from .formats import FP32, MLS, Format, Mogami, PoT
+from .formats import FP32, MLS, Format, Mogami, PoT, parse
+
+_UNSIGNED = {torch.int16: np.uint16, torch.int32: np.uint32}
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,110 @@ class QTensor:
                           torch.tensor(float(f.exmin - f.mx), device=self.device))
         scale = self.expand_groups(self.group_scale())
         return (sign * mag * scale * self.tensor_scale).to(self.dtype)
+
+    # ------------------------------------------------------------------ wire format
+
+    def pack(self) -> bytes:
+        """This tensor as one GEMM operand's wire sections (``lowbit.wire``), little-endian.
+
+        MLS: scale codes [rows][nblocks] in 16-bit lanes, then the codes [rows][K] in
+        ``wire.elem_lane_bits`` lanes; PoT / Mogami: the codes only. Each section starts on a
+        fresh 64-bit word, unused lanes are 0. A 4-D [N, C, H, W] tensor is the operand
+        [N, C*H*W] with block H*W (its (n, c) groups are the blocks).
+        """
+        from . import wire
+
+        rows, k, block = _operand_geometry(self.fmt, tuple(self.shape), self.block)
+        lane = wire.elem_lane_bits(self.fmt)
+        codes = self.codes.detach().cpu().numpy().reshape(rows, k).view(_UNSIGNED[self.codes.dtype])
+        if isinstance(self.fmt, (MLS, PoT)) and bool((codes >> self.fmt.code_bits).any()):
+            raise ValueError(f"codes exceed {self.fmt.code_bits} bits: not a valid {self.fmt} tensor")
+        sections = []
+        if isinstance(self.fmt, MLS):
+            nb = -(-k // block)
+            scales = self.scale_codes.detach().cpu().numpy().view(np.uint16)
+            sections.append((np.broadcast_to(scales, (rows, nb)), wire.SCALE_LANE_BITS))
+        sections.append((codes, lane))
+        out = np.zeros(sum(wire.words_for(a.size, bits) for a, bits in sections), dtype="<u8")
+        pos = 0
+        for values, bits in sections:
+            pos = _put_lanes(out, pos, values, bits)
+        return out.tobytes()
+
+    @classmethod
+    def unpack(cls, data: bytes, fmt, shape, *, block: Optional[int] = None,
+               tensor_scale: "float | torch.Tensor | None" = None, dtype: torch.dtype = torch.float32) -> "QTensor":
+        """Inverse of ``pack``: the tensor from its wire sections (``values`` left to decode)."""
+        from . import wire
+
+        fmt, shape = parse(fmt), tuple(int(d) for d in shape)
+        rows, k, blk = _operand_geometry(fmt, shape, block)
+        lane = wire.elem_lane_bits(fmt)
+        nb = -(-k // blk) if isinstance(fmt, MLS) else 0
+        scale_words, code_words = wire.words_for(rows * nb, wire.SCALE_LANE_BITS), wire.words_for(rows * k, lane)
+        if len(data) != 8 * (scale_words + code_words):
+            raise ValueError(f"{len(data)} bytes do not hold a {fmt} operand of shape {shape}: expected "
+                             f"{8 * (scale_words + code_words)} ({scale_words} scale + {code_words} code words)")
+        words = np.frombuffer(data, dtype="<u8")
+        codes = wire.unpack_lanes(words[scale_words:], lane, rows * k)
+        if isinstance(fmt, (MLS, PoT)) and bool((codes >> fmt.code_bits).any()):
+            raise ValueError(f"lanes hold values wider than {fmt.code_bits} bits: not a {fmt} operand")
+        code_dtype = np.int32 if lane == 32 else np.int16
+        codes_t = torch.from_numpy(codes.astype(code_dtype.__name__.replace("int", "uint"), copy=False)
+                                   .view(code_dtype).reshape(shape).copy())
+        scale_codes = None
+        if isinstance(fmt, MLS):
+            grid = wire.unpack_lanes(words[:scale_words], wire.SCALE_LANE_BITS, rows * nb).reshape(rows, nb)
+            scale_codes = torch.from_numpy(_group_layout(grid, fmt.group).astype(np.int16))
+        if tensor_scale is None:
+            tensor_scale = 1.0
+        ts = torch.as_tensor(tensor_scale, dtype=torch.float32).reshape(())
+        keep_block = blk if isinstance(fmt, MLS) and len(shape) == 2 else None
+        return cls(fmt, codes_t, scale_codes, ts, dtype, keep_block)
+
+
+def _operand_geometry(fmt, shape: Tuple[int, ...], block: Optional[int]) -> Tuple[int, int, int]:
+    """(rows, K, block) of a tensor sent as a GEMM operand."""
+    if isinstance(fmt, FP32):
+        raise ValueError("fp32 tensors are not sent to the kernel; quantize to mls, pot or mogami first")
+    if len(shape) == 4:
+        n, c, h, w = shape
+        if block is not None and block != h * w:
+            raise ValueError(f"a 4-D operand's block is H*W = {h * w}, got block={block}")
+        return n, c * h * w, h * w
+    if len(shape) != 2:
+        raise ValueError(f"a wire operand is 2-D [rows, K] or 4-D [N, C, H, W]; got shape {shape}")
+    if isinstance(fmt, MLS) and (block is None or block < 1):
+        raise ValueError(f"an MLS 2-D operand needs its block (group length along K), got {block!r}")
+    return shape[0], shape[1], block if block is not None else shape[1]
+
+
+def _group_layout(grid: np.ndarray, group: str) -> np.ndarray:
+    """[rows, nblocks] scale codes -> the QTensor layout of ``group``, checking it is consistent."""
+    keep_rows, keep_blocks = group in ("nc", "n"), group in ("nc", "c")
+    out = grid[:, :1] if not keep_blocks else grid
+    out = out[:1] if not keep_rows else out
+    if not np.array_equal(np.broadcast_to(out, grid.shape), grid):
+        raise ValueError(f"scale codes vary across groups that group={group!r} shares; wrong format or corrupt data")
+    return np.ascontiguousarray(out)
+
+
+def _put_lanes(dest: np.ndarray, pos: int, values: np.ndarray, lane_bits: int) -> int:
+    """Write ``values`` (unsigned, < 2^lane_bits) as lanes from word ``pos``; returns the next word."""
+    from . import wire
+
+    count = values.size
+    nwords = wire.words_for(count, lane_bits)
+    span = dest[pos:pos + nwords]
+    if lane_bits >= 8:
+        lanes = span.view({8: np.uint8, 16: "<u2", 32: "<u4"}[lane_bits])
+        lanes[:count].reshape(values.shape)[...] = values
+        return pos + nwords
+    flat = values.reshape(-1)
+    nbytes = span.view(np.uint8)
+    half = count // 2
+    np.left_shift(flat[1::2], 4, out=nbytes[:half], casting="unsafe")  # odd element: high nibble
+    nbytes[:half] |= flat[0:2 * half:2].astype(np.uint8)
+    if count & 1:
+        nbytes[half] = flat[-1]
+    return pos + nwords

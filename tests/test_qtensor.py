@@ -1,0 +1,101 @@
+"""QTensor: decode, pack()/unpack() round trips, and packing equal to the backends' streams."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lowbit import QTensor, quantize, wire
+from lowbit.formats import MLS, parse
+
+FORMATS = ["mls:2,1", "mls:2,4", "mls:0,3", "mls:4,7", "mls:1,1,g=8,1,group=n", "mls:2,3,g=4,0,group=c",
+           "mls:3,1,g=8,1,group=none", "pot:4", "mogami:bf16", "mogami:fp32"]
+
+
+def roundtrip(q: QTensor) -> QTensor:
+    data = q.pack()
+    assert isinstance(data, bytes) and len(data) % 8 == 0
+    return QTensor.unpack(data, q.fmt, q.shape, block=q.block, tensor_scale=q.tensor_scale, dtype=q.dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(fmt=st.sampled_from(FORMATS), rows=st.integers(1, 9), k=st.integers(1, 70), block=st.integers(1, 80),
+       seed=st.integers(0, 2**31), four_d=st.booleans())
+def test_pack_unpack_round_trip(fmt, rows, k, block, seed, four_d):
+    g = torch.Generator().manual_seed(seed)
+    if four_d:
+        x = torch.randn(rows, 1 + k % 5, 1 + block % 3, 1 + seed % 3, generator=g)
+        kw = {}
+    else:
+        x = torch.randn(rows, k, generator=g)
+        kw = {"block": block} if parse(fmt).kind == "mls" else {}
+    q = quantize(x, fmt, generator=g, **kw)
+    u = roundtrip(q)
+    assert torch.equal(u.codes, q.codes) and u.codes.dtype == q.codes.dtype
+    if q.scale_codes is not None:
+        assert torch.equal(u.scale_codes, q.scale_codes)
+    assert u.block == q.block and u.dtype == q.dtype and float(u.tensor_scale) == float(q.tensor_scale)
+    assert torch.equal(u.decode(), q.values)
+    assert u.pack() == q.pack()
+
+
+def test_pack_is_the_emulation_backends_stream():
+    from lowbit.backends.emulation import build_stream, operand_of
+
+    g = torch.Generator().manual_seed(0)
+    for fmt, block in [("mls:2,1", 8), ("mls:2,4", 5), ("mls:4,7", 16), ("pot:4", None), ("mogami:bf16", None)]:
+        kw = {"block": block} if block else {}
+        a = quantize(torch.randn(3, 21, generator=g), fmt, generator=g, **kw)
+        b = quantize(torch.randn(5, 21, generator=g), fmt, generator=g, **kw)
+        hdr = wire.Header.for_gemm(wire.Op.FORWARD, a.fmt, 3, 5, 21, block or 21)
+        stream = build_stream(hdr, operand_of(a), operand_of(b))
+        assert stream.tobytes() == hdr.to_words().tobytes() + a.pack() + b.pack()
+        assert len(stream) == hdr.input_words()
+
+
+def test_pack_layout_by_hand():
+    # <2,1> codes are 4 bits: lanes of 4 bits, element 0 in the low nibble of byte 0
+    codes = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1]], dtype=torch.int16)
+    scales = torch.tensor([[0x1FF, 3, 2]], dtype=torch.int16)
+    q = QTensor(MLS(2, 1), codes, scales, torch.tensor(1.0), torch.float32, block=8)
+    data = q.pack()
+    assert data[:8] == bytes([0xFF, 0x01, 0x03, 0x00, 0x02, 0x00, 0x00, 0x00])  # one word of scale lanes
+    assert data[8:16] == bytes([0x21, 0x43, 0x65, 0x87, 0xA9, 0xCB, 0xED, 0x0F])
+    assert data[16:] == bytes([0x01, 0, 0, 0, 0, 0, 0, 0])  # 17th code; the word is padded with zeros
+
+
+def test_pack_rejects_bad_tensors_and_unpack_bad_data():
+    q = quantize(torch.randn(2, 8), "mls:2,1", block=4)
+    with pytest.raises(ValueError, match="expected"):
+        QTensor.unpack(q.pack()[:-8], q.fmt, q.shape, block=4)
+    with pytest.raises(ValueError, match="needs its block"):
+        QTensor.unpack(q.pack(), q.fmt, q.shape)
+    bad = QTensor(q.fmt, q.codes | 0x100, q.scale_codes, q.tensor_scale, q.dtype, q.block)
+    with pytest.raises(ValueError, match="exceed 4 bits"):
+        bad.pack()
+    with pytest.raises(ValueError, match="not sent to the kernel"):
+        quantize(torch.randn(2, 2), "fp32").pack()
+    with pytest.raises(ValueError, match="2-D"):
+        quantize(torch.randn(8), "pot:4").pack()
+    n = quantize(torch.randn(3, 8), "mls:2,1,g=8,1,group=n", block=4)
+    data = n.pack()
+    with pytest.raises(ValueError, match="group='none'"):
+        QTensor.unpack(data, "mls:2,1,g=8,1,group=none", (3, 8), block=4)
+
+
+def test_expand_groups_per_row_with_blocks():
+    x = torch.randn(4, 40, generator=torch.Generator().manual_seed(3))
+    q = quantize(x, "mls:2,1,g=8,1,group=n", block=8)
+    assert q.scale_codes.shape == (4, 1)
+    assert q.expand_groups(q.group_scale()).shape == (4, 40)
+    assert torch.equal(q.values, q.decode())
+
+
+def test_packing_speed_is_vectorised():
+    # not a timing test: a 1M-element pack must not take a Python-loop's time (> 1 s)
+    import time
+
+    q = quantize(torch.randn(256, 4096), "mls:2,1", block=32)
+    t0 = time.perf_counter()
+    q.pack()
+    assert time.perf_counter() - t0 < 1.0
