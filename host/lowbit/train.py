@@ -218,8 +218,9 @@ def grads_finite(model: nn.Module) -> bool:
 
 
 def layer_quant_errors(model: nn.Module) -> dict:
-    """Per quantized layer, the error its quantizers measured (layers expose ``quant_error()``
-    or ``last_quant_error``), else lowbit.stats.quant_error on the layer's weight."""
+    """Per quantized layer, the error its quantizers measured (when a layer exposes ``quant_error()``
+    or ``last_quant_error``), else {"W": ARE of the weight} from lowbit.stats.quant_error
+    (nearest rounding, so logging consumes no random numbers and resume stays bit-exact)."""
     errors = {}
     for name, module in model.named_modules():
         fmt = getattr(module, "fmt", None) or getattr(module, "format", None)
@@ -242,7 +243,7 @@ def _module_error(module: nn.Module, fmt) -> Optional[dict]:
         from .stats import quant_error
     except ImportError:
         return None
-    return _jsonable(quant_error(module.weight.detach(), fmt))
+    return {"W": _jsonable(quant_error(module.weight.detach(), fmt, rounding="nearest"))}
 
 
 def _jsonable(value):

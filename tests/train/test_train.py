@@ -24,8 +24,11 @@ def test_same_seed_same_weights_other_seed_differs():
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_resume_is_bit_for_bit(tmp_path):
-    straight = fit(**QUICK, out=str(tmp_path / "straight")).model.state_dict()
+@pytest.mark.parametrize("fmt", ["fp32", "mls:2,1"])  # mls: stochastic rounding on W, A and E
+def test_resume_is_bit_for_bit(tmp_path, fmt):
+    if fmt != "fp32":
+        pytest.importorskip("lowbit.nn")
+    straight = fit(**QUICK, format=fmt, out=str(tmp_path / "straight")).model.state_dict()
 
     class Crash(Exception):
         pass
@@ -35,8 +38,8 @@ def test_resume_is_bit_for_bit(tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        fit(**QUICK, out=str(tmp_path / "resumed"), on_epoch_end=crash_after_first)
-    resumed = fit(**QUICK, out=str(tmp_path / "resumed"), resume=True)
+        fit(**QUICK, format=fmt, out=str(tmp_path / "resumed"), on_epoch_end=crash_after_first)
+    resumed = fit(**QUICK, format=fmt, out=str(tmp_path / "resumed"), resume=True)
     assert resumed.history[0]["epoch"] == 1 and len(resumed.history) == 2
     weights = resumed.model.state_dict()
     assert all(torch.equal(straight[k], weights[k]) for k in straight)
@@ -148,6 +151,7 @@ def test_cli_runs_and_writes_metrics(tmp_path, capsys):
     assert summary["model"] == "digits_cnn" and summary["format"] == "fp32" and 0 <= summary["test_acc"] <= 100
     record = json.loads((out / "metrics.jsonl").read_text())
     assert set(record) >= {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "quant_error"}
+
     assert json.loads((out / "config.json").read_text())["seed"] == 0
 
 
@@ -179,3 +183,10 @@ def test_power_auto_logs_joules_per_epoch_from_a_sensor(tmp_path, monkeypatch):
         assert 0 < record["energy_j"] <= 10.0 * record["time_s"]
         assert record["joules_per_step"] > 0 and record["power_sensors"] == ["bench_supply"]
     assert (tmp_path / "power.csv").read_text().startswith("t,bench_supply,mark")
+
+
+def test_metrics_carry_per_layer_weight_quant_error():
+    pytest.importorskip("lowbit.nn")
+    record = fit(**{**QUICK, "epochs": 1}, format="mls:2,1").final
+    assert sorted(record["quant_error"]) == ["conv2", "conv3"]  # first conv and fc stay fp32
+    assert all(0 < v["W"] < 0.5 for v in record["quant_error"].values())
