@@ -129,9 +129,12 @@ TABLE5_PRINTED = {
 }
 
 
-def table5(model: nn.Module, input_shape=(3, 224, 224), fmt="mls:2,4", table="mls65") -> pd.DataFrame:
-    """Our Table 5: per part, fp32 and MLS energy (uJ, batch 1), every conv low-bit, FC fp32."""
-    est = estimate(model, input_shape, fmt, table, batch=1, fp32_layers="linear")
+def table5(model, input_shape=(3, 224, 224), fmt="mls:2,4", table="mls65") -> pd.DataFrame:
+    """Our Table 5: per part, fp32 and MLS energy (uJ, batch 1), every conv low-bit, FC fp32.
+
+    ``model`` may also be an Estimate made with ``fp32_layers="linear"``."""
+    est = model if isinstance(model, Estimate) else estimate(model, input_shape, fmt, table, batch=1,
+                                                              fp32_layers="linear")
     parts = est.by_part().groupby(level="part", sort=False)[["uj_fp32", "uj"]].sum()
     parts.index = [PART_NAMES[p] for p in parts.index]
     parts.loc["Sum"] = parts.sum()
