@@ -12,13 +12,15 @@ FORMATS = ["mls:2,1", "mls:2,4,g=8,0", "mls:1,1", "pot:4", "mogami:fp32", "mogam
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("shape", [(3, 5, 7), (20, 33, 96), (1, 1, 1)])
+@pytest.mark.parametrize("shape", [(3, 5, 7), (20, 33, 96), (1, 1, 1), (5, 3, wire.MAX_K + 33)])
 def test_pack_call_equals_the_emulation_stream(fmt, shape, operands):
     a, b = operands(fmt, *shape, seed=sum(shape))
     block = a.block if a.block else shape[2]
-    for _, _, calls in em.gemm_tiles(a.fmt, em.operand_of(a), em.operand_of(b), block, Op.WEIGHT_GRAD):
-        for hdr, at, bt in calls:
-            expected = em.build_stream(hdr, at, bt)
+    ours = list(em.gemm_tiles(a.fmt, packing.board_operand(a), packing.board_operand(b), block, Op.WEIGHT_GRAD))
+    theirs = list(em.gemm_tiles(a.fmt, em.operand_of(a), em.operand_of(b), block, Op.WEIGHT_GRAD))
+    for (_, _, calls), (_, _, ref_calls) in zip(ours, theirs, strict=True):
+        for (hdr, at, bt), (_, ref_a, ref_b) in zip(calls, ref_calls, strict=True):
+            expected = em.build_stream(hdr, ref_a, ref_b)
             buf = np.full(packing.stream_words(hdr) + 2, 0xA5A5, dtype=np.uint64)  # dirty buffer
             n = packing.pack_call(buf, hdr, at, bt)
             assert n == len(expected) == packing.stream_words(hdr)

@@ -17,7 +17,7 @@ import torch
 
 from .. import wire
 from ..backends.base import Backend, Capabilities
-from ..backends.emulation import check_operands, gemm_tiles, operand_of, tensor_scale_product
+from ..backends.emulation import check_operands, gemm_tiles, tensor_scale_product
 from ..formats import MLS
 from ..qtensor import QTensor
 from ..wire import Op, Status
@@ -94,7 +94,7 @@ class AlveoBackend(Backend):
         check_operands(a, b)
         block = a.block if isinstance(a.fmt, MLS) else a.shape[1]
         out = np.zeros((a.shape[0], b.shape[0]), dtype=np.float32)
-        tiles = list(gemm_tiles(a.fmt, operand_of(a), operand_of(b), block, op))
+        tiles = list(gemm_tiles(a.fmt, packing.board_operand(a), packing.board_operand(b), block, op))
         calls = [(hdr, at, bt) for _, _, group in tiles for hdr, at, bt in group]
         parts = self._run_pipelined(calls)
         index = 0

@@ -5,15 +5,20 @@ operand preparation are the emulation backend's (``lowbit.backends.emulation.gem
 board and the emulation run identical kernel calls in an identical order."""
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 
 from .. import wire
+from .._build import load
 from ..backends.emulation import Operand
-from ..wire import Header
+from ..formats import MLS, PoT
+from ..qtensor import QTensor
+from ..wire import Arith, Header
 
-_LANE_DTYPE = {8: np.uint8, 16: np.uint16, 32: np.uint32}
 
-
+@functools.lru_cache(maxsize=256)
 def stream_words(header: Header) -> int:
     """Input words of one call: header, then A scales, A codes, B scales, B codes."""
     scales = header.nblocks if header.has_scales else 0
@@ -23,38 +28,93 @@ def stream_words(header: Header) -> int:
             + wire.words_for(header.n * header.k, header.lane_bits))
 
 
-def _put_lanes(dest: np.ndarray, pos: int, values: np.ndarray, lane_bits: int) -> int:
-    """Write a 2-D array's lanes row-major from word ``pos``; returns the next free word."""
-    rows, cols = values.shape
-    count = rows * cols
-    nwords = wire.words_for(count, lane_bits)
-    span = dest[pos:pos + nwords]
-    if lane_bits >= 8:
-        lanes = span.view(_LANE_DTYPE[lane_bits])
-        lanes[:count].reshape(rows, cols)[...] = values
-        lanes[count:] = 0
-        return pos + nwords
-    flat = np.empty(count + (count & 1), np.uint8)  # 4-bit lanes: even element in the low nibble
-    flat[:count].reshape(rows, cols)[...] = values
-    flat[count:] = 0
-    nbytes, half = span.view(np.uint8), (count + 1) // 2
-    np.left_shift(flat[1::2], 4, out=nbytes[:half])
-    nbytes[:half] |= flat[0::2]
-    nbytes[half:] = 0
+_CDEF = """
+int64_t lowbit_pack_lanes(const void* src, int src_bytes, int64_t rows, int64_t cols, int64_t stride,
+                          uint32_t mask, int lane_bits, uint64_t* dst_words);
+"""
+
+
+_LIB = []
+
+
+def _lib():
+    if not _LIB:  # built once per source hash (lowbit._build), looked up once per process
+        _LIB.append(load("lowbit_board_pack", _CDEF, [Path(__file__).with_name("pack.c")], cplus=False))
+    return _LIB[0]
+
+
+def _address(arr: np.ndarray) -> int:
+    return arr.__array_interface__["data"][0]
+
+
+def board_operand(q: QTensor) -> Operand:
+    """Like ``emulation.operand_of`` but without copies of the codes: the QTensor's own int16/int32
+    codes (a view); masking to the code bits happens while packing."""
+    codes = q.codes.detach().cpu().numpy()
+    if codes.ndim != 2:
+        raise ValueError(f"gemm operands are 2-D [rows, K]; got shape {codes.shape} (lower convs first)")
+    if isinstance(q.fmt, MLS):
+        if q.block is None or q.scale_codes is None:
+            raise ValueError("an MLS gemm operand needs block and scale_codes (2-D quantization grouped along K)")
+        nb = -(-codes.shape[1] // q.block)
+        sc = q.scale_codes.detach().cpu().numpy().astype(np.uint16)
+        return Operand(codes, np.broadcast_to(sc, (codes.shape[0], nb)))
+    return Operand(codes, np.zeros((codes.shape[0], 0), dtype=np.uint16))
+
+
+@functools.lru_cache(maxsize=256)
+def code_mask(header: Header) -> int:
+    bits = {Arith.POT: PoT().code_bits, Arith.MOGAMI_FP32: 32, Arith.MOGAMI_BF16: 16}.get(header.arith)
+    return (1 << (bits or 1 + header.ex + header.mx)) - 1
+
+
+def _put_codes(dest: np.ndarray, pos: int, codes: np.ndarray, lane_bits: int, mask: int) -> int:
+    if codes.dtype.itemsize not in (2, 4) or codes.dtype.kind not in "iu":
+        raise TypeError(f"codes must be 16- or 32-bit integers, got {codes.dtype}")
+    if codes.shape[1] > 1 and codes.strides[1] != codes.itemsize:
+        codes = np.ascontiguousarray(codes)
+    rows, cols = codes.shape
+    stride = codes.strides[0] // codes.itemsize if rows > 1 else cols
+    ffi, lib = _lib()
+    span = dest[pos:]
+    need = wire.words_for(rows * cols, lane_bits)
+    if len(span) < need:
+        raise ValueError(f"{len(span)} words left in the buffer, {need} needed")
+    written = lib.lowbit_pack_lanes(ffi.cast("void*", _address(codes)), codes.itemsize, rows, cols, stride,
+                                    mask, lane_bits, ffi.cast("uint64_t*", _address(span)))
+    return pos + written
+
+
+def _put_scales(dest: np.ndarray, pos: int, scales: np.ndarray) -> int:
+    count = scales.size
+    nwords = wire.words_for(count, wire.SCALE_LANE_BITS)
+    lanes = dest[pos:pos + nwords].view(np.uint16)
+    lanes[:count].reshape(scales.shape)[...] = scales
+    lanes[count:] = 0
     return pos + nwords
+
+
+@functools.lru_cache(maxsize=256)
+def _header_words(header: Header) -> np.ndarray:
+    words = header.to_words()
+    words.flags.writeable = False
+    return words
 
 
 def pack_call(dest: np.ndarray, header: Header, a: Operand, b: Operand) -> int:
     """Write one call's stream into ``dest`` (uint64 words); returns the number of words."""
     need = stream_words(header)
+    if dest.dtype != np.uint64 or not dest.flags.c_contiguous:
+        raise TypeError("pack_call writes into a contiguous uint64 buffer (a pynq.allocate'd DMA buffer)")
     if len(dest) < need:
         raise ValueError(f"buffer of {len(dest)} words is too small for a {need}-word stream")
-    dest[:wire.HEADER_WORDS] = header.to_words()
+    dest[:wire.HEADER_WORDS] = _header_words(header)
     pos = wire.HEADER_WORDS
+    mask = code_mask(header)
     for op in (a, b):
         if header.has_scales:
-            pos = _put_lanes(dest, pos, op.scales, wire.SCALE_LANE_BITS)
-        pos = _put_lanes(dest, pos, op.codes, header.lane_bits)
+            pos = _put_scales(dest, pos, op.scales)
+        pos = _put_codes(dest, pos, op.codes, header.lane_bits, mask)
     return pos
 
 

@@ -20,7 +20,7 @@ from lowbit_drivers import LowbitGemm
 
 from .. import wire
 from ..backends.base import Backend, Capabilities
-from ..backends.emulation import check_operands, gemm_tiles, operand_of, tensor_scale_product
+from ..backends.emulation import check_operands, gemm_tiles, tensor_scale_product
 from ..formats import MLS
 from ..qtensor import QTensor
 from ..wire import Header, Op, Reg, Status
@@ -99,7 +99,7 @@ class PynqBackend(Backend):
 
     def _plan(self, a: QTensor, b: QTensor, block: int, op: Op) -> list:
         """[(A-row slice, B-row slice, [Call per K-tile, ascending K])] in the emulation's order."""
-        tiles = list(gemm_tiles(a.fmt, operand_of(a), operand_of(b), block, op))
+        tiles = list(gemm_tiles(a.fmt, packing.board_operand(a), packing.board_operand(b), block, op))
         count = sum(len(calls) for _, _, calls in tiles)
         plan, index = [], 0
         for ms, ns, calls in tiles:
