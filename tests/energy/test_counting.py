@@ -165,3 +165,34 @@ def test_converted_model_layers_count_in_their_own_format():
     assert auto.total() == by_hand.total()
     pot = count_training_step(lowbit.convert(model, "pot:4", skip_first_last=False), (3, 32, 32))
     assert set(pot.frame[pot.frame.part.isin(["conv", "fc"])].op) == {"xor", "int4_add", "int_add", "group_scale"}
+
+
+class TinyAttention(nn.Module):
+    """Token ids -> embedding -> single-head self-attention from Linear + matmul -> LayerNorm."""
+
+    def __init__(self, vocab=20, d=8):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        att = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, dim=-1)
+        return self.head(self.norm(x + torch.matmul(att, v)))
+
+
+def test_token_inputs_attention_matmuls_and_layernorm():
+    ids = torch.randint(0, 20, (2, 5), generator=torch.Generator().manual_seed(0))
+    c = count_training_step(TinyAttention(), ids, fmt="fp32")
+    assert c.batch == 2 and c.input_shape == (5,)
+    qk, av = 2 * 5 * 5 * 8, 2 * 5 * 8 * 5
+    assert c.macs("fwd", "matmul") == qk + av
+    assert c.macs("bwd_data", "matmul") == qk + av and c.macs("wgrad", "matmul") == qk + av
+    # the embedding output is the first linear layer's input: it needs a gradient, so bwd-data is counted
+    assert c.macs("fwd", "fc") == c.macs("bwd_data", "fc") == 2 * 5 * (8 * 24 + 8 * 20)
+    assert _sum(c, "bn", op="fp32_mul") == 9 * 2 * 5 * 8  # LayerNorm priced like batch norm
+    # x feeds qkv and the residual add; the qkv output is split in three (one chunk call)
+    assert _sum(c, "ewadd", "fwd") == 80 and _sum(c, "ewadd", "bwd") == 80

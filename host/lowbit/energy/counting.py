@@ -46,7 +46,7 @@ OPS = (
     "fp32_mul", "fp32_add", "lowbit_mul", "int_add", "group_scale", "tree_add",
     "xor", "int4_add", "mogami_add",
 )
-PARTS = ("conv", "fc", "bn", "ewadd", "sgd", "dq", "bias")
+PARTS = ("conv", "fc", "matmul", "bn", "ewadd", "sgd", "dq", "bias")
 FP32_LAYER_POLICIES = ("first_last", "linear", "none")
 COLUMNS = ["layer", "module", "part", "phase", "op", "count"]
 
@@ -56,7 +56,9 @@ _ADD_FUNCS = {
     torch.Tensor.__isub__, torch.Tensor.__rsub__,
 }
 _CONV = nn.modules.conv._ConvNd
-_BN = nn.modules.batchnorm._BatchNorm
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+_MATMUL_FUNCS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm,
+                 torch.mm, torch.Tensor.mm}
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class _Call:
 class _Trace:
     calls: list = field(default_factory=list)
     ewadds: list = field(default_factory=list)  # (context, elements)
+    matmuls: list = field(default_factory=list)  # (context, macs, grad of a?, grad of b?)
     uses: Counter = field(default_factory=Counter)
     numel: dict = field(default_factory=dict)
     where: dict = field(default_factory=dict)
@@ -123,7 +126,7 @@ def _module_kind(module: nn.Module) -> "str | None":
         return "conv"
     if isinstance(module, nn.Linear):
         return "linear"
-    if isinstance(module, _BN):
+    if isinstance(module, _NORMS):
         return "bn"
     return None
 
@@ -173,6 +176,11 @@ class _Tracer(TorchFunctionMode):
         inputs = [(t, (id(t), t._version)) for t in _activations((args, kwargs))]
         out = func(*args, **kwargs)
         self.use(inputs, out, self.context[-1])
+        if func in _MATMUL_FUNCS and isinstance(out, torch.Tensor) and len(args) >= 2:
+            a, b = args[0], args[1]
+            macs = out.numel() * a.shape[-1]
+            self.trace.matmuls.append((self.context[-1], macs, bool(a.requires_grad), bool(b.requires_grad)))
+            self.trace.order.append(self.context[-1])
         if func in _ADD_FUNCS and isinstance(out, torch.Tensor) and inputs:
             operands = [a for a in args[:2] if isinstance(a, torch.Tensor) and a.numel() > 1]
             if len(operands) == 2:
@@ -217,16 +225,26 @@ def _install_hooks(model: nn.Module, tracer: _Tracer) -> list:
     return handles
 
 
-def trace(model: nn.Module, input_shape, batch: int = 1) -> _Trace:
-    """Run one forward pass (eval mode, zero input) and record layer calls, adds and fan-outs."""
+def _example(model: nn.Module, input_shape, batch: int) -> torch.Tensor:
+    if isinstance(input_shape, torch.Tensor):  # a real example batch (token ids, ...), used as given
+        if input_shape.dim() == 0:
+            raise ValueError("an example input needs a batch dimension")
+        return input_shape
     shape = (int(batch), *[int(s) for s in input_shape])
     if batch < 1 or any(s < 1 for s in shape):
         raise ValueError(f"batch and input sizes must be >= 1, got batch={batch}, input={tuple(input_shape)}")
-    try:
-        param = next(model.parameters())
-        device, dtype = param.device, param.dtype
-    except StopIteration:
-        raise ValueError("the model has no parameters: nothing to train, nothing to count") from None
+    param = next(model.parameters())
+    return torch.zeros(shape, device=param.device, dtype=param.dtype)
+
+
+def trace(model: nn.Module, input_shape, batch: int = 1) -> _Trace:
+    """Run one forward pass (eval mode) and record layer calls, adds, matmuls and fan-outs.
+
+    ``input_shape``: one sample's shape (a zero batch of ``batch`` is made), or an example input
+    tensor with its batch dimension (for inputs that are not float images, e.g. token ids)."""
+    if next(model.parameters(), None) is None:
+        raise ValueError("the model has no parameters: nothing to train, nothing to count")
+    example = _example(model, input_shape, batch)
     result = _Trace()
     tracer = _Tracer(result)
     handles = _install_hooks(model, tracer)
@@ -234,7 +252,7 @@ def trace(model: nn.Module, input_shape, batch: int = 1) -> _Trace:
     model.eval()  # batch statistics do not change the counts; eval mode accepts batch 1
     try:
         with torch.enable_grad(), tracer:
-            model(torch.zeros(shape, device=device, dtype=dtype))
+            model(example)
     finally:
         for h in handles:
             h.remove()
@@ -363,6 +381,10 @@ def count_training_step(
             quant = {"W": call.module.weight.numel(), "A": math.prod(call.in_shape), "E": math.prod(call.out_shape)}
             for which, n in quant.items():
                 add(call.name, mod, "dq", which, {"fp32_mul": 4 * n, "fp32_add": 2 * n})
+    for context, macs, grad_a, grad_b in t.matmuls:  # activation x activation products stay fp32
+        phases = {"fwd": macs, "bwd_data": macs if grad_a else 0, "wgrad": macs if grad_b else 0}
+        for phase, n in phases.items():
+            add(context, "matmul", "matmul", phase, {"fp32_mul": n, "fp32_add": n})
     extra_mul = fmt.kind == "mls" or any_mls
     for context, n in t.ewadds:
         add(context, "add", "ewadd", "fwd", {"fp32_add": n, "fp32_mul": n if extra_mul else 0})
@@ -372,6 +394,8 @@ def count_training_step(
             add(t.where[key], "fork", "ewadd", "bwd", {"fp32_add": n, "fp32_mul": n if extra_mul else 0})
     _sgd_ops(model, add, momentum, weight_decay)
     frame = _in_execution_order(pd.DataFrame(rows, columns=COLUMNS), t.order)
+    if isinstance(input_shape, torch.Tensor):
+        batch, input_shape = input_shape.shape[0], input_shape.shape[1:]
     return OpCounts(frame, fmt, int(batch), tuple(input_shape), lowbit_mul_label(fmt))
 
 

@@ -10,7 +10,7 @@ from .. import formats
 from .counting import OpCounts, count_training_step
 from .tables import EnergyTable, get_table
 
-PART_NAMES = {"conv": "Conv", "fc": "FC", "bn": "BN", "ewadd": "EW-Add", "sgd": "SGD Update",
+PART_NAMES = {"conv": "Conv", "fc": "FC", "matmul": "MatMul", "bn": "BN", "ewadd": "EW-Add", "sgd": "SGD Update",
               "dq": "DQ", "bias": "Bias"}
 LINEAR_PARTS = ("conv", "fc", "dq", "bias")  # the "linear layers" of ALS-POTQ's energy claim
 
@@ -65,7 +65,7 @@ class Estimate:
         low = self.frame.groupby("layer", sort=False)["uj"].sum()
         fp = self.baseline_frame.groupby("layer", sort=False)["uj"].sum()
         f = self.counts.frame
-        macs = f[(f.phase == "fwd") & f.part.isin(["conv", "fc"]) & f.op.isin(
+        macs = f[(f.phase == "fwd") & f.part.isin(["conv", "fc", "matmul"]) & f.op.isin(
             ["fp32_mul", "lowbit_mul", "xor", "mogami_add"])].groupby("layer", sort=False)["count"].sum()
         modules = f.groupby("layer", sort=False)["module"].first()
         out = pd.DataFrame({"module": modules, "fwd_macs": macs, "fp32_uj": fp, "uj": low}).reindex(modules.index)
