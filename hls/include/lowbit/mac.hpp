@@ -69,6 +69,28 @@ struct MlsElem {
     ap_uint<4> sh;
 };
 
+// LOWBIT_FAST_CSIM (the emulation backend's build, never synthesis): the same integer arithmetic
+// on native types, elements pre-decoded to their signed integer value (sign * sig << sh) and one
+// int64 multiply-add per product. Equal to the ap_int path because every intermediate fits the
+// widths asserted above (<= 64 bits); the C-sim testbenches build the ap_int path.
+#if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
+struct MlsMac {
+    typedef int32_t Elem;
+    typedef int64_t Acc;
+
+    static Elem decode(uint32_t code, const Format& f) {
+        uint32_t e = (code >> f.mx) & ((1u << f.ex) - 1), m = code & ((1u << f.mx) - 1);
+        int32_t mag = (e == 0) ? (int32_t)m : (int32_t)((m | (1u << f.mx)) << (e - 1));
+        return ((code >> (f.ex + f.mx)) & 1) ? -mag : mag;
+    }
+    static Acc zero() { return 0; }
+    static Acc mac(Acc acc, Elem a, Elem b) { return acc + (int64_t)a * b; }
+    static int64_t shift_add_scale(Acc p, unsigned ma, unsigned mb, unsigned mg) {
+        if (mg == 0) return p;
+        int64_t ta = (p << 1) + (ma ? p : 0);
+        return (ta << 1) + (mb ? ta : 0);
+    }
+#else
 struct MlsMac {
     typedef MlsElem Elem;
     typedef ap_int<MLS_ACC_W> Acc;
@@ -101,6 +123,7 @@ struct MlsMac {
         ap_int<MLS_SCALED_W> ta = (t << 1) + (ma ? t : (ap_int<MLS_SCALED_W>)0);
         return (ta << 1) + (mb ? ta : (ap_int<MLS_SCALED_W>)0);
     }
+#endif
 
     static float block_value(Acc p, uint16_t sa, uint16_t sb, const Format& f) {
         unsigned mmask = (1u << f.mg) - 1, emask = (1u << f.eg) - 1;
@@ -121,6 +144,24 @@ static const unsigned POT_MAX_SHIFT = 28;
 static const unsigned POT_ACC_W = POT_MAX_SHIFT + LOG2_MAX_K + 2;  // 2^28 * 2^13 = 2^41 needs 42 bits + sign
 static_assert(POT_ACC_W <= 64, "PoT accumulator must fit int64");
 
+#if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
+// Fast C-sim: a code as the signed integer +-2^(c-1), so a product is +-2^(ca+cb-2) exactly.
+struct PotMac {
+    typedef int32_t Elem;
+    typedef int64_t Acc;
+
+    static Elem decode(uint32_t code, const Format&) {
+        uint32_t c = code & 0xF;
+        int32_t mag = c ? (int32_t)(1u << (c - 1)) : 0;
+        return (code & 0x10) ? -mag : mag;
+    }
+    static Acc zero() { return 0; }
+    static Acc mac(Acc acc, Elem a, Elem b) { return acc + (int64_t)a * b; }
+    static float block_value(Acc acc, uint16_t, uint16_t, const Format&) {
+        return scaled_to_f32(acc, -(int)POT_MAX_SHIFT);
+    }
+};
+#else
 struct PotMac {
     typedef ap_uint<5> Elem;
     typedef ap_int<POT_ACC_W> Acc;
@@ -140,6 +181,7 @@ struct PotMac {
         return scaled_to_f32((int64_t)acc, -(int)POT_MAX_SHIFT);
     }
 };
+#endif
 
 // ----------------------------------------------------------------------------------------------
 // Mogami: a (x) b = bits(a) + bits(b) - bias on the magnitudes, sign = XOR. Zero or subnormal
@@ -148,6 +190,16 @@ struct PotMac {
 // These are the rules of the software backend (host/lowbit/csrc/mogami_gemm.cpp).
 // fp32 accumulation in k order.
 // ----------------------------------------------------------------------------------------------
+// Unsigned W-bit integer: ap_uint<W> for synthesis and the C-sim testbenches, uint64_t in the
+// fast emulation build (W <= 33 here, so the values are identical).
+#if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
+template <int W>
+struct UInt { typedef uint64_t type; };
+#else
+template <int W>
+struct UInt { typedef ap_uint<W> type; };
+#endif
+
 template <int BITS>
 struct MogamiRule;
 
@@ -171,19 +223,20 @@ template <int BITS>
 inline uint32_t mogami_mul_bits(uint32_t a, uint32_t b) {
     typedef MogamiRule<BITS> R;
     uint32_t sign = (a ^ b) & R::SIGN;
-    ap_uint<BITS + 1> ma = a & R::MAG_MASK, mb = b & R::MAG_MASK;
+    typedef typename UInt<BITS + 1>::type U;
+    U ma = a & R::MAG_MASK, mb = b & R::MAG_MASK;
     if ((ma & R::EXP_MASK) == R::EXP_MASK || (mb & R::EXP_MASK) == R::EXP_MASK) return R::QNAN;
     if ((ma & R::EXP_MASK) == 0 || (mb & R::EXP_MASK) == 0) return sign;
-    ap_uint<BITS + 1> sum = ma + mb;  // one integer adder; the bias test needs no subtract first
-    if (sum < (ap_uint<BITS + 1>)(R::BIAS + R::MIN_NORMAL)) return sign;
-    ap_uint<BITS + 1> mag = sum - R::BIAS;
+    U sum = ma + mb;  // one integer adder; the bias test needs no subtract first
+    if (sum < (U)(R::BIAS + R::MIN_NORMAL)) return sign;
+    U mag = sum - R::BIAS;
     if (mag > R::MAX_FINITE) mag = R::MAX_FINITE;
     return sign | (uint32_t)mag;
 }
 
 template <int BITS>
 struct MogamiMac {
-    typedef ap_uint<BITS> Elem;
+    typedef typename UInt<BITS>::type Elem;
     typedef float Acc;
 
     static Elem decode(uint32_t code, const Format&) { return code; }

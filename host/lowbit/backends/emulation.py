@@ -48,7 +48,7 @@ def kernel_lib():
     return load("lowbit_kernel", _CDEF, hls_headers.kernel_sources(),
                 include_dirs=[include, hls_headers.HLS_DIR / "kernels"],
                 system_include_dirs=[hls_headers.ap_types_dir()],
-                flags=list(hls_headers.CXX_FLAGS[:1]) + list(hls_headers.CXX_FLAGS[2:]))
+                flags=[hls_headers.CXX_FLAGS[0], *hls_headers.CXX_FLAGS[2:], "-DLOWBIT_FAST_CSIM"])
 
 
 @dataclass(frozen=True)

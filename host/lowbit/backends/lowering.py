@@ -41,9 +41,19 @@ def _matrix(like: QTensor, codes: torch.Tensor, scales: Optional[torch.Tensor], 
 
 
 def _unfold(codes: torch.Tensor, kernel: Tuple[int, int], dilation, padding, stride) -> torch.Tensor:
-    """im2col of integer codes [N, C, H, W] -> [N, C*kh*kw, L] (float64 holds int32 exactly)."""
-    cols = F.unfold(codes.to(torch.float64), kernel, dilation=dilation, padding=padding, stride=stride)
-    return cols.to(codes.dtype)
+    """im2col of integer codes [N, C, H, W] -> [N, C*kh*kw, L], F.unfold's order, on the integers
+    themselves (strided views and one copy; no float round trip)."""
+    dilation, padding, stride = (_pair(v) for v in (dilation, padding, stride))
+    n, c = codes.shape[:2]
+    x = F.pad(codes, (padding[1], padding[1], padding[0], padding[0]))
+    span = [dilation[i] * (kernel[i] - 1) + 1 for i in (0, 1)]
+    patches = x.unfold(2, span[0], stride[0]).unfold(3, span[1], stride[1])[..., :: dilation[0], :: dilation[1]]
+    ho, wo = patches.shape[2:4]
+    return patches.permute(0, 1, 4, 5, 2, 3).reshape(n, c * kernel[0] * kernel[1], ho * wo)
+
+
+def _pair(v) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
@@ -77,7 +87,7 @@ def _upsample_pad(codes: torch.Tensor, size_in: Tuple[int, int], kernel, geom: C
         before = d[axis] * (kernel[axis] - 1) - p[axis]
         after = size_in[axis] - up.shape[2 + axis] - before + d[axis] * (kernel[axis] - 1)
         pads += [before, after]
-    return F.pad(up.to(torch.float64), pads).to(codes.dtype)
+    return F.pad(up, pads)
 
 
 def conv2d_backward_data(backend, qe: QTensor, qw: QTensor, geom: ConvGeometry,
