@@ -86,3 +86,14 @@ def test_bad_operands_are_refused_before_any_transfer(board, operands):
     with pytest.raises(ValueError, match="share one arithmetic"):
         board.gemm(a, b)
     assert board.device.counters["runs"] == runs
+
+
+def test_tiles_larger_than_one_dma_transfer_are_cut_without_changing_results(board, emulation, operands):
+    limit = 4096  # as if the DMA were built with a 12-bit length register
+    board.dma.sendchannel._max_size = board.dma.recvchannel._max_size = limit  # pynq itself refuses more
+    board.max_transfer_bytes = limit
+    a, b = operands("mogami:fp32", 9, 200, 40, seed=9)  # 200 B rows x 160 bytes: ~32 KiB in one call
+    before = board.calls_run
+    assert torch.equal(board.gemm(a, b), emulation.gemm(a, b))
+    assert board.calls_run - before == 16  # B rows cut into 16 chunks of 13
+    assert board.inputs[0].capacity * 8 <= limit * 1.5

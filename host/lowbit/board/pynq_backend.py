@@ -9,7 +9,7 @@ bit-identical. While the board computes call i the host packs call i+1 into the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -20,7 +20,7 @@ from lowbit_drivers import LowbitGemm
 
 from .. import wire
 from ..backends.base import Backend, Capabilities
-from ..backends.emulation import check_operands, gemm_tiles, tensor_scale_product
+from ..backends.emulation import Operand, check_operands, gemm_tiles, tensor_scale_product
 from ..formats import MLS
 from ..qtensor import QTensor
 from ..wire import Header, Op, Reg, Status
@@ -70,6 +70,10 @@ class PynqBackend(Backend):
                              "import lowbit_drivers before building the pynq.Overlay")
         if self.dma.sendchannel is None or self.dma.recvchannel is None:
             raise BoardError("the overlay's AXI DMA needs both an MM2S and an S2MM channel")
+        if getattr(self.dma, "_sg", False):
+            raise BoardError("the overlay's AXI DMA is in scatter-gather mode; lowbit overlays use direct register "
+                             "(simple) mode: rebuild with `lowbit build --board <board>` (c_include_sg=0)")
+        self.max_transfer_bytes = min(self.dma.sendchannel._max_size, self.dma.recvchannel._max_size)
         self.ip.check_version(board)
         self.inputs = [BufferSlot(self.device, f"input {i}") for i in range(2)]
         self.outputs = [BufferSlot(self.device, f"output {i}") for i in range(2)]
@@ -98,17 +102,38 @@ class PynqBackend(Backend):
         return torch.from_numpy(out).to(device=a.device)
 
     def _plan(self, a: QTensor, b: QTensor, block: int, op: Op) -> list:
-        """[(A-row slice, B-row slice, [Call per K-tile, ascending K])] in the emulation's order."""
+        """[(A-row slice, B-row slice, [Call per K-tile, ascending K])] in the emulation's order.
+        B-row tiles too large for one DMA transfer are cut further; every output element is still
+        computed by the same K-tile calls, so results do not change."""
         tiles = list(gemm_tiles(a.fmt, packing.board_operand(a), packing.board_operand(b), block, op))
-        count = sum(len(calls) for _, _, calls in tiles)
+        groups = [(ms, sub, calls) for ms, ns, calls in tiles for sub, calls in self._fit_transfers(ns, calls)]
+        count = sum(len(calls) for _, _, calls in groups)
         plan, index = [], 0
-        for ms, ns, calls in tiles:
+        for ms, ns, calls in groups:
             group, k0 = [], 0
             for hdr, at, bt in calls:
                 group.append(Call(index, count, hdr, ms, ns, slice(k0, k0 + hdr.k), at, bt))
                 index, k0 = index + 1, k0 + hdr.k
             plan.append((ms, ns, group))
         return plan
+
+    def _fit_transfers(self, ns: slice, calls: list):
+        n = ns.stop - ns.start
+        chunk = n
+        while chunk > 1 and any(self._too_big(replace(hdr, n=chunk)) for hdr, _, _ in calls):
+            chunk = -(-chunk // 2)
+        if any(self._too_big(replace(hdr, n=chunk)) for hdr, _, _ in calls):
+            raise BoardError(f"one B row of this GEMM does not fit the DMA's {self.max_transfer_bytes}-byte transfer "
+                             "limit; rebuild the overlay with a larger c_sg_length_width")
+        for j0 in range(0, n, chunk):
+            j1 = min(n, j0 + chunk)
+            yield slice(ns.start + j0, ns.start + j1), [
+                (replace(hdr, n=j1 - j0), at, Operand(bt.codes[j0:j1], bt.scales[j0:j1])) for hdr, at, bt in calls]
+
+    def _too_big(self, header: Header) -> bool:
+        limit = self.max_transfer_bytes
+        return (packing.stream_words(header) * wire.WORD_BYTES > limit
+                or packing.output_words(header) * wire.WORD_BYTES > limit)
 
     def _run_pipelined(self, calls: List[Call]) -> dict:
         results = {}
