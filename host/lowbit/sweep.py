@@ -1,0 +1,245 @@
+"""`lowbit sweep`: accuracy grids with one seed/recipe per cell.
+
+* ``lowbit sweep`` (``--grid table3``, default): the shape of the MLS paper's Table 3 — rows
+  (#group, Mg, Ex), columns Mx = 4/3/2/1 — on digits by default, or on CIFAR-10 ResNet-20 with
+  ``--data cifar10:PATH --model resnet20 --device cuda --epochs 160``.
+* ``lowbit sweep --grid methods``: fp32, MLS <2,1> / <2,4> / <1,1>, PoT with and without the
+  ALS-POTQ techniques (WBC, PRC), Mogami — the results table of docs/results.md.
+
+A cell that produces NaN/Inf is reported as "Div." (diverged), as in the paper.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from .train import NonFiniteError, TrainConfig, fit, load_dataset
+
+MX_COLUMNS = (4, 3, 2, 1)
+# (#group, Mg, Ex) as printed in the paper's Table 3; "1" = one group per tensor (no group scaling).
+TABLE3_ROWS = (
+    ("1", None, 0), ("c", 0, 0), ("n", 0, 0), ("nc", 0, 0), ("nc", 1, 0),
+    ("1", None, 1), ("1", None, 2), ("nc", 1, 1), ("nc", 1, 2),
+)
+PAPER_TABLE3 = {  # ResNet-20 / CIFAR-10 accuracy (%) as printed, Mx = 4 / 3 / 2 / 1; None = Div.
+    ("1", None, 0): (90.02, 85.68, None, None),
+    ("c", 0, 0): (91.54, 88.35, 82.29, None),
+    ("n", 0, 0): (91.78, 89.62, 80.71, None),
+    ("nc", 0, 0): (92.14, 91.64, 88.97, 76.98),
+    ("nc", 1, 0): (92.37, 91.73, 90.39, 82.61),
+    ("1", None, 1): (91.67, 90.11, 84.72, 70.4),
+    ("1", None, 2): (92.32, 92.34, 91.58, 90.32),
+    ("nc", 1, 1): (92.52, 92.16, 91.48, 89.97),
+    ("nc", 1, 2): (92.37, 92.65, 92.05, 91.97),
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str
+    label: str
+    format: str
+    options: dict = field(default_factory=dict)
+
+
+METHODS = (
+    Method("fp32", "fp32", "fp32"),
+    Method("mls21", "MLS <2,1>", "mls:2,1"),
+    Method("mls24", "MLS <2,4>", "mls:2,4"),
+    Method("mls11", "MLS <1,1>", "mls:1,1"),
+    Method("pot", "PoT 4-bit (plain)", "pot:4"),
+    Method("pot-wbc", "PoT 4-bit + WBC", "pot:4", {"wbc": True}),
+    Method("pot-prc", "PoT 4-bit + PRC 0.75", "pot:4", {"prc": 0.75}),
+    Method("pot-wbc-prc", "PoT 4-bit + WBC + PRC 0.75", "pot:4", {"wbc": True, "prc": 0.75}),
+    Method("mogami", "Mogami fp32", "mogami:fp32"),
+)
+
+
+def pick_methods(text: Optional[str]) -> tuple:
+    if not text:
+        return METHODS
+    by_key = {m.key: m for m in METHODS}
+    unknown = [k for k in text.split(",") if k not in by_key]
+    if unknown:
+        raise ValueError(f"--methods: unknown {unknown}; choose from {', '.join(by_key)}")
+    return tuple(by_key[k] for k in text.split(","))
+
+
+def table3_format(group: str, mg: Optional[int], ex: int, mx: int) -> str:
+    """The lowbit format string of one Table 3 cell (<Eg,Mg> = <8,Mg>; group "1" = none)."""
+    if group == "1":
+        return f"mls:{ex},{mx},g=8,1,group=none"  # one group: the group scale is exactly 1, Mg is moot
+    return f"mls:{ex},{mx},g=8,{mg},group={group}"
+
+
+def run_cell(base: TrainConfig, dataset, fmt: str, options: dict, seed: int) -> dict:
+    cfg = replace(base, format=fmt, convert_options=dict(options), seed=seed)
+    t0 = time.perf_counter()
+    try:
+        final = fit(cfg, dataset=dataset).final
+        acc, diverged = final["test_acc"], False
+    except NonFiniteError as exc:
+        acc, diverged = None, True
+        print(f"lowbit sweep: {fmt} {options or ''} seed {seed} diverged: {exc}", file=sys.stderr)
+    return dict(format=fmt, options=options, seed=seed, test_acc=acc, diverged=diverged,
+                seconds=time.perf_counter() - t0)
+
+
+def summarise(cells: list) -> dict:
+    """Mean / stdev over seeds; diverged if any seed diverged."""
+    accs = [c["test_acc"] for c in cells if not c["diverged"]]
+    return dict(mean=statistics.fmean(accs) if accs else None,
+                std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                diverged=sum(c["diverged"] for c in cells), runs=len(cells),
+                seconds=sum(c["seconds"] for c in cells))
+
+
+def fmt_acc(s: dict) -> str:
+    if s["mean"] is None:
+        return "Div."
+    text = f"{s['mean']:.2f}"
+    if s["runs"] > 1:
+        text += f" ± {s['std']:.2f}"
+    if s["diverged"]:
+        text += f" ({s['diverged']} Div.)"
+    return text
+
+
+def sweep_table3(base: TrainConfig, dataset, seeds: list, mx_columns=MX_COLUMNS, rows=TABLE3_ROWS,
+                 log=None) -> list:
+    results = []
+    for row in rows:
+        for mx in mx_columns:
+            fmt = table3_format(*row, mx)
+            cells = [run_cell(base, dataset, fmt, {}, seed) for seed in seeds]
+            entry = dict(row=list(row), mx=mx, format=fmt, cells=cells, **summarise(cells))
+            results.append(entry)
+            if log:
+                log(f"{_row_label(row):<14} Mx={mx}: {fmt_acc(entry)}  ({entry['seconds']:.0f}s)")
+    return results
+
+
+def sweep_methods(base: TrainConfig, dataset, seeds: list, methods=METHODS, log=None) -> list:
+    results = []
+    for method in methods:
+        cells = [run_cell(base, dataset, method.format, method.options, seed) for seed in seeds]
+        entry = dict(key=method.key, label=method.label, format=method.format, options=method.options, cells=cells,
+                     **summarise(cells))
+        results.append(entry)
+        if log:
+            log(f"{method.label:<28} {fmt_acc(entry)}  ({entry['seconds']:.0f}s)")
+    return results
+
+
+def _row_label(row) -> str:
+    group, mg, ex = row
+    return f"{group}, {'None' if mg is None else mg}, {ex}"
+
+
+def table3_markdown(results: list, mx_columns=MX_COLUMNS, with_paper: bool = True) -> str:
+    by_key = {(tuple(r["row"]), r["mx"]): r for r in results}
+    rows = list(dict.fromkeys(tuple(r["row"]) for r in results))
+    head = "| #group, Mg, Ex | " + " | ".join(f"Mx={mx}" for mx in mx_columns) + " |"
+    if with_paper:
+        head += " paper (ResNet-20, CIFAR-10) |"
+    lines = [head, "|" + "---|" * (len(mx_columns) + 1 + with_paper)]
+    for row in rows:
+        cells = [fmt_acc(by_key[(row, mx)]) if (row, mx) in by_key else "" for mx in mx_columns]
+        line = f"| {_row_label(row)} | " + " | ".join(cells) + " |"
+        if with_paper:
+            paper = PAPER_TABLE3.get(row)
+            line += " " + (" / ".join("Div." if v is None else f"{v:g}" for v in paper) if paper else "") + " |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def methods_markdown(results: list) -> str:
+    base = next((r["mean"] for r in results if r["format"] == "fp32"), None)
+    lines = ["| method | format | test acc (%) | vs fp32 | time |", "|---|---|---|---|---|"]
+    for r in results:
+        gap = "" if base is None or r["mean"] is None or r["format"] == "fp32" else f"{r['mean'] - base:+.2f}"
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+        fmt = r["format"] + (f" ({opts})" if opts else "")
+        lines.append(f"| {r['label']} | `{fmt}` | {fmt_acc(r)} | {gap} | {r['seconds']:.0f}s |")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lowbit sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("--grid", default="table3", choices=("table3", "methods"))
+    p.add_argument("--data", default="digits", help="digits | cifar10:PATH | imagenet:PATH")
+    p.add_argument("--model", help="default: the data set's model (digits_cnn, resnet20, ...)")
+    p.add_argument("--epochs", type=int, default=6, help="per cell (default 6: a quick digits sweep)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds; cells report mean ± stdev")
+    p.add_argument("--mx", default="4,3,2,1", help="table3 columns (Mx values)")
+    p.add_argument("--methods", help="methods grid: comma-separated keys (default all: "
+                   + ",".join(m.key for m in METHODS) + ")")
+    p.add_argument("--rows", help="table3 rows to run, e.g. 'nc,1,2;1,None,0' (default: all nine)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="software", choices=("software", "emulation", "board"))
+    p.add_argument("--limit-train", type=int)
+    p.add_argument("--limit-test", type=int)
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", help="write every cell (accuracy, seconds) to this file")
+    return p
+
+
+def parse_rows(text: Optional[str]) -> tuple:
+    if not text:
+        return TABLE3_ROWS
+    rows = []
+    for part in text.split(";"):
+        items = [v.strip() for v in part.split(",")]
+        if len(items) != 3:
+            raise ValueError(f"--rows item {part!r}: expected GROUP,MG,EX such as nc,1,2 or 1,None,0")
+        group, mg, ex = items
+        if group not in ("1", "n", "c", "nc"):
+            raise ValueError(f"--rows group {group!r}: expected 1, n, c or nc")
+        rows.append((group, None if mg.lower() == "none" else int(mg), int(ex)))
+    return tuple(rows)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        mx_columns = tuple(int(m) for m in args.mx.split(","))
+        rows = parse_rows(args.rows)
+        methods = pick_methods(args.methods)
+        base = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                           lr=args.lr, device=args.device, backend=args.backend, limit_train=args.limit_train,
+                           limit_test=args.limit_test, download=args.download, progress=False,
+                           threads=args.threads).resolved()
+        dataset = load_dataset(base)
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+        print(f"lowbit sweep: error: {exc}", file=sys.stderr)
+        return 2
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    print(f"lowbit sweep: {args.grid} on {base.data} / {base.model}, {base.epochs} epochs per cell, "
+          f"batch {base.batch_size}, lr {base.lr}, seeds {seeds}, backend {base.backend}", flush=True)
+    t0 = time.perf_counter()
+    if args.grid == "table3":
+        results = sweep_table3(base, dataset, seeds, mx_columns, rows, log)
+        text = table3_markdown(results, mx_columns)
+    else:
+        results = sweep_methods(base, dataset, seeds, methods, log=log)
+        text = methods_markdown(results)
+    print(text)
+    print(f"total {time.perf_counter() - t0:.0f}s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"grid": args.grid, "data": base.data, "model": base.model, "epochs": base.epochs,
+                       "batch_size": base.batch_size, "lr": base.lr, "seeds": seeds, "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
