@@ -79,3 +79,16 @@ def test_cli_unknown_model_and_table(capsys):
     assert "available" in capsys.readouterr().err
     assert main(["--model", "digits_cnn", "--table", "nope"]) == 2
     assert main(["--model", "digits_cnn", "--batch", "0"]) == 2
+
+
+def test_cli_user_model_factory(capsys):
+    assert main(["--model", "lowbit.models.digits_cnn:DigitsCNN", "--input", "1x8x8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fwd_conv_macs"] > 0
+    assert main(["--model", "lowbit.models.digits_cnn:DigitsCNN"]) == 2
+    assert "needs --input" in capsys.readouterr().err
+    assert main(["--model", "lowbit.models.digits_cnn:DigitsCNN", "--input", "3x5x5"]) == 2
+    assert "check --input" in capsys.readouterr().err
+    assert main(["--model", "torch.nn:Identity", "--input", "3"]) == 2
+    assert "no parameters" in capsys.readouterr().err
+    assert main(["--model", "no.such.module:thing", "--input", "3"]) == 2
+    assert "cannot load" in capsys.readouterr().err

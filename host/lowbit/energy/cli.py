@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -38,7 +39,8 @@ def _format(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lowbit energy", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="resnet20", help="a lowbit.models name (default resnet20)")
+    p.add_argument("--model", default="resnet20",
+                   help="a lowbit.models name (default resnet20), or package.module:factory with --input")
     p.add_argument("--input", type=parse_input, default=None, help="one sample, e.g. 3x32x32 (default: the model's)")
     p.add_argument("--format", type=_format, default=formats.parse("mls:2,4"), help="e.g. mls:2,4, pot:4, mogami:fp32")
     p.add_argument("--batch", type=int, default=1)
@@ -53,11 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model(name: str):
+    """A lowbit.models name, or ``package.module:factory`` (called with no arguments)."""
     from .. import models
 
     torch.manual_seed(0)
-    model = models.get(name)
-    return model, models.info(name).input_shape
+    if ":" not in name:
+        return models.get(name), models.info(name).input_shape
+    module_name, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"--model {name}: cannot load {attr!r} from {module_name!r} ({e})") from None
+    return factory(), None
 
 
 def main(argv=None) -> int:
@@ -76,7 +85,18 @@ def main(argv=None) -> int:
         print(f"lowbit energy: {e}", file=sys.stderr)
         return 2
     shape = args.input or default_shape
-    est = estimate(model, shape, args.format, table, batch=args.batch, fp32_layers=args.fp32_layers)
+    if shape is None:
+        print(f"lowbit energy: --model {args.model} needs --input (one sample's shape, e.g. 3x224x224)", file=sys.stderr)
+        return 2
+    try:
+        est = estimate(model, shape, args.format, table, batch=args.batch, fp32_layers=args.fp32_layers)
+    except ValueError as e:
+        print(f"lowbit energy: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # torch: the input does not fit the model
+        print(f"lowbit energy: {args.model} did not run on a {args.batch}x{'x'.join(map(str, shape))} input "
+              f"({str(e).splitlines()[0]}); check --input", file=sys.stderr)
+        return 2
     scale = args.batch if args.per_image else 1
     if args.json:
         out = est.summary()
@@ -94,6 +114,10 @@ def main(argv=None) -> int:
     return 0
 
 
+OP_TYPES = {"fp32_mul": "FloatMul", "fp32_add": "FloatAdd", "int_add": "IntAdd", "group_scale": "GroupScale",
+            "tree_add": "FloatAdd(tree)", "xor": "XOR", "int4_add": "INT4Add", "mogami_add": "IntAdd32"}
+
+
 def _print_report(args, est, shape, scale) -> None:
     unit = "per image" if args.per_image else f"per step (batch {args.batch})"
     print(f"{args.model} input {'x'.join(map(str, shape))}, {est.counts.fmt} ({est.counts.mul_label}), "
@@ -102,9 +126,10 @@ def _print_report(args, est, shape, scale) -> None:
     print(f"{'layer':28s} {'module':12s} {'fwd MACs':>14s} {'fp32 uJ':>12s} {'low-bit uJ':>12s} {'ratio':>7s}")
     for name, r in layers.iterrows():
         print(f"{name:28s} {r.module:12s} {r.fwd_macs:14,d} {r.fp32_uj / scale:12.3f} {r.uj / scale:12.3f} {r.ratio:7.2f}")
-    print(f"\n{'part':12s} {'op':12s} {'fp32 count':>14s} {'fp32 uJ':>11s} {'count':>14s} {'uJ':>11s}")
+    types = {**OP_TYPES, "lowbit_mul": est.counts.mul_label}
+    print(f"\n{'part':12s} {'op':14s} {'fp32 count':>14s} {'fp32 uJ':>11s} {'count':>14s} {'uJ':>11s}")
     for (part, op), r in est.by_part().iterrows():
-        print(f"{PART_NAMES[part]:12s} {op:12s} {r.count_fp32 / scale:14.4g} {r.uj_fp32 / scale:11.3f} "
+        print(f"{PART_NAMES[part]:12s} {types[op]:14s} {r.count_fp32 / scale:14.4g} {r.uj_fp32 / scale:11.3f} "
               f"{r['count'] / scale:14.4g} {r.uj / scale:11.3f}")
     print(f"\ntotal: fp32 {est.baseline_uj() / scale:.1f} uJ, {est.counts.fmt} {est.total_uj() / scale:.1f} uJ, "
           f"ratio {est.ratio:.2f}x; linear-layer saving {100 * est.saving():.1f}%")
