@@ -44,3 +44,18 @@ def test_manifest_matches_wire():
 
     manifest = json.loads((FIXTURES / "zcu104" / "manifest.json").read_text())
     assert manifest["wire_version"] == wire.WIRE_VERSION and manifest["vlnv"] == wire.VLNV
+
+
+def test_a_plain_pynq_overlay_binds_our_driver_through_the_entry_point():
+    """Without importing lowbit_drivers: pynq imports it through the 'pynq.lib' entry point."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pynq\n"
+            "from lowbit.board.sim import SimulatedBoard\n"
+            "assert 'lowbit_drivers' not in sys.modules\n"
+            f"ov = pynq.Overlay({str(FIXTURES / 'zcu104' / 'lowbit_zcu104.bit')!r}, download=False, device=SimulatedBoard())\n"
+            "print(type(ov.lowbit_gemm_0).__module__ + '.' + type(ov.lowbit_gemm_0).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("lowbit_drivers.gemm.LowbitGemm")
