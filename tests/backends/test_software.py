@@ -197,3 +197,18 @@ def test_capabilities():
     caps = SoftwareBackend().capabilities()
     assert caps.name == "software" and set(caps.kinds) == {"mls", "pot", "mogami", "fp32"}
     assert "cuda" in caps.devices
+
+
+@pytest.mark.parametrize("fmt", ["mls:2,1", "pot:4", "fp32"])
+def test_fused_conv_backward_equals_the_two_methods(fmt):
+    be, g = SoftwareBackend(), ConvGeometry(stride=(2, 1), padding=(1, 1), dilation=(1, 1))
+    gen = torch.Generator().manual_seed(50)
+    qw = quantize(torch.randn(4, 3, 3, 3, generator=gen), fmt, rounding="nearest")
+    qa = quantize(torch.randn(2, 3, 8, 7, generator=gen), fmt, rounding="nearest")
+    z = be.conv2d_forward(qw, qa, g)
+    qe = quantize(torch.randn(z.shape, generator=gen), fmt, rounding="nearest")
+    da, dw = be.conv2d_backward(qe, qw, qa, g)
+    torch.testing.assert_close(da, be.conv2d_backward_data(qe, qw, g, qa.shape), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dw, be.conv2d_weight_grad(qe, qa, g, qw.shape), rtol=1e-6, atol=1e-6)
+    da_only, dw_none = be.conv2d_backward(qe, qw, qa, g, need_weight=False)
+    assert dw_none is None and torch.equal(da_only, da)

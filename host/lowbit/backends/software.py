@@ -219,6 +219,18 @@ class SoftwareBackend(Backend):
         dw = mogami_bmm(e.reshape(n, co, -1), cols_t, reduce_batch=True, max_finite=max_finite_bits(qe.fmt))
         return dw.view(weight_shape)
 
+    def conv2d_backward(self, qe: QTensor, qw: QTensor, qa: QTensor, geom: ConvGeometry, *,
+                        need_input: bool = True, need_weight: bool = True):
+        """(dA, dW) in one aten.convolution_backward call (one pass over E instead of two).
+        MLS / PoT / fp32 only; same values as conv2d_backward_data / conv2d_weight_grad."""
+        if isinstance(qe.fmt, Mogami):
+            raise ValueError("conv2d_backward is the fused path for mls / pot / fp32; Mogami uses the GEMM kernels")
+        e, w, a = qe.dequantize().float(), qw.dequantize().float(), qa.dequantize().float()
+        da, dw, _ = torch.ops.aten.convolution_backward(
+            e, a, w, None, list(geom.stride), list(geom.padding), list(geom.dilation), False, [0, 0], 1,
+            [need_input, need_weight, False])
+        return da, dw
+
     # -- Mogami exact backward (true derivative of the integer-add product) ----------------
     def mogami_conv2d_backward_data_exact(self, qe: QTensor, qw: QTensor, qa: QTensor,
                                           geom: ConvGeometry) -> torch.Tensor:

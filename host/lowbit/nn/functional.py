@@ -41,22 +41,32 @@ class QConv2dFunction(torch.autograd.Function):
     def backward(ctx, dz):
         spec, geom, qw, qa = ctx.spec, ctx.geom, ctx.qw, ctx.qa
         qe = spec.quantize(dz, "E")
-        exact = isinstance(spec.fmt, Mogami) and spec.mogami_backward == "exact"
-        dx = dw = None
-        if ctx.needs_input_grad[0]:
-            if exact:
-                dx = _exact_mogami(spec, "mogami_conv2d_backward_data_exact")(qe, qw, qa, geom)
-            else:
-                dx = spec.backend.conv2d_backward_data(qe, qw, geom, ctx.input_shape)
-            if ctx.wbc is not None:
-                dx = dx + _window_sum_input_grad(qe.dequantize(), ctx.wbc, ctx.input_shape, ctx.weight_shape, geom)
-        if ctx.needs_input_grad[1]:
-            if exact:
-                dw = _exact_mogami(spec, "mogami_conv2d_weight_grad_exact")(qe, qa, qw, geom)
-            else:
-                dw = spec.backend.conv2d_weight_grad(qe, qa, geom, ctx.weight_shape)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        fused = getattr(spec.backend, "conv2d_backward", None)
+        if fused is not None and not isinstance(spec.fmt, Mogami) and (need_x or need_w):
+            dx, dw = fused(qe, qw, qa, geom, need_input=need_x, need_weight=need_w)
+        else:
+            dx, dw = _conv_backward_unfused(spec, qe, qw, qa, geom, ctx.input_shape, ctx.weight_shape, need_x, need_w)
+        if need_x and ctx.wbc is not None:
+            dx = dx + _window_sum_input_grad(qe.dequantize(), ctx.wbc, ctx.input_shape, ctx.weight_shape, geom)
         ctx.qw = ctx.qa = None
         return dx, dw, None, None
+
+
+def _conv_backward_unfused(spec, qe, qw, qa, geom, input_shape, weight_shape, need_x, need_w):
+    exact = isinstance(spec.fmt, Mogami) and spec.mogami_backward == "exact"
+    dx = dw = None
+    if need_x:
+        if exact:
+            dx = _exact_mogami(spec, "mogami_conv2d_backward_data_exact")(qe, qw, qa, geom)
+        else:
+            dx = spec.backend.conv2d_backward_data(qe, qw, geom, input_shape)
+    if need_w:
+        if exact:
+            dw = _exact_mogami(spec, "mogami_conv2d_weight_grad_exact")(qe, qa, qw, geom)
+        else:
+            dw = spec.backend.conv2d_weight_grad(qe, qa, geom, weight_shape)
+    return dx, dw
 
 
 class QLinearFunction(torch.autograd.Function):
