@@ -111,3 +111,20 @@ def test_simulated_board_under_the_pynq_3_0_api(monkeypatch, operands, emulation
     assert not compat.dma_description_needs_device()
     a, b = operands("pot:4", 5, 3, 16)
     assert torch.equal(backend.gemm(a, b), emulation.gemm(a, b))
+
+
+def test_overlay_built_before_the_driver_is_registered_is_refused(monkeypatch):
+    """The binding happens when the Overlay is built: a DefaultIP there means drivers came too late."""
+    import pynq
+    from pynq.overlay import _ip_drivers
+
+    from lowbit.board import BoardError
+    from lowbit.board.pynq_backend import PynqBackend
+    from lowbit.board.sim import SimulatedBoard
+
+    monkeypatch.delitem(_ip_drivers, wire.VLNV)
+    monkeypatch.delitem(_ip_drivers, wire.VLNV.rpartition(":")[0])
+    overlay = pynq.Overlay(f"{FIXTURE}/lowbit_zcu104.bit", download=False, device=SimulatedBoard())
+    assert type(overlay.lowbit_gemm_0) is pynq.DefaultIP
+    with pytest.raises(BoardError, match="overlay.lowbit_gemm_0 is a DefaultIP.*import lowbit_drivers before"):
+        PynqBackend(overlay)

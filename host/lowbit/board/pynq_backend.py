@@ -63,7 +63,8 @@ class PynqBackend(Backend):
         self.device = overlay.device
         self.board = board
         self.timeout_s = float(timeout_s)
-        self.ip: LowbitGemm = getattr(overlay, ip_name or _find_ip(overlay, wire.VLNV))
+        ip_name = ip_name or _find_ip(overlay, wire.VLNV)
+        self.ip: LowbitGemm = getattr(overlay, ip_name)
         self.dma = getattr(overlay, dma_name or _find_ip(overlay, "xilinx.com:ip:axi_dma:"))
         if not isinstance(self.ip, LowbitGemm):
             raise BoardError(f"overlay.{ip_name} is a {type(self.ip).__name__}, not lowbit_drivers.LowbitGemm: "
@@ -227,7 +228,7 @@ class PynqBackend(Backend):
                  f"STATUS={_status_name(regs['IP_STATUS'])} CYCLES={regs['IP_CYCLES']}")
         self.reset()
         return kind(f"{what} on {call.describe()}. Registers: {state}. The DMA and IP were reset; "
-                    "no weights were changed and the next call can proceed.", )
+                    "no weights were changed and the next call can proceed.")
 
     def reset(self) -> None:
         """Soft-reset the DMA (both channels), restart it; reprogram the PL if the IP is stuck."""
