@@ -189,3 +189,14 @@ def test_coarse_counter_gives_the_right_mean_per_step():
     per = rec.energy_per_mark()
     assert per.coarse_J.median() == 0.0  # most steps see no tick: the median would be wrong
     assert rec.joules_per_step() == pytest.approx(10.0 * 0.025)
+
+
+def test_model_sensor_for_a_model_uses_the_energy_model():
+    import torch.nn as nn
+
+    from lowbit.energy import estimate
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    sensor = ModelSensor.for_model(model, (3, 8, 8), "mls:2,1", batch=4, table="mls65")
+    assert sensor.name == "model:mls:2,1:mls65"
+    assert sensor.joules_per_step == estimate(model, (3, 8, 8), "mls:2,1", "mls65", batch=4).joules_per_step()

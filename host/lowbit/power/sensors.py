@@ -101,6 +101,14 @@ class ModelSensor(Sensor):
         self._steps = 0
         self._watts = float("nan")  # unknown until the first step ends
 
+    @classmethod
+    def for_model(cls, model, input_shape, fmt="fp32", batch: int = 1, table="horowitz45", name=None, **kwargs):
+        """The energy model's joules per training step of ``model`` (lowbit.energy.estimate) as a sensor."""
+        from ..energy import estimate
+
+        est = estimate(model, input_shape, fmt, table, batch=batch, **kwargs)
+        return cls(est.joules_per_step(), name or f"model:{est.counts.fmt}:{est.table.name}")
+
     def on_mark(self, t: float, label: str = "") -> None:
         if t > self._last:
             self._watts = self.joules_per_step / (t - self._last)
