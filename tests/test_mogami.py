@@ -11,6 +11,17 @@ KNOWN = [(1.5, 1.5, 2.0), (4.5, 3.0, 13.0), (-6.0, 3.0, -16.0), (1.2345, 32.0, 3
 DTYPES = [torch.float32, torch.bfloat16]
 
 
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def path(request, monkeypatch):
+    """Every test runs on the fused CPU kernel and on the torch-ops path (CUDA's)."""
+    from lowbit.quant import native_available
+
+    if request.param == "native" and not native_available():
+        pytest.skip("native kernel unavailable")
+    monkeypatch.setenv("LOWBIT_NATIVE", "1" if request.param == "native" else "0")
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("a,b,expected", KNOWN)
 def test_known_values(dtype, a, b, expected):

@@ -73,12 +73,13 @@ def test_extreme_magnitudes_match_reference(rounding, magnitude, impl):
     assert_matches_reference(x.reshape(-1), "pot:4", rounding, impl)
 
 
+@pytest.mark.parametrize("impl", _impls())
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("fmt", ["mogami:bf16", "mogami:fp32", "fp32"])
-def test_float_formats_match_reference(fmt, rounding):
+def test_float_formats_match_reference(fmt, rounding, impl):
     x = _spread((20, 30), (0,), 5)
     x[0, :4] = torch.tensor([3.3e38, -3.39e38, 0.0, -0.0])  # saturation and signed zeros
-    assert_matches_reference(x, fmt, rounding, "torch")
+    assert_matches_reference(x, fmt, rounding, impl)
 
 
 def test_reference_random_bits_match_torch():

@@ -28,9 +28,9 @@ def mogami_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.dtype != b.dtype or a.dtype not in _LAYOUT:
         raise ValueError(f"mogami_mul needs two float32 or two bfloat16 tensors, got {a.dtype} and {b.dtype}; "
                          "convert with .float() or .bfloat16()")
-    for name, t in (("a", a), ("b", b)):
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"mogami_mul operand {name} of shape {tuple(t.shape)} holds NaN or Inf")
+    if a.device.type == "cpu" and b.device.type == "cpu" and _native_ok():
+        return _mogami_native(a, b)
+    _check_finite(a, b)
     int_dtype, one, min_normal, max_finite, sign_bit = _LAYOUT[a.dtype]
     a, b = torch.broadcast_tensors(a, b)
     ia = a.contiguous().view(int_dtype).to(torch.int64)
@@ -43,3 +43,31 @@ def mogami_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     negative = (ia < 0) ^ (ib < 0)  # int views are signed: the sign bit is the sign
     out = torch.where(negative, mag - (1 << sign_bit), mag)  # two's complement of sign | mag
     return out.to(int_dtype).view(a.dtype)
+
+
+def _check_finite(a: torch.Tensor, b: torch.Tensor) -> None:
+    for name, t in (("a", a), ("b", b)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"mogami_mul operand {name} of shape {tuple(t.shape)} holds NaN or Inf")
+
+
+def _native_ok() -> bool:
+    import os
+
+    from .quant import native_available
+
+    return os.environ.get("LOWBIT_NATIVE", "1") != "0" and native_available()
+
+
+def _mogami_native(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The same rules in the fused CPU kernel (csrc/quantize.c): one pass, no temporaries."""
+    from .quant import _empty, _native_lib
+
+    ffi, lib = _native_lib()
+    a, b = (t.contiguous() for t in torch.broadcast_tensors(a, b))
+    out = _empty(a.shape, a.dtype)
+    ctype, fn = ("uint32_t *", lib.lowbit_mogami_mul_f32) if a.dtype == torch.float32 else \
+        ("uint16_t *", lib.lowbit_mogami_mul_bf16)
+    if fn(ffi.cast(ctype, a.data_ptr()), ffi.cast(ctype, b.data_ptr()), a.numel(), ffi.cast(ctype, out.data_ptr())):
+        _check_finite(a, b)
+    return out

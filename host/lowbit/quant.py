@@ -48,13 +48,14 @@ def quantize(x: torch.Tensor, fmt: "str | Format", *, rounding: str = "stochasti
     if x.numel() == 0:
         raise ValueError(f"cannot quantize an empty tensor (shape {tuple(x.shape)})")
     seed = draw_seed(generator) if rounding == "stochastic" and not isinstance(fmt, FP32) else 0
-    if isinstance(fmt, (FP32, Mogami)):
+    native = _use_native(x, impl)
+    if isinstance(fmt, FP32) or (isinstance(fmt, Mogami) and not native):
         _check_finite(x)
     if isinstance(fmt, FP32):
         return _bits_qtensor(fmt, x.detach().float().contiguous(), x.dtype)
     if isinstance(fmt, Mogami):
-        return _mogami_quantize(x, fmt, rounding, seed)
-    if _use_native(x, impl):
+        return _mogami_quantize(x, fmt, rounding, seed, native)
+    if native:
         if isinstance(fmt, MLS):
             return _mls_native(x, fmt, rounding, seed, _block_for(x, block))
         return _pot_native(x, fmt, rounding, seed, _clip(clip_ratio))
@@ -345,10 +346,12 @@ def _bits_qtensor(fmt, xf: torch.Tensor, dtype: torch.dtype) -> QTensor:
     return _with_values(QTensor(fmt, xf.view(torch.int32).clone(), None, one, dtype, None))
 
 
-def _mogami_quantize(x: torch.Tensor, fmt: Mogami, rounding: str, seed: int) -> QTensor:
+def _mogami_quantize(x: torch.Tensor, fmt: Mogami, rounding: str, seed: int, native: bool) -> QTensor:
     xf = x.detach().float().contiguous()
     if fmt.dtype == "fp32":
         return _bits_qtensor(fmt, xf, x.dtype)
+    if native:
+        return _bf16_native(x, xf, fmt, rounding, seed)
     rbits = random_bits(xf.numel(), seed, xf.device).view(xf.shape) if rounding == "stochastic" else None
     codes = _as_int16(round_to_bf16_bits(xf, rounding, rbits))
     one = torch.ones((), dtype=torch.float32, device=xf.device)
@@ -368,6 +371,9 @@ void lowbit_mls_quantize(const float *x, int64_t rows, int64_t len, int64_t bloc
                          int16_t *codes, float *values);
 void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int max_code,
                          int stochastic, uint64_t seed, int16_t *codes, float *values);
+int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t seed, int16_t *codes, float *values);
+int64_t lowbit_mogami_mul_f32(const uint32_t *a, const uint32_t *b, int64_t n, uint32_t *out);
+int64_t lowbit_mogami_mul_bf16(const uint16_t *a, const uint16_t *b, int64_t n, uint16_t *out);
 """
 _native_state: dict = {}
 _CHUNK = 1 << 16  # elements per parallel block of a whole-tensor reduction
@@ -483,3 +489,14 @@ def _pot_native(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio:
                             seed, _ptr(ffi, codes, "int16_t *"), _ptr(ffi, values, "float *"))
     scale = pow2(torch.tensor(s))
     return QTensor(fmt, codes, None, scale, x.dtype, None, values=values.to(x.dtype))
+
+
+def _bf16_native(x: torch.Tensor, xf: torch.Tensor, fmt: Mogami, rounding: str, seed: int) -> QTensor:
+    ffi, lib = _native_lib()
+    codes = _empty(xf.shape, torch.int16)
+    values = _empty(xf.shape, torch.float32)
+    if lib.lowbit_bf16_round(_ptr(ffi, xf, "float *"), xf.numel(), int(rounding == "stochastic"), seed,
+                             _ptr(ffi, codes, "int16_t *"), _ptr(ffi, values, "float *")):
+        _raise_nonfinite(x)
+    one = torch.ones((), dtype=torch.float32)
+    return QTensor(fmt, codes, None, one, x.dtype, None, values=values.to(x.dtype))

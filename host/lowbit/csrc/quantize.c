@@ -106,7 +106,7 @@ static void mls_run_rn(const float *x, int16_t *c, float *v, int64_t i0, int32_t
  * Returns the number of NaN/Inf elements. */
 int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t block, float *out) {
     int64_t nblocks = (len + block - 1) / block, bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : bad)
+#pragma omp parallel for schedule(dynamic, 16) reduction(+ : bad)
     for (int64_t t = 0; t < rows * nblocks; t++) {
         int64_t row = t / nblocks, b = t % nblocks;
         int64_t start = b * block, stop = start + block < len ? start + block : len;
@@ -131,7 +131,7 @@ void lowbit_mls_quantize(const float *x, int64_t rows, int64_t len, int64_t bloc
     mls_params base = {ex, mx, 1 - (1 << ex), ex >= 1 ? -1 : 0, ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1,
                        pow2i(-(1 << ex) + 1 - mx), 0.0f, 0.0f, st, (uint32_t)seed, (uint32_t)(seed >> 32)};
     int64_t nblocks = (len + block - 1) / block;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 16)
     for (int64_t t = 0; t < rows * nblocks; t++) {
         int64_t row = t / nblocks, b = t % nblocks;
         int64_t start = row * len + b * block;
@@ -190,7 +190,7 @@ void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int
                          int stochastic, uint64_t seed, int16_t *codes, float *values) {
     const pot_params P = {max_code, pow2i(half), pow2i(-s - half), pow2i(s), (uint32_t)seed, (uint32_t)(seed >> 32)};
     const int64_t chunk = 1 << 14;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 4)
     for (int64_t start = 0; start < n; start += chunk) {
         int64_t stop = start + chunk < n ? start + chunk : n;
 #define POT_BODY(i0, cnt) (stochastic ? pot_run_sr : pot_run_rn)(x, codes, values, i0, cnt, &P)
@@ -203,3 +203,58 @@ void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int
 int64_t lowbit_absmax(const float *x, int64_t n, float *out) {
     return lowbit_block_absmax(x, 1, n, n, out);
 }
+
+/* fp32 -> bf16 bit patterns: nearest even, or stochastic (add r >> 16 below the cut);
+ * saturates at the largest finite bf16. Returns the number of NaN/Inf inputs. */
+int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t seed, int16_t *codes, float *values) {
+    const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    const int64_t chunk = 1 << 14;
+    int64_t bad = 0;
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : bad)
+    for (int64_t start = 0; start < n; start += chunk) {
+        int64_t stop = start + chunk < n ? start + chunk : n;
+        for (int64_t run = start; run < stop;) {
+            int64_t run_end = ((run >> 32) + 1) << 32;
+            run_end = run_end < stop ? run_end : stop;
+            const uint32_t lo0 = (uint32_t)run, hi_key = (uint32_t)(run >> 32) ^ k1;
+            const int32_t count = (int32_t)(run_end - run);
+            int64_t nonfinite = 0;
+            for (int32_t j = 0; j < count; j++) {
+                uint32_t bits = float_to_bits(x[run + j]);
+                uint32_t mag = bits & 0x7FFFFFFFu;
+                nonfinite += mag >= 0x7F800000u;
+                uint32_t add = stochastic ? hash32(hash32((lo0 + (uint32_t)j) ^ k0) ^ hi_key) >> 16
+                                          : 0x7FFFu + ((mag >> 16) & 1u);
+                uint32_t top = (mag + add) >> 16;
+                top = top > 0x7F7Fu ? 0x7F7Fu : top;
+                uint32_t out = ((bits >> 16) & 0x8000u) | top;
+                codes[run + j] = (int16_t)out;
+                values[run + j] = bits_to_float(out << 16);
+            }
+            bad += nonfinite;
+            run = run_end;
+        }
+    }
+    return bad;
+}
+
+/* Mogami products on bit patterns (width 32: fp32, 16: bf16); see lowbit/mogami.py for the rules.
+ * Returns the number of operands with an all-ones exponent (NaN/Inf); the output is then invalid. */
+#define MOGAMI_KERNEL(NAME, T, ONE, MIN_NORMAL, MAX_FINITE, SIGN, EXP_ALL)                           \
+    int64_t NAME(const T *a, const T *b, int64_t n, T *out) {                                           \
+        int64_t bad = 0;                                                                                \
+        _Pragma("omp parallel for schedule(dynamic, 16384) reduction(+ : bad)")                         \
+        for (int64_t i = 0; i < n; i++) {                                                               \
+            uint32_t ma = a[i] & (SIGN - 1u), mb = b[i] & (SIGN - 1u);                                  \
+            bad += (ma >= EXP_ALL) + (mb >= EXP_ALL);                                                   \
+            uint32_t sum = ma + mb; /* < 2^32: each magnitude is below the sign bit */                  \
+            uint32_t zero = (ma < MIN_NORMAL) | (mb < MIN_NORMAL) | (sum < ONE + MIN_NORMAL);           \
+            uint32_t mag = sum - ONE > MAX_FINITE ? MAX_FINITE : sum - ONE;                             \
+            mag = zero ? 0u : mag;                                                                      \
+            out[i] = (T)(((a[i] ^ b[i]) & SIGN) | mag);                                                 \
+        }                                                                                               \
+        return bad;                                                                                     \
+    }
+
+MOGAMI_KERNEL(lowbit_mogami_mul_f32, uint32_t, 0x3F800000u, 0x00800000u, 0x7F7FFFFFu, 0x80000000u, 0x7F800000u)
+MOGAMI_KERNEL(lowbit_mogami_mul_bf16, uint16_t, 0x3F80u, 0x0080u, 0x7F7Fu, 0x8000u, 0x7F80u)

@@ -1,0 +1,75 @@
+"""Quantizer throughput next to x.clone(), on one 16M-element fp32 tensor [256, 64, 32, 32].
+
+    python benchmarks/quantize.py [--reps 7] [--shape 256 64 32 32]
+
+Every candidate runs once per round, rounds interleaved, so machine noise hits all alike;
+reported: median ms and the ratio clone_time / candidate_time (1.0 = as fast as clone,
+higher is faster). Target: MLS <2,1> stochastic >= 0.5x clone on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from lowbit import mogami_mul, quantize
+from lowbit.quant import native_available
+
+
+def candidates(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict:
+    out = {
+        "x.clone()": lambda: x.clone(),
+        "mls:2,1 stochastic (nc)": lambda: quantize(x, "mls:2,1", rounding="stochastic", generator=gen),
+        "mls:2,1 nearest (nc)": lambda: quantize(x, "mls:2,1", rounding="nearest"),
+        "pot:4 stochastic": lambda: quantize(x, "pot:4", rounding="stochastic", generator=gen),
+        "pot:4 nearest": lambda: quantize(x, "pot:4", rounding="nearest"),
+        "mogami_mul fp32": lambda: mogami_mul(x, y),
+        "x * y (fp32 multiply)": lambda: x * y,
+        "mogami:bf16 stochastic": lambda: quantize(x, "mogami:bf16", rounding="stochastic", generator=gen),
+        "mls:2,1 stochastic, torch ops": lambda: quantize(x, "mls:2,1", generator=gen, impl="torch"),
+    }
+    if not native_available():
+        del out["mls:2,1 stochastic, torch ops"]
+    return out
+
+
+def run(shape, reps: int) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen)
+    y = torch.randn(shape, generator=gen)
+    cands = candidates(x, y, gen)
+    times = {name: [] for name in cands}
+    for f in cands.values():  # warm up: builds, first-touch of caches
+        f()
+    for _ in range(reps):
+        for name, f in cands.items():
+            t0 = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--shape", type=int, nargs="+", default=[256, 64, 32, 32])
+    args = p.parse_args(argv)
+    n = 1
+    for d in args.shape:
+        n *= d
+    print(f"tensor {args.shape} fp32 ({n / 1e6:.1f}M elements), torch threads {torch.get_num_threads()}, "
+          f"native kernel {'on' if native_available() else 'OFF'}, "
+          f"huge pages {'off' if os.environ.get('LOWBIT_HUGEPAGES') == '0' else 'on'}")
+    med = run(args.shape, args.reps)
+    base = med["x.clone()"]
+    print(f"{'':34s} {'median ms':>10s} {'GB/s in':>8s} {'vs clone':>9s}")
+    for name, t in med.items():
+        print(f"{name:34s} {t * 1e3:10.1f} {4 * n / t / 1e9:8.2f} {base / t:8.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
