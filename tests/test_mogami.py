@@ -111,3 +111,15 @@ def test_errors():
         mogami_mul(torch.tensor([1.0, float("nan")]), torch.ones(2))
     with pytest.raises(TypeError):
         mogami_mul(1.0, torch.ones(2))
+
+
+@pytest.mark.cuda
+def test_cuda_equals_cpu(path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    g = torch.Generator().manual_seed(4)
+    for dtype in DTYPES:
+        a = (torch.randn(10_000, generator=g) * 1e3).to(dtype)
+        b = (torch.randn(10_000, generator=g) * 1e-3).to(dtype)
+        got = mogami_mul(a.cuda(), b.cuda())
+        assert got.device.type == "cuda" and torch.equal(got.cpu(), mogami_mul(a, b))
