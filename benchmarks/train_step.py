@@ -11,6 +11,7 @@ to the fp32 median. Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -55,9 +56,7 @@ def build_configs(args, device):
     base = get_model(args.model)
     configs = [Config("fp32", base, device)]
     if device.type == "cuda":
-        configs.append(Config("fp32+bf16-autocast", lnn.convert(base, "fp32", overrides={nn.Conv2d: None,
-                                                                                          nn.Linear: None}),
-                              device, autocast=torch.bfloat16))
+        configs.append(Config("fp32+bf16-autocast", copy.deepcopy(base), device, autocast=torch.bfloat16))
     for fmt in args.formats:
         configs.append(Config(fmt, lnn.convert(base, fmt, backend="software"), device))
     return configs

@@ -8,6 +8,7 @@ and by chunked torch integer ops on CUDA.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -153,6 +154,24 @@ def mogami_grad_reduce(g, x, w):
 
 # ---- the backend -------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def exact_fp32(device: torch.device):
+    """No TF32 inside: on CUDA, cuDNN convs and matmuls would round MLS/PoT values that carry an
+    arbitrary fp32 tensor scale to 10-bit mantissas, and the products would no longer be exact."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                         allow_tf32=False):
+            yield
+    finally:
+        matmul.allow_tf32 = saved
+
+
 def _geom_kwargs(geom: ConvGeometry) -> dict:
     return dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation)
 
@@ -183,14 +202,16 @@ class SoftwareBackend(Backend):
             raise ValueError(f"gemm needs a [M,K] and b [N,K] with the same K; got {tuple(a.shape)} and {tuple(b.shape)}")
         if isinstance(a.fmt, Mogami):
             return mogami_bmm(a.dequantize()[None], b.dequantize().t()[None], max_finite=max_finite_bits(a.fmt))[0]
-        return a.dequantize().float() @ b.dequantize().float().t()
+        with exact_fp32(a.device):
+            return a.dequantize().float() @ b.dequantize().float().t()
 
     # -- convolutions ----------------------------------------------------------------------
     def conv2d_forward(self, qw: QTensor, qa: QTensor, geom: ConvGeometry) -> torch.Tensor:
         _check_pair(qw, qa, "conv2d_forward", 4)
         w, a = qw.dequantize().float(), qa.dequantize().float()
         if not isinstance(qw.fmt, Mogami):
-            return F.conv2d(a, w, None, **_geom_kwargs(geom))
+            with exact_fp32(a.device):
+                return F.conv2d(a, w, None, **_geom_kwargs(geom))
         n, co, kernel = a.shape[0], w.shape[0], w.shape[2:]
         ho, wo = _out_hw(a.shape[2:], kernel, geom)
         cols = _unfold(a, kernel, geom)  # [N, K, L]
@@ -202,7 +223,8 @@ class SoftwareBackend(Backend):
         _check_pair(qe, qw, "conv2d_backward_data", 4)
         e, w = qe.dequantize().float(), qw.dequantize().float()
         if not isinstance(qe.fmt, Mogami):
-            return conv2d_input(tuple(input_shape), w, e, **_geom_kwargs(geom))
+            with exact_fp32(e.device):
+                return conv2d_input(tuple(input_shape), w, e, **_geom_kwargs(geom))
         n, co = e.shape[:2]
         wt = w.reshape(co, -1).t().contiguous()[None]  # [1, K, Co]
         dcols = mogami_bmm(wt, e.reshape(n, co, -1), max_finite=max_finite_bits(qe.fmt))
@@ -213,7 +235,8 @@ class SoftwareBackend(Backend):
         _check_pair(qe, qa, "conv2d_weight_grad", 4)
         e, a = qe.dequantize().float(), qa.dequantize().float()
         if not isinstance(qe.fmt, Mogami):
-            return conv2d_weight(a, tuple(weight_shape), e, **_geom_kwargs(geom))
+            with exact_fp32(e.device):
+                return conv2d_weight(a, tuple(weight_shape), e, **_geom_kwargs(geom))
         n, co = e.shape[:2]
         cols_t = _unfold(a, weight_shape[2:], geom).transpose(1, 2).contiguous()  # [N, L, K]
         dw = mogami_bmm(e.reshape(n, co, -1), cols_t, reduce_batch=True, max_finite=max_finite_bits(qe.fmt))
@@ -226,9 +249,10 @@ class SoftwareBackend(Backend):
         if isinstance(qe.fmt, Mogami):
             raise ValueError("conv2d_backward is the fused path for mls / pot / fp32; Mogami uses the GEMM kernels")
         e, w, a = qe.dequantize().float(), qw.dequantize().float(), qa.dequantize().float()
-        da, dw, _ = torch.ops.aten.convolution_backward(
-            e, a, w, None, list(geom.stride), list(geom.padding), list(geom.dilation), False, [0, 0], 1,
-            [need_input, need_weight, False])
+        with exact_fp32(e.device):
+            da, dw, _ = torch.ops.aten.convolution_backward(
+                e, a, w, None, list(geom.stride), list(geom.padding), list(geom.dilation), False, [0, 0], 1,
+                [need_input, need_weight, False])
         return da, dw
 
     # -- Mogami exact backward (true derivative of the integer-add product) ----------------
