@@ -99,3 +99,15 @@ def test_packing_speed_is_vectorised():
     t0 = time.perf_counter()
     q.pack()
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_worked_example_of_docs_wire_format():
+    x = torch.tensor([[0.9, -0.3, 0.05, 0.0, 0.6, -0.2], [0.02, 0.01, -0.015, 0.004, 0.0, 0.03]])
+    q = quantize(x, "mls:2,1", rounding="nearest", block=4)
+    assert q.codes.tolist() == [[7, 13, 1, 0, 7, 12], [7, 6, 15, 3, 0, 7]]
+    assert q.scale_codes.tolist() == [[0, 3], [13, 11]]
+    assert q.pack() == bytes.fromhex("00 00 03 00 0d 00 0b 00 d7 01 c7 67 3f 70 00 00")
+    h = wire.Header.for_gemm(wire.Op.FORWARD, q.fmt, 2, 2, 6, 4)
+    assert h.to_words().tobytes() == bytes.fromhex(
+        "42 57 4f 4c 01 00 00 00 02 00 00 00 02 00 00 00 06 00 00 00 04 00 00 00 12 18 00 00 00 00 00 00")
+    assert h.input_words() == 8 and h.output_words() == 3
