@@ -102,6 +102,7 @@ def test_gemm_rules_per_format():
     assert gemm_ops("mls:2,1", g) == {"lowbit_mul": 90, "int_add": 80, "group_scale": 10, "tree_add": 10}
     assert gemm_ops("pot:4", g) == {"xor": 90, "int4_add": 90, "int_add": 90, "group_scale": 10}
     assert gemm_ops("mogami:bf16", g) == {"mogami_add": 90, "fp32_add": 90}
+    assert gemm_ops("fp8", g) == {"fp8_mul": 90, "fp32_add": 90}  # the energy-only FP8 baseline
     assert lowbit_mul_label(formats.parse("mls:2,1")) == "FP4Mul"
     assert lowbit_mul_label("mls:0,4") == "FP5Mul"
 

@@ -60,10 +60,10 @@ def test_table5_resnet34_breakdown(resnet34_estimate):
     assert round(printed_fp) == 31921 and round(printed_low) == 3304
     assert round(printed_fp / printed_low, 2) == 9.66
     # ours: conv fp32 energy within 4% of the paper (our MACs 1.075E10 vs its 1.12E10)
-    assert abs(t.loc["Conv", "uj_fp32"] / TABLE5_PRINTED["Conv"][0] - 1) < 0.04
+    assert abs(t.loc["Conv", "uj_base"] / TABLE5_PRINTED["Conv"][0] - 1) < 0.04
     assert round(t.loc["Sum", "ratio"], 2) == 10.08  # docs/energy.md: why not 10.2 or 9.66
     assert t.loc["BN", "ratio"] == t.loc["SGD Update", "ratio"] == t.loc["FC", "ratio"] == 1.0
-    assert t.loc["DQ", "uj_fp32"] == 0 and t.loc["DQ", "uj"] > 0
+    assert t.loc["DQ", "uj_base"] == 0 and t.loc["DQ", "uj"] > 0
 
 
 def test_table5_with_the_papers_tree_add_rule(resnet34_estimate):
@@ -87,3 +87,11 @@ def test_pot_linear_layer_saving_against_95_8_percent():
     mac = 0.1 / 32 + 0.015 + 0.1
     assert 1 - mac / 4.6 == pytest.approx(0.9743, abs=1e-4)
     assert 0.95 < est.saving() < 1 - mac / 4.6  # quantization overhead takes a little back
+
+
+def test_whole_network_ratio_against_fp8_training():
+    """The MLS paper: 1.9-2.3x more efficient than FP8 training (Sun et al. 2019), Table 4 energies."""
+    torch.manual_seed(0)
+    est = estimate(models.get("resnet18"), (3, 224, 224), "mls:2,4", "mls65", fp32_layers="linear", baseline="fp8")
+    assert set(est.baseline.frame[est.baseline.frame.part == "conv"].op) == {"fp8_mul", "fp32_add"}
+    assert round(est.ratio, 2) == 2.32

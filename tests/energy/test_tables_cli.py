@@ -9,6 +9,7 @@ from lowbit.energy.cli import main
 
 def test_builtin_tables_cover_every_op_and_cite_sources():
     assert set(table_names()) == {"mls65", "horowitz45"}
+    assert get_table("mls65").pj("fp8_mul") == 0.105
     for name in table_names():
         t = get_table(name)
         assert set(t.entries) == set(OPS)
@@ -53,7 +54,7 @@ def test_cli_json(capsys):
     assert main(["--model", "digits_cnn", "--format", "mls:2,1", "--batch", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["format"] == "mls:2,1" and out["batch"] == 4 and out["input"] == [1, 8, 8]
-    assert out["ratio_vs_fp32"] > 1 and out["total_uj"] < out["fp32_total_uj"]
+    assert out["baseline"] == "fp32" and out["ratio_vs_baseline"] > 1 and out["total_uj"] < out["baseline_total_uj"]
     assert sum(v["uj"] for v in out["layers"].values()) == pytest.approx(out["total_uj"])
 
 
@@ -92,3 +93,11 @@ def test_cli_user_model_factory(capsys):
     assert "no parameters" in capsys.readouterr().err
     assert main(["--model", "no.such.module:thing", "--input", "3"]) == 2
     assert "cannot load" in capsys.readouterr().err
+
+
+def test_cli_fp8_baseline(capsys):
+    assert main(["--model", "digits_cnn", "--baseline", "fp8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["baseline"] == "fp8" and 1 < out["ratio_vs_baseline"]
+    assert main(["--model", "digits_cnn", "--baseline", "fp8"]) == 0
+    assert "FP8Mul" in capsys.readouterr().out

@@ -2,7 +2,7 @@
 
     lowbit energy --model resnet34 --input 3x224x224 --format mls:2,4 [--batch 1]
                   [--table mls65|horowitz45|PATH.json] [--fp32-layers first_last|linear|none]
-                  [--json] [--plot PATH.png] [--list-tables]
+                  [--baseline fp32|fp8] [--json] [--plot PATH.png] [--list-tables]
 """
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", default="mls65", help=f"{' | '.join(table_names())} | PATH.json")
     p.add_argument("--fp32-layers", choices=FP32_LAYER_POLICIES, default="first_last",
                    help="layers kept fp32: first_last (default), linear (MLS Table 5), none")
+    p.add_argument("--baseline", choices=("fp32", "fp8"), default="fp32",
+                   help="compare with fp32 (default) or Sun et al.'s FP8 training (FP8 mul, fp32 accumulate)")
     p.add_argument("--per-image", action="store_true", help="divide by the batch size")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--plot", default=None, help="save a bar chart of energy by layer and op type")
@@ -89,7 +91,8 @@ def main(argv=None) -> int:
         print(f"lowbit energy: --model {args.model} needs --input (one sample's shape, e.g. 3x224x224)", file=sys.stderr)
         return 2
     try:
-        est = estimate(model, shape, args.format, table, batch=args.batch, fp32_layers=args.fp32_layers)
+        est = estimate(model, shape, args.format, table, batch=args.batch, fp32_layers=args.fp32_layers,
+                       baseline=args.baseline)
     except ValueError as e:
         print(f"lowbit energy: {e}", file=sys.stderr)
         return 2
@@ -123,13 +126,15 @@ def _print_report(args, est, shape, scale) -> None:
     print(f"{args.model} input {'x'.join(map(str, shape))}, {est.counts.fmt} ({est.counts.mul_label}), "
           f"table {est.table.name}, energy in uJ {unit}\n")
     layers = est.by_layer()
-    print(f"{'layer':28s} {'module':12s} {'fwd MACs':>14s} {'fp32 uJ':>12s} {'low-bit uJ':>12s} {'ratio':>7s}")
+    base = str(est.baseline.fmt)
+    print(f"{'layer':28s} {'module':12s} {'fwd MACs':>14s} {base + ' uJ':>12s} {'low-bit uJ':>12s} {'ratio':>7s}")
     for name, r in layers.iterrows():
-        print(f"{name:28s} {r.module:12s} {r.fwd_macs:14,d} {r.fp32_uj / scale:12.3f} {r.uj / scale:12.3f} {r.ratio:7.2f}")
+        print(f"{name:28s} {r.module:12s} {r.fwd_macs:14,d} {r.base_uj / scale:12.3f} {r.uj / scale:12.3f} {r.ratio:7.2f}")
     types = {**OP_TYPES, "lowbit_mul": est.counts.mul_label}
-    print(f"\n{'part':12s} {'op':14s} {'fp32 count':>14s} {'fp32 uJ':>11s} {'count':>14s} {'uJ':>11s}")
+    types["fp8_mul"] = "FP8Mul"
+    print(f"\n{'part':12s} {'op':14s} {base + ' count':>14s} {base + ' uJ':>11s} {'count':>14s} {'uJ':>11s}")
     for (part, op), r in est.by_part().iterrows():
-        print(f"{PART_NAMES[part]:12s} {types[op]:14s} {r.count_fp32 / scale:14.4g} {r.uj_fp32 / scale:11.3f} "
+        print(f"{PART_NAMES[part]:12s} {types[op]:14s} {r.count_base / scale:14.4g} {r.uj_base / scale:11.3f} "
               f"{r['count'] / scale:14.4g} {r.uj / scale:11.3f}")
-    print(f"\ntotal: fp32 {est.baseline_uj() / scale:.1f} uJ, {est.counts.fmt} {est.total_uj() / scale:.1f} uJ, "
+    print(f"\ntotal: {base} {est.baseline_uj() / scale:.1f} uJ, {est.counts.fmt} {est.total_uj() / scale:.1f} uJ, "
           f"ratio {est.ratio:.2f}x; linear-layer saving {100 * est.saving():.1f}%")

@@ -25,8 +25,9 @@ Counting rules (MLS paper, Appendix C and Alg. 2; our readings are marked):
   consumer backward. For MLS one extra fp32 mul per element (the tensor-scale ratio, App. C).
 * optimizer: SGD, per parameter 1 mul + 1 add for the update, +1/+1 for momentum, +1/+1 for
   weight decay.
-* quantization (low-bit layers, not Mogami): 4 fp32 mul + 2 fp32 add per quantized element of
-  W, A and E (Appendix C).
+* quantization (MLS, PoT and the fp8 baseline; not Mogami): 4 fp32 mul + 2 fp32 add per quantized
+  element of W, A and E (Appendix C).
+* fp8 (baseline only, Sun et al. 2019): fp8_mul = macs, fp32_add = macs.
 * not counted: ReLU, pooling, loss, conv/linear bias of fp32 layers is counted as fp32 adds.
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .. import formats
 
 OPS = (
     "fp32_mul", "fp32_add", "lowbit_mul", "int_add", "group_scale", "tree_add",
-    "xor", "int4_add", "mogami_add",
+    "xor", "int4_add", "mogami_add", "fp8_mul",
 )
 PARTS = ("conv", "fc", "matmul", "bn", "ewadd", "sgd", "dq", "bias")
 FP32_LAYER_POLICIES = ("first_last", "linear", "none")
@@ -56,9 +57,28 @@ _ADD_FUNCS = {
     torch.Tensor.__isub__, torch.Tensor.__rsub__,
 }
 _CONV = nn.modules.conv._ConvNd
+_PRODUCT_OPS = ["fp32_mul", "fp8_mul", "lowbit_mul", "xor", "mogami_add"]  # one per product, per format
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 _MATMUL_FUNCS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm,
                  torch.mm, torch.Tensor.mm}
+
+
+@dataclass(frozen=True)
+class FP8Baseline:
+    """Not a lowbit format: the FP8 training of Sun et al. 2019 (FP8 multiply, fp32 accumulate), the
+    MLS paper's second baseline. Only the energy model knows it (``fmt="fp8"``)."""
+
+    kind = "fp8"
+
+    def __str__(self) -> str:
+        return "fp8"
+
+
+def parse_format(fmt):
+    """formats.parse, plus the energy-only baseline "fp8"."""
+    if isinstance(fmt, FP8Baseline) or (isinstance(fmt, str) and fmt.strip().lower() == "fp8"):
+        return FP8Baseline()
+    return formats.parse(fmt)
 
 
 @dataclass(frozen=True)
@@ -77,10 +97,12 @@ class Gemm:
 
 def gemm_ops(fmt: formats.Format, gemm: Gemm) -> dict[str, int]:
     """Ops of one GEMM in a number format (the per-format rules of the module docstring)."""
-    fmt = formats.parse(fmt)
+    fmt = parse_format(fmt)
     m = gemm.macs
     if fmt.kind == "fp32":
         return {"fp32_mul": m, "fp32_add": m}
+    if fmt.kind == "fp8":
+        return {"fp8_mul": m, "fp32_add": m}
     if fmt.kind == "mls":
         g = gemm.partial_sums
         return {"lowbit_mul": m, "int_add": m - g, "group_scale": g, "tree_add": g}
@@ -93,10 +115,10 @@ def gemm_ops(fmt: formats.Format, gemm: Gemm) -> dict[str, int]:
 
 def lowbit_mul_label(fmt: formats.Format) -> str:
     """Name of the low-bit multiplier: FP7Mul for MLS <2,4> (Table 5: sign + 2-bit exp + 4-bit man)."""
-    fmt = formats.parse(fmt)
+    fmt = parse_format(fmt)
     if fmt.kind == "mls":
         return f"FP{fmt.code_bits}Mul"
-    return {"fp32": "FloatMul", "pot": "XOR+INT4Add", "mogami": "IntAdd32"}[fmt.kind]
+    return {"fp32": "FloatMul", "fp8": "FP8Mul", "pot": "XOR+INT4Add", "mogami": "IntAdd32"}[fmt.kind]
 
 
 @dataclass
@@ -326,7 +348,7 @@ class OpCounts:
     def macs(self, phase: str = "fwd", part: str = "conv") -> int:
         """Products of one GEMM phase (fwd | bwd_data | wgrad) summed over the layers of a part."""
         f = self.frame
-        f = f[(f.part == part) & (f.phase == phase) & f.op.isin(["fp32_mul", "lowbit_mul", "xor", "mogami_add"])]
+        f = f[(f.part == part) & (f.phase == phase) & f.op.isin(_PRODUCT_OPS)]
         return int(f["count"].sum())
 
     def by(self, *keys: str) -> pd.DataFrame:
@@ -354,7 +376,7 @@ def count_training_step(
     converted: each QConv2d / QLinear in its own format, every other layer fp32 (``fmt`` and
     ``fp32_layers`` are then ignored).
     """
-    fmt = formats.parse(fmt)
+    fmt = parse_format(fmt)
     if fp32_layers not in FP32_LAYER_POLICIES:
         raise ValueError(f"fp32_layers={fp32_layers!r}; choose one of {FP32_LAYER_POLICIES}")
     t = trace(model, input_shape, batch)
@@ -377,7 +399,7 @@ def count_training_step(
         for phase, gemm in _layer_gemms(call, linear_block).items():
             add(call.name, mod, part, phase, gemm_ops(layer_fmt, gemm))
         _bias_ops(call, add, mod)
-        if layer_fmt.kind in ("mls", "pot"):
+        if layer_fmt.kind in ("mls", "pot", "fp8"):
             quant = {"W": call.module.weight.numel(), "A": math.prod(call.in_shape), "E": math.prod(call.out_shape)}
             for which, n in quant.items():
                 add(call.name, mod, "dq", which, {"fp32_mul": 4 * n, "fp32_add": 2 * n})

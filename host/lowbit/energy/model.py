@@ -6,8 +6,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch.nn as nn
 
-from .. import formats
-from .counting import OpCounts, count_training_step
+from .counting import _PRODUCT_OPS, OpCounts, count_training_step
 from .tables import EnergyTable, get_table
 
 PART_NAMES = {"conv": "Conv", "fc": "FC", "matmul": "MatMul", "bn": "BN", "ewadd": "EW-Add", "sgd": "SGD Update",
@@ -26,7 +25,7 @@ def energy_frame(counts: OpCounts, table) -> pd.DataFrame:
 
 @dataclass
 class Estimate:
-    """Modelled energy of one training step in ``fmt`` next to the same step in fp32."""
+    """Modelled energy of one training step in ``fmt`` next to the same step in a baseline (fp32)."""
 
     counts: OpCounts
     baseline: OpCounts
@@ -48,43 +47,43 @@ class Estimate:
 
     @property
     def ratio(self) -> float:
-        """fp32 energy / low-bit energy (the paper's "x higher energy efficiency")."""
+        """Baseline energy / low-bit energy (the paper's "x higher energy efficiency")."""
         return self.baseline_uj() / self.total_uj()
 
     def joules_per_step(self) -> float:
         return self.total_uj() * 1e-6
 
     def saving(self, parts=LINEAR_PARTS) -> float:
-        """Fraction of fp32 energy saved on the given parts (default: the linear layers)."""
+        """Fraction of the baseline's energy saved on the given parts (default: the linear layers)."""
         low = self.frame[self.frame.part.isin(parts)]["uj"].sum()
         fp = self.baseline_frame[self.baseline_frame.part.isin(parts)]["uj"].sum()
         return 1.0 - float(low / fp)
 
     def by_layer(self) -> pd.DataFrame:
-        """Per layer: forward MACs, fp32 and low-bit energy (uJ) and their ratio, in model order."""
+        """Per layer: forward MACs, baseline and low-bit energy (uJ) and their ratio, in model order."""
         low = self.frame.groupby("layer", sort=False)["uj"].sum()
         fp = self.baseline_frame.groupby("layer", sort=False)["uj"].sum()
         f = self.counts.frame
         macs = f[(f.phase == "fwd") & f.part.isin(["conv", "fc", "matmul"]) & f.op.isin(
-            ["fp32_mul", "lowbit_mul", "xor", "mogami_add"])].groupby("layer", sort=False)["count"].sum()
+            _PRODUCT_OPS)].groupby("layer", sort=False)["count"].sum()
         modules = f.groupby("layer", sort=False)["module"].first()
-        out = pd.DataFrame({"module": modules, "fwd_macs": macs, "fp32_uj": fp, "uj": low}).reindex(modules.index)
+        out = pd.DataFrame({"module": modules, "fwd_macs": macs, "base_uj": fp, "uj": low}).reindex(modules.index)
         out["fwd_macs"] = out["fwd_macs"].fillna(0).astype("int64")
-        out["ratio"] = out["fp32_uj"] / out["uj"]
+        out["ratio"] = out["base_uj"] / out["uj"]
         return out
 
     def by_part(self) -> pd.DataFrame:
         """Table-5 style: per part and op, count and energy in both designs."""
         def side(frame):
             return frame.groupby(["part", "op"], sort=False)[["count", "uj"]].sum()
-        out = side(self.baseline_frame).join(side(self.frame), how="outer", lsuffix="_fp32", rsuffix="")
+        out = side(self.baseline_frame).join(side(self.frame), how="outer", lsuffix="_base", rsuffix="")
         return out.fillna(0)
 
     def by_op(self) -> pd.DataFrame:
         return self.frame.groupby(["layer", "op"], sort=False)["uj"].sum().unstack("op", fill_value=0.0)
 
     def summary(self) -> dict:
-        parts = self.by_part().groupby(level="part")[["uj_fp32", "uj"]].sum()
+        parts = self.by_part().groupby(level="part")[["uj_base", "uj"]].sum()
         return {
             "format": str(self.counts.fmt),
             "table": self.table.name,
@@ -93,18 +92,21 @@ class Estimate:
             "lowbit_mul": self.counts.mul_label,
             "fwd_conv_macs": self.counts.macs("fwd", "conv"),
             "total_uj": self.total_uj(),
-            "fp32_total_uj": self.baseline_uj(),
-            "ratio_vs_fp32": self.ratio,
+            "baseline": str(self.baseline.fmt),
+            "baseline_total_uj": self.baseline_uj(),
+            "ratio_vs_baseline": self.ratio,
             "linear_layer_saving": self.saving(),
-            "parts_uj": {PART_NAMES[p]: {"fp32": float(r.uj_fp32), "lowbit": float(r.uj)}
+            "parts_uj": {PART_NAMES[p]: {"baseline": float(r.uj_base), "lowbit": float(r.uj)}
                          for p, r in parts.iterrows()},
         }
 
 
-def estimate(model: nn.Module, input_shape, fmt="mls:2,4", table="mls65", batch: int = 1, **kwargs) -> Estimate:
-    """Count one training step in ``fmt`` and in fp32, and price both with ``table``."""
+def estimate(model: nn.Module, input_shape, fmt="mls:2,4", table="mls65", batch: int = 1,
+             baseline="fp32", **kwargs) -> Estimate:
+    """Count one training step in ``fmt`` and in ``baseline`` (fp32, or "fp8": Sun et al. 2019's FP8
+    multiply with fp32 accumulation, the MLS paper's other comparison), and price both with ``table``."""
     counts = count_training_step(model, input_shape, batch=batch, fmt=fmt, **kwargs)
-    baseline = count_training_step(model, input_shape, batch=batch, fmt=formats.FP32(), **kwargs)
+    baseline = count_training_step(model, input_shape, batch=batch, fmt=baseline, **kwargs)
     return Estimate(counts, baseline, get_table(table))
 
 
@@ -135,8 +137,8 @@ def table5(model, input_shape=(3, 224, 224), fmt="mls:2,4", table="mls65") -> pd
     ``model`` may also be an Estimate made with ``fp32_layers="linear"``."""
     est = model if isinstance(model, Estimate) else estimate(model, input_shape, fmt, table, batch=1,
                                                               fp32_layers="linear")
-    parts = est.by_part().groupby(level="part", sort=False)[["uj_fp32", "uj"]].sum()
+    parts = est.by_part().groupby(level="part", sort=False)[["uj_base", "uj"]].sum()
     parts.index = [PART_NAMES[p] for p in parts.index]
     parts.loc["Sum"] = parts.sum()
-    parts["ratio"] = parts["uj_fp32"] / parts["uj"]
+    parts["ratio"] = parts["uj_base"] / parts["uj"]
     return parts

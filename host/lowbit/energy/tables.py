@@ -69,6 +69,7 @@ _MLS65 = EnergyTable("mls65", "Zhong et al., MLS low-bit training, Table 4: TSMC
     "xor": Entry(0.065 / 32, "1 bit of the 32-bit LocalAcc adder", verified=False),
     "int4_add": Entry(0.065 / 8, "4 bits of the 32-bit LocalAcc adder", verified=False),
     "mogami_add": Entry(0.065, "32-bit integer add = LocalAcc", verified=False),
+    "fp8_mul": Entry(0.105, f"{_T4}: 8-bit FP (Sun et al. 2019) MUL"),
 })
 
 _H = "Horowitz ISSCC 2014, 45 nm"
@@ -82,6 +83,7 @@ _HOROWITZ45 = EnergyTable("horowitz45", "Horowitz, Computing's energy problem, I
     "xor": Entry(0.1 / 32, "1 bit of the int32 adder", verified=False),
     "int4_add": Entry(0.03 / 2, "half of the int8 add (0.03, not re-verified)", verified=False),
     "mogami_add": Entry(0.1, f"{_H}: int32 add"),
+    "fp8_mul": Entry(0.2, "no fp8 entry in Horowitz: charged as the int8 mult (not re-verified)", verified=False),
 })
 
 BUILTIN = {t.name: t for t in (_MLS65, _HOROWITZ45)}

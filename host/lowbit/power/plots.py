@@ -37,12 +37,13 @@ def plot_power(recorder_or_frame, path, title: str = "power") -> str:
 
 
 def plot_energy_breakdown(estimate, path, top: int = 60) -> str:
-    """Stacked bars: modelled energy (uJ) per layer and op type, with each layer's fp32 total.
+    """Stacked bars: modelled energy (uJ) per layer and op type, with each layer's baseline total.
 
     The ``top`` most expensive layers are shown, in model order."""
     by_op = estimate.by_op()
-    fp32 = estimate.baseline_frame.groupby("layer", sort=False)["uj"].sum()
-    keep = by_op.sum(axis=1).add(fp32.reindex(by_op.index).fillna(0), fill_value=0).nlargest(top).index
+    base = estimate.baseline_frame.groupby("layer", sort=False)["uj"].sum()
+    base_name = str(estimate.baseline.fmt)
+    keep = by_op.sum(axis=1).add(base.reindex(by_op.index).fillna(0), fill_value=0).nlargest(top).index
     by_op = by_op.loc[[name for name in by_op.index if name in keep]]
     by_op = by_op.loc[:, by_op.sum() > 0]
     fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(by_op) + 3), 5))
@@ -51,13 +52,13 @@ def plot_energy_breakdown(estimate, path, top: int = 60) -> str:
     for i, op in enumerate(by_op.columns):
         ax.bar(x, by_op[op], bottom=bottom, label=op, color=f"C{i % 10}", width=0.7)
         bottom += by_op[op]
-    ax.plot(x, fp32.reindex(by_op.index).values, "k_", ms=12, mew=2, label="fp32 total")
+    ax.plot(x, base.reindex(by_op.index).values, "k_", ms=12, mew=2, label=f"{base_name} total")
     ax.set_xticks(list(x))
     ax.set_xticklabels(by_op.index, rotation=75, ha="right", fontsize=7)
     ax.set_ylabel("energy per step (uJ)")
     c = estimate.counts
     ax.set_title(f"{c.fmt} ({c.mul_label}), table {estimate.table.name}: "
-                 f"{estimate.total_uj():.1f} uJ vs fp32 {estimate.baseline_uj():.1f} uJ ({estimate.ratio:.2f}x)")
+                 f"{estimate.total_uj():.1f} uJ vs {base_name} {estimate.baseline_uj():.1f} uJ ({estimate.ratio:.2f}x)")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
