@@ -47,6 +47,11 @@ def hls_include_dir() -> Path:
     return path
 
 
+def csim_include_dir() -> Path:
+    """hls/csim: the g++-only shims (ap_axi_sdata.h); never on the Vitis include path."""
+    return HLS_DIR / "csim"
+
+
 def kernel_sources() -> list:
     """The C++ translation units of both tops plus the emulation C ABI."""
     return [HLS_DIR / "emu" / "lowbit_emu.cpp",

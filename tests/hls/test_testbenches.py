@@ -16,7 +16,7 @@ def compile_tb(top: str, out_dir: Path) -> Path:
     if cxx is None:
         pytest.skip("g++ not installed")
     exe = out_dir / f"tb_{top}"
-    cmd = [cxx, *hls_headers.CXX_FLAGS, f"-I{hls_headers.hls_include_dir()}", "-isystem", str(hls_headers.ap_types_dir()),
+    cmd = [cxx, *hls_headers.CXX_FLAGS, f"-I{hls_headers.hls_include_dir()}", f"-I{hls_headers.csim_include_dir()}", "-isystem", str(hls_headers.ap_types_dir()),
            str(hls_headers.HLS_DIR / "tb" / f"tb_{top}.cpp"),
            str(hls_headers.HLS_DIR / "kernels" / top / f"{top}.cpp"), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True)

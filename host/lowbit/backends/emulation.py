@@ -46,7 +46,7 @@ def kernel_lib():
 
     include = hls_headers.hls_include_dir()
     return load("lowbit_kernel", _CDEF, hls_headers.kernel_sources(),
-                include_dirs=[include, hls_headers.HLS_DIR / "kernels"],
+                include_dirs=[include, hls_headers.csim_include_dir(), hls_headers.HLS_DIR / "kernels"],
                 system_include_dirs=[hls_headers.ap_types_dir()],
                 flags=[hls_headers.CXX_FLAGS[0], *hls_headers.CXX_FLAGS[2:], "-DLOWBIT_FAST_CSIM"])
 

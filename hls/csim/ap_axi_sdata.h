@@ -1,6 +1,6 @@
-// Minimal AXI4-Stream side-channel struct for C-simulation (written for lowbit; Vitis HLS ships
-// its own ap_axi_sdata.h, which takes precedence on its include path). Field names and template
-// parameters follow the Vitis convention so the same kernel source builds with either.
+// Minimal AXI4-Stream side-channel struct for g++ C-simulation (written for lowbit). It lives in
+// hls/csim/, which only the g++ builds put on the include path; Vitis HLS uses its own header.
+// Field names and template parameters follow the Vitis convention so the kernels build with either.
 #pragma once
 #include <ap_int.h>
 
