@@ -123,24 +123,39 @@ class QTensor:
         fresh 64-bit word, unused lanes are 0. A 4-D [N, C, H, W] tensor is the operand
         [N, C*H*W] with block H*W (its (n, c) groups are the blocks).
         """
+        out = np.empty(self.packed_nbytes(), dtype=np.uint8)
+        self.pack_into(out)
+        return out.tobytes()
+
+    def packed_nbytes(self) -> int:
+        """Length of ``pack()``: whole 64-bit words."""
         from . import wire
 
         rows, k, block = _operand_geometry(self.fmt, tuple(self.shape), self.block)
-        lane = wire.elem_lane_bits(self.fmt)
-        codes = self.codes.detach().cpu().numpy().reshape(rows, k).view(_UNSIGNED[self.codes.dtype])
-        if isinstance(self.fmt, (MLS, PoT)) and bool((codes >> self.fmt.code_bits).any()):
-            raise ValueError(f"codes exceed {self.fmt.code_bits} bits: not a valid {self.fmt} tensor")
-        sections = []
+        scales = rows * -(-k // block) if isinstance(self.fmt, MLS) else 0
+        return 8 * (wire.words_for(scales, wire.SCALE_LANE_BITS) + wire.words_for(rows * k, wire.elem_lane_bits(self.fmt)))
+
+    def pack_into(self, dest, offset: int = 0) -> int:
+        """Write ``pack()``'s bytes into ``dest`` (a writable buffer: numpy array, bytearray, DMA
+        buffer) from byte ``offset``, without an intermediate copy; returns the bytes written."""
+        from . import wire
+
+        rows, k, block = _operand_geometry(self.fmt, tuple(self.shape), self.block)
+        nbytes = self.packed_nbytes()
+        flat = np.asarray(dest) if isinstance(dest, np.ndarray) else np.frombuffer(dest, dtype=np.uint8)
+        span = flat.reshape(-1).view(np.uint8)[offset:offset + nbytes]
+        if span.size != nbytes:
+            raise ValueError(f"destination holds {flat.nbytes - offset} bytes after offset {offset}; need {nbytes}")
+        pos = 0
         if isinstance(self.fmt, MLS):
             nb = -(-k // block)
-            scales = self.scale_codes.detach().cpu().numpy().view(np.uint16)
-            sections.append((np.broadcast_to(scales, (rows, nb)), wire.SCALE_LANE_BITS))
-        sections.append((codes, lane))
-        out = np.zeros(sum(wire.words_for(a.size, bits) for a, bits in sections), dtype="<u8")
-        pos = 0
-        for values, bits in sections:
-            pos = _put_lanes(out, pos, values, bits)
-        return out.tobytes()
+            scales = np.broadcast_to(self.scale_codes.detach().cpu().numpy().view("<u2"), (rows, nb))
+            pos = _write_lanes(span, pos, scales, wire.SCALE_LANE_BITS)
+        codes = self.codes.detach().cpu().contiguous().numpy().reshape(-1).view(_UNSIGNED[self.codes.dtype])
+        lane = wire.elem_lane_bits(self.fmt)
+        code_bits = self.fmt.code_bits if isinstance(self.fmt, (MLS, PoT)) else lane
+        _write_codes(span[pos:], codes, lane, code_bits, self.fmt)
+        return nbytes
 
     @classmethod
     def unpack(cls, data: bytes, fmt, shape, *, block: Optional[int] = None,
@@ -200,22 +215,42 @@ def _group_layout(grid: np.ndarray, group: str) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _put_lanes(dest: np.ndarray, pos: int, values: np.ndarray, lane_bits: int) -> int:
-    """Write ``values`` (unsigned, < 2^lane_bits) as lanes from word ``pos``; returns the next word."""
+def _write_lanes(span: np.ndarray, pos: int, values: np.ndarray, lane_bits: int) -> int:
+    """Write unsigned ``values`` as 8/16/32-bit lanes from byte ``pos``, zero-padded to a word."""
     from . import wire
 
-    count = values.size
-    nwords = wire.words_for(count, lane_bits)
-    span = dest[pos:pos + nwords]
-    if lane_bits >= 8:
-        lanes = span.view({8: np.uint8, 16: "<u2", 32: "<u4"}[lane_bits])
-        lanes[:count].reshape(values.shape)[...] = values
-        return pos + nwords
-    flat = values.reshape(-1)
-    nbytes = span.view(np.uint8)
-    half = count // 2
-    np.left_shift(flat[1::2], 4, out=nbytes[:half], casting="unsafe")  # odd element: high nibble
-    nbytes[:half] |= flat[0:2 * half:2].astype(np.uint8)
-    if count & 1:
-        nbytes[half] = flat[-1]
-    return pos + nwords
+    nbytes = 8 * wire.words_for(values.size, lane_bits)
+    lanes = span[pos:pos + nbytes].view({8: np.uint8, 16: "<u2", 32: "<u4"}[lane_bits])
+    lanes[:values.size].reshape(values.shape)[...] = values
+    lanes[values.size:] = 0
+    return pos + nbytes
+
+
+def _write_codes(span: np.ndarray, codes: np.ndarray, lane_bits: int, code_bits: int, fmt) -> None:
+    """Element codes -> lanes (fused native pass on CPU; numpy otherwise), checking their width."""
+    from . import wire
+
+    nbytes = 8 * wire.words_for(codes.size, lane_bits)
+    used = (codes.size * lane_bits + 7) // 8
+    span[used:nbytes] = 0
+    if lane_bits == 32:
+        span[:used].view("<u4")[...] = codes
+        return
+    from .quant import _native_lib, native_available
+
+    if native_available():
+        ffi, lib = _native_lib()
+        bad = lib.lowbit_pack_codes(ffi.from_buffer("uint16_t[]", codes), codes.size, lane_bits, code_bits,
+                                    ffi.from_buffer("uint8_t[]", span, require_writable=True))
+    else:
+        bad = int(np.count_nonzero(codes >> code_bits)) if code_bits < 16 else 0
+        if lane_bits >= 8:
+            span[:used].view({8: np.uint8, 16: "<u2"}[lane_bits])[...] = codes
+        else:
+            half = codes.size // 2
+            np.left_shift(codes[1::2], 4, out=span[:half], casting="unsafe")
+            span[:half] |= codes[0:2 * half:2].astype(np.uint8)
+            if codes.size & 1:
+                span[half] = codes[-1]
+    if bad:
+        raise ValueError(f"{bad} codes exceed {code_bits} bits: not a valid {fmt} tensor")

@@ -374,6 +374,7 @@ void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int
 int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t seed, int16_t *codes, float *values);
 int64_t lowbit_mogami_mul_f32(const uint32_t *a, const uint32_t *b, int64_t n, uint32_t *out);
 int64_t lowbit_mogami_mul_bf16(const uint16_t *a, const uint16_t *b, int64_t n, uint16_t *out);
+int64_t lowbit_pack_codes(const uint16_t *codes, int64_t n, int lane_bits, int code_bits, uint8_t *out);
 """
 _native_state: dict = {}
 _CHUNK = 1 << 16  # elements per parallel block of a whole-tensor reduction

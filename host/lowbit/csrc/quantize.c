@@ -258,3 +258,42 @@ int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t se
 
 MOGAMI_KERNEL(lowbit_mogami_mul_f32, uint32_t, 0x3F800000u, 0x00800000u, 0x7F7FFFFFu, 0x80000000u, 0x7F800000u)
 MOGAMI_KERNEL(lowbit_mogami_mul_bf16, uint16_t, 0x3F80u, 0x0080u, 0x7F7Fu, 0x8000u, 0x7F80u)
+
+/* Element codes -> wire lanes of 4, 8 or 16 bits (lane 0 lowest, little-endian bytes), one pass.
+ * `out` receives ceil(n * lane_bits / 8) bytes. Returns how many codes do not fit `code_bits`. */
+int64_t lowbit_pack_codes(const uint16_t *codes, int64_t n, int lane_bits, int code_bits, uint8_t *out) {
+    const uint32_t limit = code_bits >= 16 ? 0x10000u : (1u << code_bits);
+    const int64_t chunk = 1 << 16; /* even, so 4-bit pairs never straddle chunks */
+    int64_t bad = 0;
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : bad)
+    for (int64_t start = 0; start < n; start += chunk) {
+        int64_t stop = start + chunk < n ? start + chunk : n;
+        int64_t over = 0;
+        if (lane_bits == 16) {
+            uint16_t *o = (uint16_t *)(void *)out;
+            for (int64_t i = start; i < stop; i++) {
+                over += codes[i] >= limit;
+                o[i] = codes[i];
+            }
+        } else if (lane_bits == 8) {
+            for (int64_t i = start; i < stop; i++) {
+                over += codes[i] >= limit;
+                out[i] = (uint8_t)codes[i];
+            }
+        } else {
+            int64_t pairs = (stop - start) / 2;
+            const uint16_t *c = codes + start;
+            uint8_t *o = out + start / 2;
+            for (int64_t j = 0; j < pairs; j++) {
+                over += (c[2 * j] >= limit) + (c[2 * j + 1] >= limit);
+                o[j] = (uint8_t)((c[2 * j] & 0xF) | ((c[2 * j + 1] & 0xF) << 4));
+            }
+            if ((stop - start) & 1) {
+                over += c[2 * pairs] >= limit;
+                o[pairs] = (uint8_t)(c[2 * pairs] & 0xF);
+            }
+        }
+        bad += over;
+    }
+    return bad;
+}
