@@ -11,6 +11,7 @@ from lowbit.backends.emulation import run_axis_stream
 
 
 def recovers(board, emulation, operands):
+    board.timeout_s = 60.0
     a, b = operands("mls:2,1", 5, 6, 40, seed=11)
     assert torch.equal(board.gemm(a, b), emulation.gemm(a, b))
 
@@ -30,6 +31,7 @@ def test_dma_error_bits(board, emulation, operands, channel, bit, name):
 
 def test_kernel_that_never_asserts_tlast_times_out(board, emulation, operands):
     board.device.faults.drop_tlast = True
+    board.timeout_s = 0.3
     a, b = operands("mls:2,1", 3, 4, 8)
     with pytest.raises(BoardTimeout, match=r"TLAST.*tile 1/1.*S2MM_DMASR=0x[0-9a-f]+ \(running\)"):
         board.gemm(a, b)
@@ -49,7 +51,7 @@ def test_stuck_ip_is_reset_by_reprogramming_the_pl(emulation, operands):
     with pytest.raises(BoardTimeout, match=r"IP CTRL=0x[0-9a-f]+ STATUS=OK"):
         board.gemm(*operands("pot:4", 4, 30, 64))
     assert reprograms == [1] and board.ip.idle
-    board.device.kernel = run_axis_stream
+    board.device.kernel, board.timeout_s = run_axis_stream, 60.0
     recovers(board, emulation, operands)
 
 
@@ -67,7 +69,7 @@ def test_malformed_header_is_reported_not_ignored(emulation, operands):
         words[0] ^= np.uint64(1)
         return run_axis_stream(words)
 
-    board = open_simulated(kernel=corrupt_magic, timeout_s=0.5)
+    board = open_simulated(kernel=corrupt_magic, timeout_s=60.0)
     a, b = operands("pot:4", 3, 4, 8)
     with pytest.raises(KernelError, match=r"STATUS=BAD_MAGIC.*header m=3 n=4 k=8"):
         board.gemm(a, b)
@@ -80,7 +82,7 @@ def test_short_output_without_status_word(emulation, operands):
         res = run_axis_stream(words)
         return type(res)(res.out_words[1:], res.tlast_index - 1, res.status, res.consumed)
 
-    board = open_simulated(kernel=lose_a_word, timeout_s=0.5)
+    board = open_simulated(kernel=lose_a_word, timeout_s=60.0)
     a, b = operands("mogami:fp32", 3, 4, 8)
     with pytest.raises(TruncatedOutput, match="received 6 output words, expected 7"):
         board.gemm(a, b)

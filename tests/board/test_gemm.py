@@ -97,3 +97,30 @@ def test_tiles_larger_than_one_dma_transfer_are_cut_without_changing_results(boa
     assert torch.equal(board.gemm(a, b), emulation.gemm(a, b))
     assert board.calls_run - before == 16  # B rows cut into 16 chunks of 13
     assert board.inputs[0].capacity * 8 <= limit * 1.5
+
+
+def test_next_call_is_packed_while_the_kernel_runs(emulation, operands):
+    """Threaded board: call 0's kernel waits until the host has packed call 1, which only a host
+    that packs while the board computes can do (a serial host would leave the kernel waiting)."""
+    import threading
+    import time as _time
+
+    from lowbit.backends.emulation import run_axis_stream
+    from lowbit.board import open_simulated
+
+    seen = {}
+
+    def kernel(words):
+        if not seen:
+            seen["first"] = threading.current_thread() is not threading.main_thread()
+            deadline = _time.monotonic() + 20
+            while ("pack", 1, 1) not in board.trace and _time.monotonic() < deadline:
+                _time.sleep(0.001)
+            seen["packed_meanwhile"] = ("pack", 1, 1) in board.trace
+        return run_axis_stream(words)
+
+    board = open_simulated(kernel=kernel, threaded=True, timeout_s=60.0)
+    board.trace = []
+    a, b = operands("pot:4", 2 * wire.MAX_M, 6, 24, seed=2)
+    assert torch.equal(board.gemm(a, b), emulation.gemm(a, b))
+    assert seen == {"first": True, "packed_meanwhile": True}

@@ -12,15 +12,17 @@ from .errors import BoardError, BoardTimeout, BufferAllocationError, DmaError, K
 FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "board" / "fixtures"
 
 
-def open_simulated(board: str = "zcu104", *, bitstream=None, kernel=None, timeout_s: float = 2.0, **device_kwargs):
-    """A ``PynqBackend`` on a ``SimulatedBoard`` loaded with the fixture overlay for ``board``."""
+def open_simulated(board: str = "zcu104", *, bitstream=None, kernel=None, timeout_s: float = 10.0,
+                   threaded: bool = True, **device_kwargs):
+    """A ``PynqBackend`` on a ``SimulatedBoard`` loaded with the fixture overlay for ``board``; by
+    default the kernel runs in a worker thread, so packing call i+1 really overlaps call i."""
     from ..device import open_pynq
     from .sim import SimulatedBoard
 
     bit = Path(bitstream) if bitstream is not None else FIXTURES / board / f"lowbit_{board}.bit"
     if not bit.exists():
         raise FileNotFoundError(f"no simulated overlay at {bit} (boards: zcu104, pynqz2); pass bitstream=")
-    device = SimulatedBoard(kernel=kernel, **device_kwargs)
+    device = SimulatedBoard(kernel=kernel, threaded=threaded, **device_kwargs)
     return open_pynq(bit, device=device, timeout_s=timeout_s)
 
 

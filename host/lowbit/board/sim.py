@@ -11,6 +11,7 @@ Register semantics follow Xilinx PG021 (AXI DMA, direct register mode) and the V
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -138,6 +139,7 @@ class GemmIpModel:
         self.regs = {wire.Reg.GIE: 0, wire.Reg.IER: 0, wire.Reg.ISR: 0, wire.Reg.STATUS: 0, wire.Reg.CYCLES: 0}
         self.output: Optional[np.ndarray] = None  # output bytes not yet taken by S2MM
         self.output_has_tlast = False
+        self.computing = False  # a packet is being processed (threaded boards)
 
     @property
     def running(self) -> bool:
@@ -145,7 +147,7 @@ class GemmIpModel:
 
     def read(self, offset: int) -> int:
         if offset == wire.Reg.CTRL:
-            stuck = self.output is not None  # still pushing output the S2MM does not take
+            stuck = self.output is not None or self.computing  # busy, or pushing output S2MM does not take
             value = self.ctrl & ~wire.CTRL_IDLE if stuck else self.ctrl
             self.ctrl &= ~wire.CTRL_DONE  # ap_done is clear-on-read
             return value
@@ -163,9 +165,9 @@ class GemmIpModel:
         elif offset in (wire.Reg.GIE, wire.Reg.IER):
             self.regs[offset] = value
 
-    def run(self, words: np.ndarray) -> int:
-        """Consume one input packet; returns the words the kernel consumed."""
-        result = self.board.kernel(words)
+    def accept(self, result) -> int:
+        """Take the kernel's result for the packet it consumed; returns the words it consumed."""
+        self.computing = False
         out = np.asarray(result.out_words, dtype=np.uint64)
         tlast = result.tlast_index if result.tlast_index is not None and result.tlast_index >= 0 else None
         if self.board.faults.drop_tlast:
@@ -200,8 +202,15 @@ class SimulatedBoard(pynq.Device):
     DDR_BASE = 0x1000_0000
     PAGE = 4096
 
-    def __init__(self, kernel: Optional[Callable] = None, ddr_bytes: int = 512 << 20, tag: str = "lowbit-sim"):
+    def __init__(self, kernel: Optional[Callable] = None, ddr_bytes: int = 512 << 20, tag: str = "lowbit-sim",
+                 threaded: bool = False):
+        """``threaded``: the kernel runs in a worker thread (the cffi call releases the GIL), so the
+        host's polling, packing and the kernel overlap as on a board; else it runs inside the
+        register write that starts the stream (deterministic, for register-level tests)."""
         super().__init__(tag)
+        self.threaded = threaded
+        self._lock = threading.RLock()
+        self._generation = 0  # bumped by every reset: a late worker result is dropped
         self.name = tag
         self.capabilities = {"REGISTER_RW": True, "MEMORY_MAPPED": False}
         self.kernel = kernel or _default_kernel()
@@ -251,8 +260,10 @@ class SimulatedBoard(pynq.Device):
         self.post_download(bitstream, parser or self.parser)
 
     def reset_pl(self) -> None:
-        for _, model in self._peripherals.values():
-            model.reset()
+        with self._lock:
+            self._generation += 1
+            for _, model in self._peripherals.values():
+                model.reset()
 
     def models(self, kind: type) -> list:
         return [m for _, m in self._peripherals.values() if isinstance(m, kind)]
@@ -265,16 +276,20 @@ class SimulatedBoard(pynq.Device):
         raise RuntimeError(f"simulated board: no IP at address 0x{address:x} (is the overlay loaded?)")
 
     def read_registers(self, address: int, length: int) -> bytes:
-        self.counters["reg_read"] += 1
-        model, off = self._peripheral(address)
-        return int(model.read(off) & 0xFFFFFFFF).to_bytes(4, "little")[:length]
+        with self._lock:
+            self.counters["reg_read"] += 1
+            model, off = self._peripheral(address)
+            return int(model.read(off) & 0xFFFFFFFF).to_bytes(4, "little")[:length]
 
     def write_registers(self, address: int, data: bytes) -> None:
-        self.counters["reg_write"] += 1
-        model, off = self._peripheral(address)
-        for i in range(0, len(data), 4):
-            model.write(off + i, int.from_bytes(data[i:i + 4], "little"))
-        self._advance()
+        with self._lock:
+            self.counters["reg_write"] += 1
+            model, off = self._peripheral(address)
+            for i in range(0, len(data), 4):
+                model.write(off + i, int.from_bytes(data[i:i + 4], "little"))
+            if isinstance(model, AxiDmaModel) and off == DMACR and data[0] & CR_RESET:
+                self._generation += 1  # the DMA reset drops what a worker still holds for it
+            self._advance()
 
     # -- memory
     def allocate(self, shape, dtype, **kwargs):
@@ -325,16 +340,33 @@ class SimulatedBoard(pynq.Device):
 
     def _feed(self, dma: AxiDmaModel, ip: GemmIpModel) -> None:
         ch = dma.mm2s
-        if not (ch.busy and ip.running and ip.output is None):
+        if not (ch.busy and ip.running and ip.output is None and not ip.computing):
             return
         words = self.memory_at(ch.addr, ch.length).view("<u8").astype(np.uint64)
         if self.faults.truncate_input_words is not None:
             words, self.faults.truncate_input_words = words[: self.faults.truncate_input_words], None
         self.counters["runs"] += 1
-        consumed = ip.run(words)
+        ip.computing = True
+        if not self.threaded:
+            self._finish_run(dma, ip, words, self.kernel(words), self._generation)
+            return
+        generation = self._generation
+        worker = threading.Thread(target=self._run_worker, args=(dma, ip, words, generation), daemon=True)
+        worker.start()
+
+    def _run_worker(self, dma, ip, words, generation) -> None:
+        result = self.kernel(words)  # outside the lock: the host keeps polling and packing meanwhile
+        with self._lock:
+            self._finish_run(dma, ip, words, result, generation)
+
+    def _finish_run(self, dma, ip, words, result, generation) -> None:
+        if generation != self._generation:
+            return  # reset while computing: the result goes nowhere, as with a reset IP
+        consumed = ip.accept(result)
         if consumed >= len(words):
-            ch.complete(ch.length)
+            dma.mm2s.complete(dma.mm2s.length)
         # else the kernel stopped reading: MM2S stays busy with its words, as a stalled stream does
+        self._drain(dma, ip)
 
     def _drain(self, dma: AxiDmaModel, ip: GemmIpModel) -> None:
         ch = dma.s2mm
