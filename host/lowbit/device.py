@@ -3,7 +3,7 @@
     open_device("pynq", bitstream="bitstreams/zcu104/lowbit_zcu104.bit")   # Zynq board, PYNQ
     open_device("alveo", xclbin="bitstreams/u250/lowbit.xclbin")          # Alveo card, XRT (pyxrt)
     open_device("emulation")                                              # the HLS C++ on the CPU
-    open_device("auto")                                                   # a board if pynq finds one
+    open_device("auto")                               # a PYNQ board, else an Alveo card, else emulation
 """
 from __future__ import annotations
 
@@ -92,9 +92,25 @@ def _pynq_board_present() -> bool:
             return False
 
 
-def _default_bitstream() -> Optional[Path]:
-    candidates = sorted(REPO_BITSTREAMS.glob("*/manifest.json")) if REPO_BITSTREAMS.is_dir() else []
-    return candidates[0].parent if candidates else None
+def _default_file(suffix: str) -> Optional[Path]:
+    """The first bitstreams/<board>/ folder with a manifest.json and one ``suffix`` file."""
+    if not REPO_BITSTREAMS.is_dir():
+        return None
+    for manifest in sorted(REPO_BITSTREAMS.glob("*/manifest.json")):
+        found = sorted(manifest.parent.glob(f"*{suffix}"))
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def _alveo_present() -> bool:
+    try:
+        import pyxrt
+
+        pyxrt.device(0)
+        return True
+    except Exception:  # noqa: BLE001  no XRT, no card, no driver: all mean "no Alveo"
+        return False
 
 
 def open_device(kind: str = "auto", *, bitstream=None, xclbin=None, verbose: bool = True, **kwargs) -> Backend:
@@ -116,21 +132,28 @@ def open_device(kind: str = "auto", *, bitstream=None, xclbin=None, verbose: boo
         from .backends.emulation import EmulationBackend
 
         return EmulationBackend()
-    return _open_auto(bitstream, verbose, **kwargs)
+    return _open_auto(bitstream, xclbin, verbose, **kwargs)
 
 
-def _open_auto(bitstream, verbose: bool, **kwargs) -> Backend:
-    bit = bitstream or _default_bitstream()
-    if _pynq_board_present() and bit is not None:
-        backend = open_pynq(bit, **kwargs)
-        reason = f"PYNQ board with {bit}"
-    else:
-        from .backends.emulation import EmulationBackend
-
-        backend = EmulationBackend()
-        reason = ("no PYNQ board found" if bit is not None or not _pynq_board_present()
-                  else "a PYNQ board but no bitstream (pass bitstream= or put one in bitstreams/<board>/)")
-        reason += "; using the emulation backend (the HLS C++ on this CPU)"
+def _open_auto(bitstream, xclbin, verbose: bool, **kwargs) -> Backend:
+    backend, reason = _auto_choice(bitstream, xclbin, **kwargs)
     if verbose:
         print(f"lowbit.open_device('auto'): {reason}", file=sys.stderr)
     return backend
+
+
+def _auto_choice(bitstream, xclbin, **kwargs):
+    board = _pynq_board_present()
+    bit = bitstream or _default_file(".bit")
+    if board and bit is not None:
+        return open_pynq(bit, **kwargs), f"PYNQ board with {bit}"
+    xcl = xclbin or _default_file(".xclbin")
+    if xcl is not None and _alveo_present():
+        from .board.alveo import open_alveo
+
+        return open_alveo(xcl, **kwargs), f"Alveo card with {xcl}"
+    from .backends.emulation import EmulationBackend
+
+    reason = ("a PYNQ board but no bitstream (pass bitstream= or put one in bitstreams/<board>/)" if board
+              else "no PYNQ board or Alveo card found")
+    return EmulationBackend(), reason + "; using the emulation backend (the HLS C++ on this CPU)"

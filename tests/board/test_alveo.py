@@ -158,3 +158,14 @@ def test_missing_pyxrt_says_what_to_install(monkeypatch, xclbin):
     monkeypatch.setitem(sys.modules, "pyxrt", None)
     with pytest.raises(ImportError, match="source /opt/xilinx/xrt/setup.sh"):
         open_device("alveo", xclbin=xclbin)
+
+
+def test_auto_picks_an_alveo_card_with_a_bitstream_folder(monkeypatch, xclbin, capsys):
+    import lowbit.device as device
+
+    monkeypatch.setattr(device, "REPO_BITSTREAMS", xclbin.parent.parent)
+    monkeypatch.setattr(device, "_pynq_board_present", lambda: False)
+    monkeypatch.setitem(sys.modules, "pyxrt", make_fake_pyxrt([]))
+    backend = device.open_device("auto")
+    assert backend.name == "alveo"
+    assert f"Alveo card with {xclbin}" in capsys.readouterr().err

@@ -62,7 +62,7 @@ def test_argument_errors():
 def test_auto_without_a_board_uses_emulation_and_says_so(capsys):
     backend = open_device("auto")
     assert backend.name == "emulation"
-    assert "no PYNQ board found; using the emulation backend" in capsys.readouterr().err
+    assert "no PYNQ board or Alveo card found; using the emulation backend" in capsys.readouterr().err
 
 
 def test_emulation_kind():
@@ -128,3 +128,24 @@ def test_overlay_built_before_the_driver_is_registered_is_refused(monkeypatch):
     assert type(overlay.lowbit_gemm_0) is pynq.DefaultIP
     with pytest.raises(BoardError, match="overlay.lowbit_gemm_0 is a DefaultIP.*import lowbit_drivers before"):
         PynqBackend(overlay)
+
+
+def test_auto_picks_a_pynq_board_with_a_bitstream_folder(monkeypatch, tmp_path, capsys):
+    import lowbit.device as device
+    from lowbit.board.sim import SimulatedBoard
+
+    copy_fixture(tmp_path)
+    monkeypatch.setattr(device, "REPO_BITSTREAMS", tmp_path)
+    monkeypatch.setattr(device, "_pynq_board_present", lambda: True)
+    backend = device.open_device("auto", device=SimulatedBoard())
+    assert backend.name == "board" and backend.board == "zcu104"
+    assert "PYNQ board with" in capsys.readouterr().err
+
+
+def test_auto_with_a_board_but_no_bitstream_says_so(monkeypatch, tmp_path, capsys):
+    import lowbit.device as device
+
+    monkeypatch.setattr(device, "REPO_BITSTREAMS", tmp_path)
+    monkeypatch.setattr(device, "_pynq_board_present", lambda: True)
+    assert device.open_device("auto").name == "emulation"
+    assert "a PYNQ board but no bitstream" in capsys.readouterr().err
