@@ -13,6 +13,7 @@ import os
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from lowbit import mogami_mul, quantize
@@ -36,11 +37,24 @@ def candidates(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict:
     return out
 
 
+def pack_candidates(x: torch.Tensor) -> dict:
+    """QTensor.pack() of a 2-D operand next to copies of its input (int16 codes) and output bytes."""
+    x2 = x.reshape(x.shape[0] * x.shape[1], -1)
+    q = quantize(x2, "mls:2,1", rounding="nearest", block=32)
+    packed = np.frombuffer(q.pack(), dtype=np.uint8)
+    codes = q.codes.numpy()
+    return {
+        "codes.copy() (pack's input)": lambda: codes.copy(),
+        "memcpy of the packed bytes": lambda: packed.copy(),
+        "QTensor.pack() mls:2,1 (4-bit lanes)": q.pack,
+    }
+
+
 def run(shape, reps: int) -> dict:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen)
     y = torch.randn(shape, generator=gen)
-    cands = candidates(x, y, gen)
+    cands = {**candidates(x, y, gen), **pack_candidates(x)}
     times = {name: [] for name in cands}
     for f in cands.values():  # warm up: builds, first-touch of caches
         f()
@@ -65,9 +79,14 @@ def main(argv=None) -> int:
           f"huge pages {'off' if os.environ.get('LOWBIT_HUGEPAGES') == '0' else 'on'}")
     med = run(args.shape, args.reps)
     base = med["x.clone()"]
-    print(f"{'':34s} {'median ms':>10s} {'GB/s in':>8s} {'vs clone':>9s}")
+    print(f"{'':38s} {'median ms':>10s} {'vs clone':>9s}")
     for name, t in med.items():
-        print(f"{name:34s} {t * 1e3:10.1f} {4 * n / t / 1e9:8.2f} {base / t:8.2f}x")
+        if "pack" not in name and "codes.copy" not in name:
+            print(f"{name:38s} {t * 1e3:10.1f} {base / t:8.2f}x")
+    pack = med["QTensor.pack() mls:2,1 (4-bit lanes)"]
+    print(f"\npacking {n / 1e6:.1f}M codes {'median ms':>10s} {'pack speed vs this':>19s}")
+    for name in ("codes.copy() (pack's input)", "memcpy of the packed bytes", "QTensor.pack() mls:2,1 (4-bit lanes)"):
+        print(f"{name:38s} {med[name] * 1e3:10.1f} {med[name] / pack:8.2f}x")
     return 0
 
 

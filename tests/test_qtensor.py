@@ -77,7 +77,8 @@ def test_pack_rejects_bad_tensors_and_unpack_bad_data():
         quantize(torch.randn(2, 2), "fp32").pack()
     with pytest.raises(ValueError, match="2-D"):
         quantize(torch.randn(8), "pot:4").pack()
-    n = quantize(torch.randn(3, 8), "mls:2,1,g=8,1,group=n", block=4)
+    rows = torch.tensor([[1.0], [0.1], [0.01]])
+    n = quantize(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)) * rows, "mls:2,1,g=8,1,group=n", block=4)
     data = n.pack()
     with pytest.raises(ValueError, match="group='none'"):
         QTensor.unpack(data, "mls:2,1,g=8,1,group=none", (3, 8), block=4)
@@ -111,3 +112,31 @@ def test_worked_example_of_docs_wire_format():
     assert h.to_words().tobytes() == bytes.fromhex(
         "42 57 4f 4c 01 00 00 00 02 00 00 00 02 00 00 00 06 00 00 00 04 00 00 00 12 18 00 00 00 00 00 00")
     assert h.input_words() == 8 and h.output_words() == 3
+
+
+def test_pack_into_buffers_at_offsets():
+    q = quantize(torch.randn(5, 33), "mls:2,4", block=8)
+    data = q.pack()
+    assert q.packed_nbytes() == len(data)
+    words = np.full(4 + len(data) // 8 + 2, 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)  # e.g. after a header
+    assert q.pack_into(words, offset=32) == len(data)
+    assert words.tobytes()[32:32 + len(data)] == data and int(words[-1]) == 0xFFFFFFFFFFFFFFFF
+    ba = bytearray(len(data))
+    q.pack_into(ba)
+    assert bytes(ba) == data
+    with pytest.raises(ValueError, match="need"):
+        q.pack_into(np.zeros(len(data) - 8, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["mls:2,1", "mls:2,4", "mls:4,7", "pot:4", "mogami:bf16", "mogami:fp32"])
+def test_numpy_packing_fallback_equals_native(fmt, monkeypatch):
+    import lowbit.quant as quant_mod
+
+    q = quantize(torch.randn(7, 45), fmt, **({"block": 16} if fmt.startswith("mls") else {}))
+    native = q.pack()
+    monkeypatch.setattr(quant_mod, "native_available", lambda: False)
+    assert q.pack() == native
+    bad = QTensor(q.fmt, q.codes | (1 << 14), q.scale_codes, q.tensor_scale, q.dtype, q.block)
+    if q.fmt.kind in ("mls", "pot"):
+        with pytest.raises(ValueError, match="exceed"):
+            bad.pack()
