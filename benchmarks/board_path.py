@@ -78,7 +78,7 @@ def packing_table(tile) -> None:
 
 
 def stage_table() -> None:
-    backend = open_simulated("zcu104", timeout_s=60.0)
+    backend = open_simulated("zcu104", timeout_s=60.0, threaded=False)  # stages timed one by one
     dev = backend.device
     print(f"\n2) host-side stages per tile on the simulated board (fmt mls:2,1), median of 5")
     for m, n, k in ((wire.MAX_M, 256, 288), (wire.MAX_M, 1024, 576)):
