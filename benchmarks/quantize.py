@@ -20,7 +20,7 @@ from lowbit import mogami_mul, quantize
 from lowbit.quant import native_available
 
 
-def candidates(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict:
+def candidates(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, with_torch_path: bool) -> dict:
     out = {
         "x.clone()": lambda: x.clone(),
         "mls:2,1 stochastic (nc)": lambda: quantize(x, "mls:2,1", rounding="stochastic", generator=gen),
@@ -30,10 +30,9 @@ def candidates(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict:
         "mogami_mul fp32": lambda: mogami_mul(x, y),
         "x * y (fp32 multiply)": lambda: x * y,
         "mogami:bf16 stochastic": lambda: quantize(x, "mogami:bf16", rounding="stochastic", generator=gen),
-        "mls:2,1 stochastic, torch ops": lambda: quantize(x, "mls:2,1", generator=gen, impl="torch"),
     }
-    if not native_available():
-        del out["mls:2,1 stochastic, torch ops"]
+    if with_torch_path and native_available():
+        out["mls:2,1 stochastic, torch ops"] = lambda: quantize(x, "mls:2,1", generator=gen, impl="torch")
     return out
 
 
@@ -50,11 +49,11 @@ def pack_candidates(x: torch.Tensor) -> dict:
     }
 
 
-def run(shape, reps: int) -> dict:
+def run(shape, reps: int, with_torch_path: bool = False) -> dict:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen)
     y = torch.randn(shape, generator=gen)
-    cands = {**candidates(x, y, gen), **pack_candidates(x)}
+    cands = {**candidates(x, y, gen, with_torch_path), **pack_candidates(x)}
     times = {name: [] for name in cands}
     for f in cands.values():  # warm up: builds, first-touch of caches
         f()
@@ -70,6 +69,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--shape", type=int, nargs="+", default=[256, 64, 32, 32])
+    p.add_argument("--torch-path", action="store_true", help="also time the torch-ops MLS path (CUDA's; slow on CPU)")
     args = p.parse_args(argv)
     n = 1
     for d in args.shape:
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     print(f"tensor {args.shape} fp32 ({n / 1e6:.1f}M elements), torch threads {torch.get_num_threads()}, "
           f"native kernel {'on' if native_available() else 'OFF'}, "
           f"huge pages {'off' if os.environ.get('LOWBIT_HUGEPAGES') == '0' else 'on'}")
-    med = run(args.shape, args.reps)
+    med = run(args.shape, args.reps, args.torch_path)
     base = med["x.clone()"]
     print(f"{'':38s} {'median ms':>10s} {'vs clone':>9s}")
     for name, t in med.items():
