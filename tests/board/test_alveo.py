@@ -1,7 +1,6 @@
 """The Alveo backend against a fake ``pyxrt`` that checks the calls and runs the m_axi kernel."""
 import enum
 import json
-import shutil
 import sys
 import types
 

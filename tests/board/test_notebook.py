@@ -1,5 +1,4 @@
 """notebooks/train_on_board.ipynb runs end to end (emulation, short) so it cannot rot."""
-import os
 from pathlib import Path
 
 import pytest

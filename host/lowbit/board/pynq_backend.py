@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from ..backends.base import Backend, Capabilities
 from ..backends.emulation import Operand, check_operands, gemm_tiles, tensor_scale_product
 from ..formats import MLS
 from ..qtensor import QTensor
-from ..wire import Header, Op, Reg, Status
+from ..wire import Header, Op, Status
 from . import packing
 from .axi_dma import CR_RESET, DmaReg, describe_sr
 from .buffers import BufferSlot

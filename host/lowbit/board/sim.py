@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -175,7 +175,7 @@ class GemmIpModel:
         self.output = (out if tlast is None else out[: tlast + 1]).astype("<u8").view(np.uint8)
         self.output_has_tlast = tlast is not None
         self.regs[wire.Reg.STATUS] = int(result.status)
-        self.regs[wire.Reg.CYCLES] = int(result.consumed) & 0xFFFFFFFF
+        self.regs[wire.Reg.CYCLES] = int(getattr(result, "beats", result.consumed)) & 0xFFFFFFFF
         self.ctrl = (self.ctrl & ~wire.CTRL_START) | wire.CTRL_DONE | wire.CTRL_IDLE | wire.CTRL_READY
         return int(result.consumed)
 
