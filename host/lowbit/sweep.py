@@ -6,7 +6,9 @@
 * ``lowbit sweep --grid methods``: fp32, MLS <2,1> / <2,4> / <1,1>, PoT with and without the
   ALS-POTQ techniques (WBC, PRC), Mogami — the results table of docs/results.md.
 
-A cell that produces NaN/Inf is reported as "Div." (diverged), as in the paper.
+A run that produces NaN/Inf, or ends no better than chance (test accuracy below 1.5x the
+chance level: training collapsed), counts as diverged, "Div." as in the paper; a cell reports the
+mean ± stdev of its other seeds and how many diverged. ``--render FILE.json`` re-prints a saved sweep.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Optional
 
 from .train import NonFiniteError, TrainConfig, fit, load_dataset
 
+COLLAPSE_FACTOR = 1.5  # a final accuracy below 1.5x chance counts as diverged
 MX_COLUMNS = (4, 3, 2, 1)
 # (#group, Mg, Ex) as printed in the paper's Table 3; "1" = one group per tensor (no group scaling).
 TABLE3_ROWS = (
@@ -86,16 +89,23 @@ def run_cell(base: TrainConfig, dataset, fmt: str, options: dict, seed: int) -> 
     except NonFiniteError as exc:
         acc, diverged = None, True
         print(f"lowbit sweep: {fmt} {options or ''} seed {seed} diverged: {exc}", file=sys.stderr)
-    return dict(format=fmt, options=options, seed=seed, test_acc=acc, diverged=diverged,
-                seconds=time.perf_counter() - t0)
+    collapsed = acc is not None and acc < COLLAPSE_FACTOR * 100.0 / dataset.num_classes
+    return dict(format=fmt, options=options, seed=seed, test_acc=acc, diverged=diverged or collapsed,
+                nonfinite=diverged, seconds=time.perf_counter() - t0)
 
 
-def summarise(cells: list) -> dict:
-    """Mean / stdev over seeds; diverged if any seed diverged."""
-    accs = [c["test_acc"] for c in cells if not c["diverged"]]
+def _diverged(cell: dict, num_classes: int = 10) -> bool:
+    acc = cell["test_acc"]
+    return cell["diverged"] or acc is None or acc < COLLAPSE_FACTOR * 100.0 / num_classes
+
+
+def summarise(cells: list, num_classes: int = 10) -> dict:
+    """Mean / stdev over the seeds that did not diverge, and how many did."""
+    flags = [_diverged(c, num_classes) for c in cells]
+    accs = [c["test_acc"] for c, bad in zip(cells, flags) if not bad]
     return dict(mean=statistics.fmean(accs) if accs else None,
                 std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                diverged=sum(c["diverged"] for c in cells), runs=len(cells),
+                diverged=sum(flags), runs=len(cells),
                 seconds=sum(c["seconds"] for c in cells))
 
 
@@ -103,31 +113,54 @@ def fmt_acc(s: dict) -> str:
     if s["mean"] is None:
         return "Div."
     text = f"{s['mean']:.2f}"
-    if s["runs"] > 1:
+    if s["runs"] - s["diverged"] > 1:
         text += f" ± {s['std']:.2f}"
     if s["diverged"]:
-        text += f" ({s['diverged']} Div.)"
+        text += f" ({s['diverged']}/{s['runs']} Div.)"
     return text
 
 
+def _worker_cell(base: TrainConfig, fmt: str, options: dict, seed: int) -> dict:
+    """One cell in a worker process: one torch thread, the data set loaded there."""
+    import torch
+
+    torch.set_num_threads(1)
+    return run_cell(base, load_dataset(base), fmt, options, seed)
+
+
+def run_cells(base: TrainConfig, dataset, specs: list, jobs: int = 1) -> list:
+    """Run (fmt, options, seed) cells, in ``jobs`` processes when > 1; results in input order."""
+    if jobs <= 1:
+        return [run_cell(base, dataset, fmt, options, seed) for fmt, options, seed in specs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker_cell, base, fmt, options, seed) for fmt, options, seed in specs]
+        return [f.result() for f in futures]
+
+
 def sweep_table3(base: TrainConfig, dataset, seeds: list, mx_columns=MX_COLUMNS, rows=TABLE3_ROWS,
-                 log=None) -> list:
+                 log=None, jobs: int = 1) -> list:
+    keys = [(row, mx) for row in rows for mx in mx_columns]
+    specs = [(table3_format(*row, mx), {}, seed) for row, mx in keys for seed in seeds]
+    done = run_cells(base, dataset, specs, jobs)
     results = []
-    for row in rows:
-        for mx in mx_columns:
-            fmt = table3_format(*row, mx)
-            cells = [run_cell(base, dataset, fmt, {}, seed) for seed in seeds]
-            entry = dict(row=list(row), mx=mx, format=fmt, cells=cells, **summarise(cells))
-            results.append(entry)
-            if log:
-                log(f"{_row_label(row):<14} Mx={mx}: {fmt_acc(entry)}  ({entry['seconds']:.0f}s)")
+    for i, (row, mx) in enumerate(keys):
+        cells = done[i * len(seeds):(i + 1) * len(seeds)]
+        entry = dict(row=list(row), mx=mx, format=table3_format(*row, mx), cells=cells, **summarise(cells))
+        results.append(entry)
+        if log:
+            log(f"{_row_label(row):<14} Mx={mx}: {fmt_acc(entry)}  ({entry['seconds']:.0f}s)")
     return results
 
 
-def sweep_methods(base: TrainConfig, dataset, seeds: list, methods=METHODS, log=None) -> list:
+def sweep_methods(base: TrainConfig, dataset, seeds: list, methods=METHODS, log=None, jobs: int = 1) -> list:
+    specs = [(m.format, m.options, seed) for m in methods for seed in seeds]
+    done = run_cells(base, dataset, specs, jobs)
     results = []
-    for method in methods:
-        cells = [run_cell(base, dataset, method.format, method.options, seed) for seed in seeds]
+    for i, method in enumerate(methods):
+        cells = done[i * len(seeds):(i + 1) * len(seeds)]
         entry = dict(key=method.key, label=method.label, format=method.format, options=method.options, cells=cells,
                      **summarise(cells))
         results.append(entry)
@@ -158,14 +191,27 @@ def table3_markdown(results: list, mx_columns=MX_COLUMNS, with_paper: bool = Tru
     return "\n".join(lines)
 
 
+def paired_gap(entry: dict, base: dict) -> Optional[tuple]:
+    """Mean and standard error of (method - fp32) over the seeds both ran without diverging: a
+    seed fixes the init and data order, so pairing removes most of the seed-to-seed spread."""
+    ref = {c["seed"]: c["test_acc"] for c in base["cells"] if not _diverged(c)}
+    diffs = [c["test_acc"] - ref[c["seed"]] for c in entry["cells"] if not _diverged(c) and c["seed"] in ref]
+    if not diffs:
+        return None
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+    return statistics.fmean(diffs), se
+
+
 def methods_markdown(results: list) -> str:
-    base = next((r["mean"] for r in results if r["format"] == "fp32"), None)
-    lines = ["| method | format | test acc (%) | vs fp32 | time |", "|---|---|---|---|---|"]
+    base = next((r for r in results if r["format"] == "fp32"), None)
+    lines = ["| method | format | test acc (%), mean ± stdev | vs fp32, paired mean ± s.e. | time (all seeds) |",
+             "|---|---|---|---|---|"]
     for r in results:
-        gap = "" if base is None or r["mean"] is None or r["format"] == "fp32" else f"{r['mean'] - base:+.2f}"
+        gap = paired_gap(r, base) if base is not None and r is not base else None
+        gap_text = "" if gap is None else f"{gap[0]:+.2f} ± {gap[1]:.2f}"
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
         fmt = r["format"] + (f" ({opts})" if opts else "")
-        lines.append(f"| {r['label']} | `{fmt}` | {fmt_acc(r)} | {gap} | {r['seconds']:.0f}s |")
+        lines.append(f"| {r['label']} | `{fmt}` | {fmt_acc(r)} | {gap_text} | {r['seconds']:.0f}s |")
     return "\n".join(lines)
 
 
@@ -188,7 +234,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-test", type=int)
     p.add_argument("--download", action="store_true")
     p.add_argument("--threads", type=int)
+    p.add_argument("--jobs", type=int, default=1, help="cells in parallel processes (one torch thread each)")
     p.add_argument("--json", help="write every cell (accuracy, seconds) to this file")
+    p.add_argument("--render", metavar="FILE.json", help="print the table of a saved sweep and exit")
     return p
 
 
@@ -207,8 +255,24 @@ def parse_rows(text: Optional[str]) -> tuple:
     return tuple(rows)
 
 
+def render(path: str) -> str:
+    """The markdown table of a sweep saved with --json (cells re-summarised with today's rules)."""
+    with open(path) as f:
+        saved = json.load(f)
+    for entry in saved["results"]:
+        entry.update(summarise(entry["cells"]))
+    head = (f"{saved['grid']} on {saved['data']} / {saved['model']}, {saved['epochs']} epochs, batch "
+            f"{saved['batch_size']}, lr {saved['lr']}, seeds {saved['seeds']}")
+    mx_columns = tuple(dict.fromkeys(e["mx"] for e in saved["results"])) if saved["grid"] == "table3" else None
+    table = table3_markdown(saved["results"], mx_columns) if mx_columns else methods_markdown(saved["results"])
+    return head + "\n\n" + table
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.render:
+        print(render(args.render))
+        return 0
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
         mx_columns = tuple(int(m) for m in args.mx.split(","))
@@ -227,10 +291,10 @@ def main(argv=None) -> int:
           f"batch {base.batch_size}, lr {base.lr}, seeds {seeds}, backend {base.backend}", flush=True)
     t0 = time.perf_counter()
     if args.grid == "table3":
-        results = sweep_table3(base, dataset, seeds, mx_columns, rows, log)
+        results = sweep_table3(base, dataset, seeds, mx_columns, rows, log, args.jobs)
         text = table3_markdown(results, mx_columns)
     else:
-        results = sweep_methods(base, dataset, seeds, methods, log=log)
+        results = sweep_methods(base, dataset, seeds, methods, log=log, jobs=args.jobs)
         text = methods_markdown(results)
     print(text)
     print(f"total {time.perf_counter() - t0:.0f}s")

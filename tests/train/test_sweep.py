@@ -29,9 +29,10 @@ def test_parse_rows_and_errors():
 
 
 def test_summary_marks_divergence():
-    cells = [dict(test_acc=90.0, diverged=False, seconds=1.0), dict(test_acc=None, diverged=True, seconds=1.0)]
+    cells = [dict(test_acc=90.0, diverged=False, seconds=1.0), dict(test_acc=None, diverged=True, seconds=1.0),
+             dict(test_acc=10.0, diverged=False, seconds=1.0)]  # the last one collapsed to chance (10 classes)
     s = sweep.summarise(cells)
-    assert s["mean"] == 90.0 and s["diverged"] == 1 and sweep.fmt_acc(s).endswith("(1 Div.)")
+    assert s["mean"] == 90.0 and s["diverged"] == 2 and sweep.fmt_acc(s) == "90.00 (2/3 Div.)"
     assert sweep.fmt_acc(sweep.summarise(cells[1:])) == "Div."
     s = sweep.summarise([dict(test_acc=a, diverged=False, seconds=0.0) for a in (90.0, 92.0)])
     assert sweep.fmt_acc(s) == "91.00 ± 1.41"
@@ -64,3 +65,21 @@ def test_methods_cli_tiny_run(capsys):
     assert sweep.main(argv) == 0
     out = capsys.readouterr().out
     assert "| fp32 | `fp32` |" in out and "`pot:4 (wbc=True)`" in out
+
+
+def test_paired_gap_uses_matching_seeds():
+    base = dict(cells=[dict(seed=0, test_acc=90.0, diverged=False), dict(seed=1, test_acc=94.0, diverged=False)])
+    entry = dict(cells=[dict(seed=0, test_acc=91.0, diverged=False), dict(seed=1, test_acc=94.0, diverged=False)])
+    mean, se = sweep.paired_gap(entry, base)
+    assert mean == 0.5 and abs(se - 0.5) < 1e-12
+
+
+def test_render_reprints_a_saved_sweep(tmp_path, capsys):
+    cells = [dict(format="fp32", options={}, seed=s, test_acc=a, diverged=False, seconds=1.0)
+             for s, a in ((0, 95.0), (1, 97.0))]
+    saved = dict(grid="methods", data="digits", model="digits_cnn", epochs=2, batch_size=64, lr=0.1, seeds=[0, 1],
+                 results=[dict(key="fp32", label="fp32", format="fp32", options={}, cells=cells)])
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(saved))
+    assert sweep.main(["--render", str(path)]) == 0
+    assert "| fp32 | `fp32` | 96.00 ± 1.41 |" in capsys.readouterr().out
