@@ -216,3 +216,18 @@ def test_cuda_equals_cpu():
         b = quantize(x.cuda(), fmt, generator=torch.Generator().manual_seed(1))
         assert b.values.device.type == "cuda"
         assert torch.equal(a.codes, b.codes.cpu()) and torch.equal(a.values, b.values.cpu())
+
+
+def test_large_outputs_on_huge_pages_behave_like_tensors(monkeypatch, tmp_path):
+    if not native_available():
+        pytest.skip("native kernel unavailable")
+    x = torch.randn(2, 2, 512, 600, generator=torch.Generator().manual_seed(8))  # 4.9 MB of values
+    a = quantize(x, "mls:2,1", generator=torch.Generator().manual_seed(0))
+    monkeypatch.setenv("LOWBIT_HUGEPAGES", "0")
+    b = quantize(x, "mls:2,1", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.values, b.values) and torch.equal(a.codes, b.codes)
+    v = a.values
+    v.mul_(2).add_(1)  # writable, in place
+    torch.save(v, tmp_path / "v.pt")
+    assert torch.equal(torch.load(tmp_path / "v.pt"), b.values * 2 + 1)
+    del a, v  # the mapping is released with its last tensor
