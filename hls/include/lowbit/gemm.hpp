@@ -135,30 +135,55 @@ struct GemmEngine {
     typedef typename Policy::Elem Elem;
     typedef typename Policy::Acc Acc;
 
-    // C[m, n] for one streamed row n of B.
-    static float dot_row(const Elem* a_row, const Elem* b_row, const uint16_t* sa, const uint16_t* sb,
-                         const Header& h, uint32_t nb) {
-        float out = 0.0f;
+    // C[0..M-1, n] for one streamed row n of B: the M output lanes work in parallel (A is stored
+    // k-major, one bank per lane), each with its own intra-block accumulator and fp32 block sum.
+    static void column(const Elem* a_km, const Elem* b_row, const uint16_t* a_scale, const uint16_t* sb,
+                       const Header& h, uint32_t nb, float* out) {
+        Acc acc[wire::MAX_M];
+#pragma HLS ARRAY_PARTITION variable = acc cyclic factor = 16
+    init_out:
+        for (uint32_t m = 0; m < h.m; m++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
+            out[m] = 0.0f;
+        }
     block_loop:
         for (uint32_t b = 0; b < nb; b++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = 64
             uint32_t k0 = b * h.block, k1 = k0 + h.block < h.k ? k0 + h.block : h.k;
-            Acc acc = Policy::zero();
+        init_acc:
+            for (uint32_t m = 0; m < h.m; m++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
+                acc[m] = Policy::zero();
+            }
         intra_block:
             for (uint32_t k = k0; k < k1; k++) {
 #pragma HLS LOOP_TRIPCOUNT min = 9 max = 8192
+                const Elem bk = b_row[k];
+                const Elem* a_k = a_km + k * h.m;
+            mac_lanes:
+                for (uint32_t m = 0; m < h.m; m++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
+#pragma HLS UNROLL factor = 16
 #pragma HLS PIPELINE II = 1
-                acc = Policy::mac(acc, a_row[k], b_row[k]);
+                    acc[m] = Policy::mac(acc[m], a_k[m], bk);
+                }
             }
-            out += Policy::block_value(acc, sa[b], sb[b], h.fmt);
+        scale_and_sum:
+            for (uint32_t m = 0; m < h.m; m++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
+#pragma HLS PIPELINE II = 1
+                out[m] += Policy::block_value(acc[m], a_scale[m * nb + b], sb[b], h.fmt);
+            }
         }
-        return out;
     }
 
     template <class Src, class Snk>
     static uint32_t run(const Header& h, Src& in, Snk& out) {
-        static Elem a_buf[KernelConfig::A_ELEMS];
+        static Elem a_buf[KernelConfig::A_ELEMS];  // k-major: a_buf[k * M + m]
         static Elem b_row[wire::MAX_K];
+        static float c_col[wire::MAX_M];
+#pragma HLS ARRAY_PARTITION variable = a_buf cyclic factor = 16
+#pragma HLS ARRAY_PARTITION variable = c_col cyclic factor = 16
         static uint16_t a_scale[KernelConfig::SCALE_BUF];
         static uint16_t b_scale[KernelConfig::SCALE_BUF];
 #pragma HLS ARRAY_PARTITION variable = b_row cyclic factor = 8
@@ -176,9 +201,13 @@ struct GemmEngine {
         {
             LaneReader<Src> rd(in, lane_bits);
         read_a_codes:
-            for (uint32_t i = 0; i < h.m * h.k; i++) {
+            for (uint32_t m = 0; m < h.m; m++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
+                for (uint32_t k = 0; k < h.k; k++) {
+#pragma HLS LOOP_TRIPCOUNT min = 9 max = 8192
 #pragma HLS PIPELINE II = 1
-                a_buf[i] = Policy::decode(rd.next(), h.fmt);
+                    a_buf[k * h.m + m] = Policy::decode(rd.next(), h.fmt);
+                }
             }
             if (!rd.ok) return wire::STATUS_TRUNCATED;
         }
@@ -204,11 +233,12 @@ struct GemmEngine {
                 pack.flush();
                 return wire::STATUS_TRUNCATED;
             }
+            column(a_buf, b_row, a_scale, b_scale + (scaled ? n * nb : 0), h, nb, c_col);
         output_column:
             for (uint32_t m = 0; m < h.m; m++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
-                pack.push(dot_row(a_buf + m * h.k, b_row, a_scale + (scaled ? m * nb : 0),
-                                  b_scale + (scaled ? n * nb : 0), h, nb));
+#pragma HLS PIPELINE II = 1
+                pack.push(c_col[m]);
             }
         }
         pack.flush();

@@ -11,6 +11,7 @@ outputs are added on the host in ascending K order (``C = C_0 + C_1 + ...``), th
 """
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from typing import Iterator, List, Tuple
 
@@ -40,15 +41,38 @@ uint32_t lowbit_mogami_mul_bits(uint32_t a, uint32_t b, uint32_t bits);
 """
 
 
+_ARCH_FLAGS: list = []
+
+
+def _arch_flags() -> list:
+    """``-march=<this CPU>`` spelled out (not ``native``), so the build cache, keyed by the flags,
+    never hands a binary to a different CPU; empty if the compiler cannot tell."""
+    if not _ARCH_FLAGS:
+        from .._build import find_compiler
+
+        try:
+            out = subprocess.run([find_compiler(), "-march=native", "-Q", "--help=target"], capture_output=True,
+                                 text=True, timeout=60).stdout
+            arch = next((ln.split()[1] for ln in out.splitlines() if ln.strip().startswith("-march=")
+                         and len(ln.split()) > 1), None)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired):
+            arch = None
+        _ARCH_FLAGS.append([f"-march={arch}"] if arch and arch != "native" else [])
+    return _ARCH_FLAGS[0]
+
+
 def kernel_lib():
-    """(ffi, lib) of the compiled kernel; built once per source hash into the lowbit cache."""
+    """(ffi, lib) of the compiled kernel; built once per source hash into the lowbit cache.
+
+    The emulation build defines LOWBIT_FAST_CSIM (native integer types, see mac.hpp) and targets
+    this CPU; the C-sim testbenches build the ap_int path of the same sources."""
     from .. import hls_headers
 
     include = hls_headers.hls_include_dir()
     return load("lowbit_kernel", _CDEF, hls_headers.kernel_sources(),
                 include_dirs=[include, hls_headers.csim_include_dir(), hls_headers.HLS_DIR / "kernels"],
                 system_include_dirs=[hls_headers.ap_types_dir()],
-                flags=[hls_headers.CXX_FLAGS[0], *hls_headers.CXX_FLAGS[2:], "-DLOWBIT_FAST_CSIM"])
+                flags=[hls_headers.CXX_FLAGS[0], *hls_headers.CXX_FLAGS[2:], "-DLOWBIT_FAST_CSIM", *_arch_flags()])
 
 
 @dataclass(frozen=True)
@@ -119,16 +143,19 @@ def run_mm(words: np.ndarray) -> Tuple[np.ndarray, Status]:
 class Operand:
     """A 2-D operand as the kernel sees it: lane values of codes [R, K], scale codes [R, nblocks]."""
 
-    codes: np.ndarray  # uint32 lane values
+    codes: np.ndarray  # unsigned lane values (uint8/16/32)
     scales: np.ndarray  # uint16 [R, nblocks] (MLS) or an empty [R, 0] array
 
 
 def operand_of(q: QTensor) -> Operand:
-    """Codes masked to the format's code bits; group scales broadcast to [R, nblocks]."""
+    """Codes masked to the format's code bits (unsigned); group scales broadcast to [R, nblocks]."""
     if q.codes.dim() != 2:
         raise ValueError(f"gemm operands are 2-D [rows, K]; got shape {tuple(q.shape)} (lower convs first)")
     fmt = q.fmt
-    codes = q.codes.detach().cpu().numpy().astype(np.int64) & ((1 << fmt.code_bits) - 1)
+    raw = q.codes.detach().cpu().numpy()
+    unsigned = raw.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[raw.dtype.itemsize])
+    bits = fmt.code_bits
+    codes = unsigned if bits >= 8 * raw.dtype.itemsize else unsigned & unsigned.dtype.type((1 << bits) - 1)
     rows, k = codes.shape
     if isinstance(fmt, MLS):
         if q.block is None or q.scale_codes is None:
@@ -138,7 +165,7 @@ def operand_of(q: QTensor) -> Operand:
         scales = np.broadcast_to(sc, (rows, nb)).astype(np.uint16)
     else:
         scales = np.zeros((rows, 0), dtype=np.uint16)
-    return Operand(codes.astype(np.uint32), scales)
+    return Operand(codes, scales)
 
 
 def build_stream(header: Header, a: Operand, b: Operand) -> np.ndarray:

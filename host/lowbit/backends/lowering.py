@@ -40,16 +40,26 @@ def _matrix(like: QTensor, codes: torch.Tensor, scales: Optional[torch.Tensor], 
                    like.dtype, block if mls else None)
 
 
-def _unfold(codes: torch.Tensor, kernel: Tuple[int, int], dilation, padding, stride) -> torch.Tensor:
-    """im2col of integer codes [N, C, H, W] -> [N, C*kh*kw, L], F.unfold's order, on the integers
-    themselves (strided views and one copy; no float round trip)."""
+def _patches(codes: torch.Tensor, kernel: Tuple[int, int], dilation, padding, stride) -> torch.Tensor:
+    """Strided view [N, C, Ho, Wo, kh, kw] of the zero-padded integer codes (padding = code 0);
+    the callers permute and reshape it into their GEMM operand with a single copy."""
     dilation, padding, stride = (_pair(v) for v in (dilation, padding, stride))
-    n, c = codes.shape[:2]
-    x = F.pad(codes, (padding[1], padding[1], padding[0], padding[0]))
+    x = F.pad(codes, (padding[1], padding[1], padding[0], padding[0])) if any(padding) else codes
     span = [dilation[i] * (kernel[i] - 1) + 1 for i in (0, 1)]
-    patches = x.unfold(2, span[0], stride[0]).unfold(3, span[1], stride[1])[..., :: dilation[0], :: dilation[1]]
-    ho, wo = patches.shape[2:4]
-    return patches.permute(0, 1, 4, 5, 2, 3).reshape(n, c * kernel[0] * kernel[1], ho * wo)
+    return x.unfold(2, span[0], stride[0]).unfold(3, span[1], stride[1])[..., :: dilation[0], :: dilation[1]]
+
+
+def _unfold(codes: torch.Tensor, kernel: Tuple[int, int], dilation, padding, stride) -> torch.Tensor:
+    """im2col of integer codes [N, C, H, W] -> [N, C*kh*kw, L] in F.unfold's order."""
+    p = _patches(codes, kernel, dilation, padding, stride)
+    n, c, ho, wo = p.shape[:4]
+    return p.permute(0, 1, 4, 5, 2, 3).reshape(n, c * kernel[0] * kernel[1], ho * wo)
+
+
+def _rows_by_position(p: torch.Tensor) -> torch.Tensor:
+    """[N, C, Ho, Wo, kh, kw] -> [(n, x, y), (c, i, j)]."""
+    n, c, ho, wo, kh, kw = p.shape
+    return p.permute(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
 
 
 def _pair(v) -> Tuple[int, int]:
@@ -65,8 +75,7 @@ def conv2d_forward(backend, qw: QTensor, qa: QTensor, geom: ConvGeometry) -> tor
     n, _, h, w = qa.shape
     ho = _out_size(h, kh, geom.stride[0], geom.padding[0], geom.dilation[0])
     wo = _out_size(w, kw, geom.stride[1], geom.padding[1], geom.dilation[1])
-    cols = _unfold(qa.codes, (kh, kw), geom.dilation, geom.padding, geom.stride)  # [N, Ci*kk, L]
-    b_codes = cols.permute(0, 2, 1).reshape(n * ho * wo, ci * kh * kw)
+    b_codes = _rows_by_position(_patches(qa.codes, (kh, kw), geom.dilation, geom.padding, geom.stride))
     sa, sw = _scale_grid(qa), _scale_grid(qw)
     b_scales = sa.repeat_interleave(ho * wo, dim=0) if sa is not None else None
     a = _matrix(qw, qw.codes.reshape(co, ci * kh * kw), sw, kh * kw)
@@ -95,8 +104,7 @@ def conv2d_backward_data(backend, qe: QTensor, qw: QTensor, geom: ConvGeometry,
     n, ci, h, w = input_shape
     co, _, kh, kw = qw.shape
     e_up = _upsample_pad(qe.codes, (h, w), (kh, kw), geom)
-    cols = _unfold(e_up, (kh, kw), geom.dilation, 0, 1)  # [N, Co*kk, H*W]
-    b_codes = cols.permute(0, 2, 1).reshape(n * h * w, co * kh * kw)
+    b_codes = _rows_by_position(_patches(e_up, (kh, kw), geom.dilation, 0, 1))  # [N*H*W, Co*kk]
     w_flip = qw.codes.permute(1, 0, 2, 3).flip(2, 3).reshape(ci, co * kh * kw)
     se, sw = _scale_grid(qe), _scale_grid(qw)
     a = _matrix(qw, w_flip, sw.t() if sw is not None else None, kh * kw)
@@ -109,11 +117,11 @@ def conv2d_weight_grad(backend, qe: QTensor, qa: QTensor, geom: ConvGeometry,
                        weight_shape: torch.Size) -> torch.Tensor:
     co, ci, kh, kw = weight_shape
     n, _, ho, wo = qe.shape
-    cols = _unfold(qa.codes, (kh, kw), geom.dilation, geom.padding, geom.stride)  # [N, Ci*kk, L]
-    if cols.shape[2] != ho * wo:
+    p = _patches(qa.codes, (kh, kw), geom.dilation, geom.padding, geom.stride)  # [N, Ci, Ho, Wo, kh, kw]
+    if tuple(p.shape[2:4]) != (ho, wo):
         raise ValueError(f"weight gradient: errors are {ho}x{wo} but the activations give "
-                         f"{cols.shape[2]} positions for geometry {geom}; check stride/padding/dilation")
-    b_codes = cols.permute(1, 0, 2).reshape(ci * kh * kw, n * ho * wo)
+                         f"{p.shape[2]}x{p.shape[3]} positions for geometry {geom}; check stride/padding/dilation")
+    b_codes = p.permute(1, 4, 5, 0, 2, 3).reshape(ci * kh * kw, n * ho * wo)
     a_codes = qe.codes.permute(1, 0, 2, 3).reshape(co, n * ho * wo)
     se, sa = _scale_grid(qe), _scale_grid(qa)
     a = _matrix(qe, a_codes, se.t() if se is not None else None, ho * wo)
