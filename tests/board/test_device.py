@@ -149,3 +149,9 @@ def test_auto_with_a_board_but_no_bitstream_says_so(monkeypatch, tmp_path, capsy
     monkeypatch.setattr(device, "_pynq_board_present", lambda: True)
     assert device.open_device("auto").name == "emulation"
     assert "a PYNQ board but no bitstream" in capsys.readouterr().err
+
+
+def test_missing_pynq_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynq", None)
+    with pytest.raises(ImportError, match=r"pip install 'lowbit\[board\]'"):
+        open_device("pynq", bitstream=f"{FIXTURE}/lowbit_zcu104.bit")

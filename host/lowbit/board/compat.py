@@ -21,7 +21,11 @@ from typing import Tuple
 
 
 def pynq_version() -> Tuple[int, ...]:
-    import pynq
+    try:
+        import pynq
+    except ImportError as err:
+        raise ImportError("the PYNQ board backend needs pynq: pip install 'lowbit[board]' (on a PYNQ image it is "
+                          "preinstalled; run from its Python environment)") from err
 
     parts = []
     for piece in str(getattr(pynq, "__version__", "0")).split(".")[:3]:
