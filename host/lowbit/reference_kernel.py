@@ -27,6 +27,7 @@ from .qtensor import QTensor
 from .wire import Arith, Header, Op, Status
 
 SCALE_BUF = 1 << 16  # KernelConfig::SCALE_BUF
+A_ELEMS = wire.MAX_M * wire.MAX_K  # KernelConfig::A_ELEMS
 POT_SHIFT = 28
 
 
@@ -209,6 +210,8 @@ def check_header(h: dict) -> Status:
         return Status.BAD_DIMS
     nb = -(-h["k"] // h["block"])
     if mls and max(h["m"], h["n"]) * nb > SCALE_BUF:
+        return Status.BAD_DIMS
+    if h["m"] * h["k"] > A_ELEMS:
         return Status.BAD_DIMS
     return Status.OK
 

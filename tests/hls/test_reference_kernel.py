@@ -1,4 +1,6 @@
 """The numpy kernel model against the compiled C++ policies and tops: integer parts with ==."""
+import re
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,16 @@ def test_tops_match_reference_stream(name, words):
     assert wire.parse_status_word(res.out_words[-1]) == status
     out_mm, status_mm = run_mm(words)
     assert status_mm == status and np.array_equal(out_mm, expected)
+
+
+def test_host_limits_match_kernel_config():
+    from lowbit import hls_headers
+    from lowbit.backends import emulation
+
+    text = (hls_headers.hls_include_dir() / "lowbit" / "gemm.hpp").read_text()
+    found = {}
+    for name in ("SCALE_BUF", "A_ELEMS"):
+        expr = re.search(rf"static const uint32_t {name} = ([^;]+);", text).group(1)
+        found[name] = eval(expr.replace("u <<", " <<").replace("wire::", "wire."), {"wire": wire})
+    assert found["SCALE_BUF"] == emulation.SCALE_BUF == rk.SCALE_BUF
+    assert found["A_ELEMS"] == emulation.A_ELEMS == rk.A_ELEMS

@@ -18,7 +18,9 @@
 namespace lowbit {
 
 // On-chip limits of one call beyond wire::MAX_* (buffer sizes of this configuration): the group
-// scales of A and of B are held whole, M * nblocks and N * nblocks entries each.
+// scales of A and of B are held whole (M * nblocks and N * nblocks entries), A as M * K elements.
+// A smaller board sets A_ELEMS lower (docs/hardware.md); the header check then rejects larger
+// calls with BAD_DIMS and the host (lowbit.backends.emulation.A_ELEMS) tiles K to fit.
 struct KernelConfig {
     static const uint32_t SCALE_BUF = 1u << 16;
     static const uint32_t A_ELEMS = wire::MAX_M * wire::MAX_K;
@@ -80,6 +82,7 @@ inline uint32_t check_header(const Header& h) {
         if ((uint64_t)h.m * nb > KernelConfig::SCALE_BUF || (uint64_t)h.n * nb > KernelConfig::SCALE_BUF)
             return STATUS_BAD_DIMS;
     }
+    if ((uint64_t)h.m * h.k > KernelConfig::A_ELEMS) return STATUS_BAD_DIMS;
     return STATUS_OK;
 }
 
@@ -171,6 +174,7 @@ struct GemmEngine {
         scale_and_sum:
             for (uint32_t m = 0; m < h.m; m++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
+#pragma HLS UNROLL factor = 16
 #pragma HLS PIPELINE II = 1
                 out[m] += Policy::block_value(acc[m], a_scale[m * nb + b], sb[b], h.fmt);
             }

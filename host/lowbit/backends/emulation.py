@@ -27,6 +27,7 @@ from .base import Backend, Capabilities
 
 # On-chip buffer limits of the kernel configuration (hls/include/lowbit/gemm.hpp, KernelConfig).
 SCALE_BUF = 1 << 16
+A_ELEMS = wire.MAX_M * wire.MAX_K
 
 _CDEF = """
 int lowbit_axis_run(const uint64_t* in, uint64_t n_in, uint64_t* out, uint64_t out_cap, uint64_t* n_out,
@@ -192,7 +193,8 @@ def k_tile_size(k: int, block: int, m_rows: int) -> int:
     if block > wire.MAX_K:
         raise ValueError(f"block {block} is longer than the kernel's MAX_K={wire.MAX_K}; "
                          "quantize with a smaller block (or use the software backend)")
-    blocks = min(wire.MAX_K // block, max(SCALE_BUF // max(m_rows, 1), 1))
+    rows = max(m_rows, 1)
+    blocks = min(wire.MAX_K // block, max(SCALE_BUF // rows, 1), max(A_ELEMS // rows // block, 1))
     return min(k, blocks * block)
 
 
@@ -207,7 +209,8 @@ def gemm_tiles(fmt, a: Operand, b: Operand, block: int, op: Op) -> Iterator[Tupl
     n_total = b.codes.shape[0]
     scaled = isinstance(fmt, MLS)
     for ms in tiles(m_total, wire.MAX_M):
-        kt = k_tile_size(k, block, ms.stop - ms.start) if scaled else min(k, wire.MAX_K)
+        rows = ms.stop - ms.start
+        kt = k_tile_size(k, block, rows) if scaled else min(k, wire.MAX_K, max(A_ELEMS // rows, 1))
         nb_tile = -(-kt // block) if scaled else 1
         n_size = min(wire.MAX_N, SCALE_BUF // nb_tile) if scaled else wire.MAX_N
         for ns in tiles(n_total, n_size):
