@@ -65,6 +65,30 @@ def run(shape, reps: int, with_torch_path: bool = False) -> dict:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def run_cuda(shape, reps: int) -> dict:
+    """The torch-ops path on the GPU (CUDA's only path), timed with synchronisation."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(shape, device="cuda", generator=gen)
+    y = torch.randn(shape, device="cuda", generator=gen)
+    cands = {
+        "x.clone() [cuda]": lambda: x.clone(),
+        "mls:2,1 stochastic (nc) [cuda]": lambda: quantize(x, "mls:2,1", rounding="stochastic", generator=gen),
+        "pot:4 stochastic [cuda]": lambda: quantize(x, "pot:4", rounding="stochastic", generator=gen),
+        "mogami_mul fp32 [cuda]": lambda: mogami_mul(x, y),
+    }
+    times = {name: [] for name in cands}
+    for f in cands.values():
+        f()
+    for _ in range(reps):
+        for name, f in cands.items():
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            f()
+            torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=7)
@@ -87,6 +111,12 @@ def main(argv=None) -> int:
     print(f"\npacking {n / 1e6:.1f}M codes {'median ms':>10s} {'pack speed vs this':>19s}")
     for name in ("codes.copy() (pack's input)", "memcpy of the packed bytes", "QTensor.pack() mls:2,1 (4-bit lanes)"):
         print(f"{name:38s} {med[name] * 1e3:10.1f} {med[name] / pack:8.2f}x")
+    if torch.cuda.is_available():
+        med = run_cuda(args.shape, args.reps)
+        base = med["x.clone() [cuda]"]
+        print(f"\n{torch.cuda.get_device_name()} {'median ms':>10s} {'vs clone':>9s}")
+        for name, t in med.items():
+            print(f"{name:38s} {t * 1e3:10.3f} {base / t:8.2f}x")
     return 0
 
 
