@@ -155,3 +155,36 @@ def test_host_limits_match_kernel_config():
         found[name] = eval(expr.replace("u <<", " <<").replace("wire::", "wire."), {"wire": wire})
     assert found["SCALE_BUF"] == emulation.SCALE_BUF == rk.SCALE_BUF
     assert found["A_ELEMS"] == emulation.A_ELEMS == rk.A_ELEMS
+
+
+@pytest.mark.parametrize("bits", [32, 16])
+def test_mogami_matches_lowbit_mogami_mul(lib, bits):
+    """The kernel's product == lowbit.mogami_mul bit for bit on finite operands (it raises on NaN/Inf)."""
+    import torch
+
+    from lowbit.mogami import mogami_mul
+
+    ffi, c = lib
+    rng = np.random.default_rng(bits)
+    exp_mask = 0x7F800000 if bits == 32 else 0x7F80
+    raw = rng.integers(0, 1 << bits, (2, 30000), dtype=np.uint64).astype(np.uint32)
+    raw = raw[:, ((raw[0] & exp_mask) != exp_mask) & ((raw[1] & exp_mask) != exp_mask)]
+    edge = np.array([[0, 0x80000000, 0x00000001, 0x3F800000, 0x7F7FFFFF, 0x00800000, 0x3FC00000],
+                     [0x3F800000, 0x7F7FFFFF, 0x3F800000, 0x7F7FFFFF, 0x7F7FFFFF, 0x00800000, 0xBFC00000]],
+                    dtype=np.uint32)
+    if bits == 16:
+        edge = edge >> 16
+    a, b = np.concatenate([raw, edge], axis=1)
+    if bits == 32:
+        ta, tb = torch.from_numpy(a.view(np.float32)), torch.from_numpy(b.view(np.float32))
+        want = mogami_mul(ta, tb).numpy().view(np.uint32)
+    else:
+        ta = torch.from_numpy(a.astype(np.uint16).view(np.int16)).view(torch.bfloat16)
+        tb = torch.from_numpy(b.astype(np.uint16).view(np.int16)).view(torch.bfloat16)
+        want = mogami_mul(ta, tb).view(torch.int16).numpy().view(np.uint16).astype(np.uint32)
+    assert np.array_equal(rk.mogami_mul_bits(a, b, bits), want)
+    sample = np.array([c.lowbit_mogami_mul_bits(int(x), int(y), bits) for x, y in zip(a[:3000], b[:3000])],
+                      dtype=np.uint32)
+    assert np.array_equal(sample, want[:3000])
+    tail = np.array([c.lowbit_mogami_mul_bits(int(x), int(y), bits) for x, y in zip(a[-7:], b[-7:])], dtype=np.uint32)
+    assert np.array_equal(tail, want[-7:])
