@@ -203,3 +203,27 @@ def test_convert_trains_digits_on_emulation():
         be.gemm = original
     assert calls["n"] > 0 and all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.3
+
+
+def test_concurrent_callers_get_their_own_results():
+    """The kernel's buffers are static (one IP): concurrent Python threads are serialised."""
+    import threading
+
+    streams = []
+    for seed in range(4):
+        qa, qb = _pair("mls:2,4", 20, 300, 90, seed=seed, block=9)
+        hdr = Header.for_gemm(Op.FORWARD, qa.fmt, 20, 300, 90, 9)
+        streams.append(em.build_stream(hdr, em.operand_of(qa), em.operand_of(qb)))
+    expected = [rk.run_stream(w)[0] for w in streams]
+    results = [None] * 4
+
+    def work(i):
+        for _ in range(3):
+            results[i] = em.run_axis_stream(streams[i]).out_words
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(r, e) for r, e in zip(results, expected))

@@ -12,6 +12,7 @@ outputs are added on the host in ascending K order (``C = C_0 + C_1 + ...``), th
 from __future__ import annotations
 
 import subprocess
+import threading
 from dataclasses import dataclass
 from typing import Iterator, List, Tuple
 
@@ -27,6 +28,8 @@ from .base import Backend, Capabilities
 
 # On-chip buffer limits of the kernel configuration (hls/include/lowbit/gemm.hpp, KernelConfig).
 SCALE_BUF = 1 << 16
+# The kernel keeps its on-chip buffers in static storage, like the one IP on a board: one call at a time.
+_KERNEL_LOCK = threading.Lock()
 A_ELEMS = wire.MAX_M * wire.MAX_K
 
 _CDEF = """
@@ -115,8 +118,9 @@ def run_axis_stream(words: np.ndarray) -> AxisResult:
     out = np.zeros(cap, dtype=np.uint64)
     n_out, tlast, consumed = ffi.new("uint64_t*"), ffi.new("int64_t*"), ffi.new("uint64_t*")
     status, idv, beats = ffi.new("uint32_t*"), ffi.new("uint32_t*"), ffi.new("uint32_t*")
-    rc = lib.lowbit_axis_run(ffi.from_buffer("uint64_t[]", words), words.size, ffi.from_buffer("uint64_t[]", out),
-                             cap, n_out, tlast, consumed, status, idv, beats)
+    with _KERNEL_LOCK:
+        rc = lib.lowbit_axis_run(ffi.from_buffer("uint64_t[]", words), words.size,
+                                 ffi.from_buffer("uint64_t[]", out), cap, n_out, tlast, consumed, status, idv, beats)
     if rc == -2:
         raise RuntimeError(f"kernel wrote {n_out[0]} words, more than the {cap} its header allows")
     if rc == -3:
@@ -132,8 +136,9 @@ def run_mm(words: np.ndarray) -> Tuple[np.ndarray, Status]:
     cap = max(_out_capacity(words), 2)
     out = np.zeros(cap, dtype=np.uint64)
     result = np.zeros(2, dtype=np.uint32)
-    lib.lowbit_mm_run(ffi.from_buffer("uint64_t[]", words), words.size, ffi.from_buffer("uint64_t[]", out), cap,
-                      ffi.from_buffer("uint32_t[]", result))
+    with _KERNEL_LOCK:
+        lib.lowbit_mm_run(ffi.from_buffer("uint64_t[]", words), words.size, ffi.from_buffer("uint64_t[]", out), cap,
+                          ffi.from_buffer("uint32_t[]", result))
     return out[: result[1]].copy(), Status(int(result[0]))
 
 
