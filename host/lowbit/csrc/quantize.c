@@ -9,6 +9,9 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Below this many elements one thread is faster than waking (and waiting for) a team. */
+#define PARALLEL_MIN (1 << 21)
+
 static inline uint32_t hash32(uint32_t x) {
     x ^= x >> 16;
     x *= 0x7FEB352Du;
@@ -106,7 +109,7 @@ static void mls_run_rn(const float *x, int16_t *c, float *v, int64_t i0, int32_t
  * Returns the number of NaN/Inf elements. */
 int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t block, float *out) {
     int64_t nblocks = (len + block - 1) / block, bad = 0;
-#pragma omp parallel for schedule(dynamic, 16) reduction(+ : bad)
+#pragma omp parallel for schedule(dynamic, 16) reduction(+ : bad) if (rows * len >= PARALLEL_MIN)
     for (int64_t t = 0; t < rows * nblocks; t++) {
         int64_t row = t / nblocks, b = t % nblocks;
         int64_t start = b * block, stop = start + block < len ? start + block : len;
@@ -131,7 +134,7 @@ void lowbit_mls_quantize(const float *x, int64_t rows, int64_t len, int64_t bloc
     mls_params base = {ex, mx, 1 - (1 << ex), ex >= 1 ? -1 : 0, ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1,
                        pow2i(-(1 << ex) + 1 - mx), 0.0f, 0.0f, st, (uint32_t)seed, (uint32_t)(seed >> 32)};
     int64_t nblocks = (len + block - 1) / block;
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if (rows * len >= PARALLEL_MIN)
     for (int64_t t = 0; t < rows * nblocks; t++) {
         int64_t row = t / nblocks, b = t % nblocks;
         int64_t start = row * len + b * block;
@@ -190,7 +193,7 @@ void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int
                          int stochastic, uint64_t seed, int16_t *codes, float *values) {
     const pot_params P = {max_code, pow2i(half), pow2i(-s - half), pow2i(s), (uint32_t)seed, (uint32_t)(seed >> 32)};
     const int64_t chunk = 1 << 14;
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(dynamic, 4) if (n >= PARALLEL_MIN)
     for (int64_t start = 0; start < n; start += chunk) {
         int64_t stop = start + chunk < n ? start + chunk : n;
 #define POT_BODY(i0, cnt) (stochastic ? pot_run_sr : pot_run_rn)(x, codes, values, i0, cnt, &P)
@@ -210,7 +213,7 @@ int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t se
     const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     const int64_t chunk = 1 << 14;
     int64_t bad = 0;
-#pragma omp parallel for schedule(dynamic, 4) reduction(+ : bad)
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : bad) if (n >= PARALLEL_MIN)
     for (int64_t start = 0; start < n; start += chunk) {
         int64_t stop = start + chunk < n ? start + chunk : n;
         for (int64_t run = start; run < stop;) {
@@ -243,7 +246,7 @@ int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t se
 #define MOGAMI_KERNEL(NAME, T, ONE, MIN_NORMAL, MAX_FINITE, SIGN, EXP_ALL)                           \
     int64_t NAME(const T *a, const T *b, int64_t n, T *out) {                                           \
         int64_t bad = 0;                                                                                \
-        _Pragma("omp parallel for schedule(dynamic, 16384) reduction(+ : bad)")                         \
+        _Pragma("omp parallel for schedule(dynamic, 16384) reduction(+ : bad) if (n >= PARALLEL_MIN)")                         \
         for (int64_t i = 0; i < n; i++) {                                                               \
             uint32_t ma = a[i] & (SIGN - 1u), mb = b[i] & (SIGN - 1u);                                  \
             bad += (ma >= EXP_ALL) + (mb >= EXP_ALL);                                                   \
@@ -265,7 +268,7 @@ int64_t lowbit_pack_codes(const uint16_t *codes, int64_t n, int lane_bits, int c
     const uint32_t limit = code_bits >= 16 ? 0x10000u : (1u << code_bits);
     const int64_t chunk = 1 << 16; /* even, so 4-bit pairs never straddle chunks */
     int64_t bad = 0;
-#pragma omp parallel for schedule(dynamic, 4) reduction(+ : bad)
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : bad) if (n >= PARALLEL_MIN)
     for (int64_t start = 0; start < n; start += chunk) {
         int64_t stop = start + chunk < n ? start + chunk : n;
         int64_t over = 0;
