@@ -93,7 +93,7 @@ class LayerSpec:
         quant = importlib.import_module("lowbit.quant")
         kwargs = {}
         if isinstance(self.fmt, MLS) and x.dim() == 2:
-            kwargs["block"] = block or self.block
+            kwargs["block"] = min(block or self.block, x.shape[1])  # one group when K < block
         if self.prc is not None and operand in ("W", "A"):
             kwargs["clip_ratio"] = self.prc
         try:
