@@ -1,7 +1,7 @@
 """``open_device``: one entry point to the accelerators, returning a ``lowbit.backends.Backend``.
 
-    open_device("pynq", bitstream="bitstreams/zcu104/lowbit_zcu104.bit")   # Zynq board, PYNQ
-    open_device("alveo", xclbin="bitstreams/u250/lowbit.xclbin")          # Alveo card, XRT (pyxrt)
+    open_device("pynq", bitstream="bitstreams/zcu104/lowbit_gemm.bit")     # Zynq board, PYNQ
+    open_device("alveo", xclbin="bitstreams/u250/lowbit_gemm.xclbin")     # Alveo card, XRT (pyxrt)
     open_device("emulation")                                              # the HLS C++ on the CPU
     open_device("auto")                               # a PYNQ board, else an Alveo card, else emulation
 """
@@ -30,21 +30,27 @@ def _hint(board: str) -> str:
 
 
 def read_manifest(path: Path) -> dict:
-    """Load and check the manifest.json beside a bitstream against this library's wire protocol."""
-    manifest_path = path.parent / "manifest.json" if path.suffix else path / "manifest.json"
-    if not manifest_path.is_file():
+    """The manifest.json beside a bitstream (``lowbit.build`` writes it), checked: wire version,
+    files' sha256 (``lowbit.build.verify_manifest``), and that it describes our IP."""
+    from .build import verify_manifest
+
+    folder = path.parent if path.suffix else path
+    if not (folder / "manifest.json").is_file():
         raise ManifestMismatch(f"no manifest.json beside {path}: lowbit cannot tell which wire protocol it speaks; "
-                               + _hint("<board>"))
+                               + _hint(folder.name or "<board>"))
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ManifestMismatch(f"{manifest_path} is not valid JSON ({err}); " + _hint("<board>")) from err
-    board = str(manifest.get("board", "<board>"))
-    if manifest.get("wire_version") != wire.WIRE_VERSION:
-        raise ManifestMismatch(f"{manifest_path} says wire version {manifest.get('wire_version')}, this host library "
-                               f"speaks {wire.WIRE_VERSION}; " + _hint(board))
+        manifest = verify_manifest(folder)
+    except (ValueError, KeyError, TypeError) as err:  # JSON errors are ValueErrors too
+        raise ManifestMismatch(f"{err}; or download the release bitstream for wire version {wire.WIRE_VERSION} "
+                               f"into bitstreams/{folder.name}/") from err
+    board = str(manifest.get("board", folder.name))
     if manifest.get("vlnv", wire.VLNV) != wire.VLNV:
-        raise ManifestMismatch(f"{manifest_path} describes IP {manifest.get('vlnv')}, expected {wire.VLNV}; " + _hint(board))
+        raise ManifestMismatch(f"{folder / 'manifest.json'} describes IP {manifest.get('vlnv')}, expected {wire.VLNV}; "
+                               + _hint(board))
+    expected_id = (wire.IP_ID << 16) | wire.WIRE_VERSION
+    if manifest.get("id_version", expected_id) != expected_id:
+        raise ManifestMismatch(f"{folder / 'manifest.json'} says ID_VERSION 0x{manifest['id_version']:08x}, this host "
+                               f"expects 0x{expected_id:08x}; " + _hint(board))
     return manifest
 
 
@@ -75,8 +81,8 @@ def open_pynq(bitstream, *, device=None, download: Optional[bool] = None, timeou
     if download is None:
         download = not getattr(device, "simulated", False)
     overlay = pynq.Overlay(str(bit), download=download, device=device)
-    return PynqBackend(overlay, ip_name=ip_name or manifest.get("ip"), dma_name=dma_name or manifest.get("dma"),
-                       board=str(manifest.get("board", "<board>")), timeout_s=timeout_s)
+    return PynqBackend(overlay, ip_name=ip_name, dma_name=dma_name, board=str(manifest.get("board", bit.parent.name)),
+                       timeout_s=timeout_s)
 
 
 def _pynq_board_present() -> bool:

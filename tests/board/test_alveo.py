@@ -1,6 +1,5 @@
 """The Alveo backend against a fake ``pyxrt`` that checks the calls and runs the m_axi kernel."""
 import enum
-import json
 import sys
 import types
 
@@ -103,13 +102,13 @@ def make_fake_pyxrt(log, hang=False, corrupt=False):
 
 @pytest.fixture
 def xclbin(tmp_path):
+    from lowbit.build import write_manifest
+
     folder = tmp_path / "u250"
     folder.mkdir()
-    (folder / "lowbit.xclbin").write_bytes(b"xclbin2\0")
-    manifest = json.loads(open("tests/board/fixtures/zcu104/manifest.json").read())
-    manifest.update(board="u250", kernel=wire.ALVEO_KERNEL)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder / "lowbit.xclbin"
+    (folder / "lowbit_gemm.xclbin").write_bytes(b"xclbin2\0 (a stand-in: the fake pyxrt never parses it)")
+    write_manifest(folder, "u250", ["lowbit_gemm.xclbin"], tool_version="fake", commit="test")
+    return folder / "lowbit_gemm.xclbin"
 
 
 def open_fake(monkeypatch, xclbin, **fake_kwargs):

@@ -36,16 +36,16 @@ def test_open_pynq_on_a_folder_with_the_simulated_device(tmp_path, operands, emu
 def test_manifest_with_another_wire_version_is_refused(tmp_path):
     folder = copy_fixture(tmp_path, wire_version=wire.WIRE_VERSION + 1)
     with pytest.raises(ManifestMismatch, match=r"wire version 2.*lowbit build --board zcu104"):
-        open_device("pynq", bitstream=folder / "lowbit_zcu104.bit")
+        open_device("pynq", bitstream=folder / "lowbit_gemm.bit")
 
 
 def test_manifest_missing_or_foreign_ip(tmp_path):
     folder = copy_fixture(tmp_path, vlnv="xilinx.com:hls:other:1.0")
     with pytest.raises(ManifestMismatch, match="describes IP xilinx.com:hls:other"):
-        read_manifest(folder / "lowbit_zcu104.bit")
+        read_manifest(folder / "lowbit_gemm.bit")
     (folder / "manifest.json").unlink()
     with pytest.raises(ManifestMismatch, match="no manifest.json"):
-        read_manifest(folder / "lowbit_zcu104.bit")
+        read_manifest(folder / "lowbit_gemm.bit")
 
 
 def test_argument_errors():
@@ -107,7 +107,7 @@ def test_simulated_board_under_the_pynq_3_0_api(monkeypatch, operands, emulation
     monkeypatch.setitem(sys.modules, "pynq.metadata", types.ModuleType("pynq.metadata"))
     monkeypatch.setitem(sys.modules, "pynq.metadata.runtime_metadata_parser",
                         types.SimpleNamespace(RuntimeMetadataParser=RuntimeMetadataParser))
-    backend = open_simulated("pynqz2")
+    backend = open_simulated("pynq-z2")
     assert not compat.dma_description_needs_device()
     a, b = operands("pot:4", 5, 3, 16)
     assert torch.equal(backend.gemm(a, b), emulation.gemm(a, b))
@@ -124,9 +124,9 @@ def test_overlay_built_before_the_driver_is_registered_is_refused(monkeypatch):
 
     monkeypatch.delitem(_ip_drivers, wire.VLNV)
     monkeypatch.delitem(_ip_drivers, wire.VLNV.rpartition(":")[0])
-    overlay = pynq.Overlay(f"{FIXTURE}/lowbit_zcu104.bit", download=False, device=SimulatedBoard())
-    assert type(overlay.lowbit_gemm_0) is pynq.DefaultIP
-    with pytest.raises(BoardError, match="overlay.lowbit_gemm_0 is a DefaultIP.*import lowbit_drivers before"):
+    overlay = pynq.Overlay(f"{FIXTURE}/lowbit_gemm.bit", download=False, device=SimulatedBoard())
+    assert type(overlay.lowbit_gemm) is pynq.DefaultIP
+    with pytest.raises(BoardError, match="overlay.lowbit_gemm is a DefaultIP.*import lowbit_drivers before"):
         PynqBackend(overlay)
 
 
@@ -154,4 +154,12 @@ def test_auto_with_a_board_but_no_bitstream_says_so(monkeypatch, tmp_path, capsy
 def test_missing_pynq_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynq", None)
     with pytest.raises(ImportError, match=r"pip install 'lowbit\[board\]'"):
-        open_device("pynq", bitstream=f"{FIXTURE}/lowbit_zcu104.bit")
+        open_device("pynq", bitstream=f"{FIXTURE}/lowbit_gemm.bit")
+
+
+def test_a_file_replaced_after_the_build_is_refused(tmp_path):
+    folder = copy_fixture(tmp_path)
+    hwh = folder / "lowbit_gemm.hwh"
+    hwh.write_text(hwh.read_text().replace("lowbit_gemm", "lowbit_gemm", 1) + "<!-- edited -->\n")
+    with pytest.raises(ManifestMismatch, match="sha256 differs"):
+        read_manifest(folder / "lowbit_gemm.bit")

@@ -18,24 +18,24 @@ def _generator():
     return module
 
 
-@pytest.mark.parametrize("board", ["zcu104", "pynqz2"])
+@pytest.mark.parametrize("board", ["zcu104", "pynq-z2"])
 def test_fixture_is_current(board):
     for rel, text in _generator().files(board).items():
         assert (FIXTURES / rel).read_text() == text, f"{rel} is stale: run python tests/board/fixtures/make_fixture.py"
 
 
-@pytest.mark.parametrize("board", ["zcu104", "pynqz2"])
+@pytest.mark.parametrize("board", ["zcu104", "pynq-z2"])
 def test_overlay_binds_our_driver_and_the_stock_dma(board):
     import lowbit_drivers
     from lowbit.board import open_simulated
 
     backend = open_simulated(board)
     overlay = backend.overlay
-    assert type(overlay.lowbit_gemm_0) is lowbit_drivers.LowbitGemm
-    assert type(overlay.axi_dma_0) is pynq.lib.dma.DMA
-    assert overlay.ip_dict["lowbit_gemm_0"]["type"] == wire.VLNV
-    assert overlay.lowbit_gemm_0.id_version == (wire.IP_ID << 16) | wire.WIRE_VERSION
-    assert overlay.lowbit_gemm_0.register_map.ID_VERSION.address == int(wire.Reg.ID_VERSION)
+    assert type(overlay.lowbit_gemm) is lowbit_drivers.LowbitGemm
+    assert type(overlay.dma) is pynq.lib.dma.DMA
+    assert overlay.ip_dict["lowbit_gemm"]["type"] == wire.VLNV
+    assert overlay.lowbit_gemm.id_version == (wire.IP_ID << 16) | wire.WIRE_VERSION
+    assert overlay.lowbit_gemm.register_map.ID_VERSION.address == int(wire.Reg.ID_VERSION)
     assert backend.dma.sendchannel._align == 8 and not backend.dma.sendchannel._dre
 
 
@@ -54,8 +54,8 @@ def test_a_plain_pynq_overlay_binds_our_driver_through_the_entry_point():
     code = ("import sys, pynq\n"
             "from lowbit.board.sim import SimulatedBoard\n"
             "assert 'lowbit_drivers' not in sys.modules\n"
-            f"ov = pynq.Overlay({str(FIXTURES / 'zcu104' / 'lowbit_zcu104.bit')!r}, download=False, device=SimulatedBoard())\n"
-            "print(type(ov.lowbit_gemm_0).__module__ + '.' + type(ov.lowbit_gemm_0).__name__)\n")
+            f"ov = pynq.Overlay({str(FIXTURES / 'zcu104' / 'lowbit_gemm.bit')!r}, download=False, device=SimulatedBoard())\n"
+            "print(type(ov.lowbit_gemm).__module__ + '.' + type(ov.lowbit_gemm).__name__)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("lowbit_drivers.gemm.LowbitGemm")

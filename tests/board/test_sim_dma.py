@@ -10,7 +10,7 @@ from lowbit.board.axi_dma import (CR_RESET, DmaReg, SR_DEC_ERR, SR_HALTED, SR_ID
                                   SR_SLV_ERR)
 from lowbit.board.sim import SimulatedBoard
 
-BIT = "tests/board/fixtures/zcu104/lowbit_zcu104.bit"
+BIT = "tests/board/fixtures/zcu104/lowbit_gemm.bit"
 
 
 def echo_kernel(words):
@@ -25,7 +25,7 @@ def sim():
 
     device = SimulatedBoard(kernel=echo_kernel)
     overlay = pynq.Overlay(BIT, download=False, device=device)
-    return device, overlay.axi_dma_0, overlay.lowbit_gemm_0
+    return device, overlay.dma, overlay.lowbit_gemm
 
 
 def sr(dma, reg):

@@ -19,9 +19,9 @@ def open_simulated(board: str = "zcu104", *, bitstream=None, kernel=None, timeou
     from ..device import open_pynq
     from .sim import SimulatedBoard
 
-    bit = Path(bitstream) if bitstream is not None else FIXTURES / board / f"lowbit_{board}.bit"
+    bit = Path(bitstream) if bitstream is not None else FIXTURES / board / "lowbit_gemm.bit"
     if not bit.exists():
-        raise FileNotFoundError(f"no simulated overlay at {bit} (boards: zcu104, pynqz2); pass bitstream=")
+        raise FileNotFoundError(f"no simulated overlay at {bit} (boards: zcu104, pynq-z2); pass bitstream=")
     device = SimulatedBoard(kernel=kernel, threaded=threaded, **device_kwargs)
     return open_pynq(bit, device=device, timeout_s=timeout_s)
 
