@@ -133,3 +133,14 @@ def test_check_command_reports(capsys):
     assert check.main(["--no-build"]) in (0, 1)
     out = capsys.readouterr().out
     assert "C++ compiler" in out and "ap_int headers" in out and "vitis_hls" in out
+
+
+def test_variable_bound_loops_have_tripcounts():
+    """Every loop of the engine and tops whose bound comes from the header carries LOOP_TRIPCOUNT."""
+    files = [ROOT / "hls/include/lowbit/gemm.hpp", ROOT / "hls/kernels/lowbit_gemm_axis/lowbit_gemm_axis.cpp"]
+    for path in files:
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if re.search(r"\bfor \(.*<\s*(h\.|k1|nb\b)|\bwhile \(!done\)", line):
+                window = "\n".join(lines[i + 1:i + 3])
+                assert "LOOP_TRIPCOUNT" in window, f"{path.name}:{i + 1}: {line.strip()}"

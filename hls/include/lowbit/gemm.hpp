@@ -197,7 +197,11 @@ struct GemmEngine {
         if (scaled) {
             LaneReader<Src> rd(in, 16);
         read_a_scales:
-            for (uint32_t i = 0; i < h.m * nb; i++) a_scale[i] = rd.next();
+            for (uint32_t i = 0; i < h.m * nb; i++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 8192
+#pragma HLS PIPELINE II = 1
+                a_scale[i] = rd.next();
+            }
             if (!rd.ok) return wire::STATUS_TRUNCATED;
         } else {
             a_scale[0] = 0;
@@ -218,7 +222,11 @@ struct GemmEngine {
         if (scaled) {
             LaneReader<Src> rd(in, 16);
         read_b_scales:
-            for (uint32_t i = 0; i < h.n * nb; i++) b_scale[i] = rd.next();
+            for (uint32_t i = 0; i < h.n * nb; i++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 65536
+#pragma HLS PIPELINE II = 1
+                b_scale[i] = rd.next();
+            }
             if (!rd.ok) return wire::STATUS_TRUNCATED;
         } else {
             b_scale[0] = 0;
@@ -230,6 +238,7 @@ struct GemmEngine {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = 4096
         read_b_row:
             for (uint32_t k = 0; k < h.k; k++) {
+#pragma HLS LOOP_TRIPCOUNT min = 9 max = 8192
 #pragma HLS PIPELINE II = 1
                 b_row[k] = Policy::decode(rd.next(), h.fmt);
             }

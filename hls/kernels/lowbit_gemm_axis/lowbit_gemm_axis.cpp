@@ -24,6 +24,7 @@ struct AxisSource {
         uint64_t w;
     drain_input:
         while (!done) {
+#pragma HLS LOOP_TRIPCOUNT min = 0 max = 65536
 #pragma HLS PIPELINE II = 1
             read(w);
         }
