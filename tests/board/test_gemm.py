@@ -124,3 +124,16 @@ def test_next_call_is_packed_while_the_kernel_runs(emulation, operands):
     a, b = operands("pot:4", 2 * wire.MAX_M, 6, 24, seed=2)
     assert torch.equal(board.gemm(a, b), emulation.gemm(a, b))
     assert seen == {"first": True, "packed_meanwhile": True}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_single_tile_stream_holds_each_operand_exactly_as_qtensor_pack(fmt, operands):
+    """Whole operands in one call: after the header, the stream is a.pack() then b.pack()."""
+    a, b = operands(fmt, 7, 9, 40, seed=4)
+    block = a.block if a.block else 40
+    (_, _, calls), = list(em.gemm_tiles(a.fmt, packing.board_operand(a), packing.board_operand(b), block, Op.FORWARD))
+    (hdr, at, bt), = calls
+    buf = np.zeros(packing.stream_words(hdr), dtype=np.uint64)
+    packing.pack_call(buf, hdr, at, bt)
+    body = buf[wire.HEADER_WORDS:].tobytes()
+    assert body == a.pack() + b.pack()
