@@ -119,11 +119,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=("auto", "software", "emulation", "board"),
                    help="where the quantized layers train (auto: software, then the test set re-run on emulation)")
     p.add_argument("--formats", default="fp32,mls:2,1", help="';'-separated formats (default fp32;mls:2,1)")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the digits CNN is too small for more to pay off, and "
+                        "on a busy machine extra threads only spin)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -143,8 +145,7 @@ def split_formats(text: str) -> list:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(max(1, args.threads))
     backend, check, note = pick_backends(args.backend)
     if note:
         print(f"lowbit demo: {note}", file=sys.stderr)

@@ -233,7 +233,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-test", type=int)
     p.add_argument("--download", action="store_true")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads when --jobs 1 (default 1)")
     p.add_argument("--jobs", type=int, default=1, help="cells in parallel processes (one torch thread each)")
     p.add_argument("--json", help="write every cell (accuracy, seconds) to this file")
     p.add_argument("--render", metavar="FILE.json", help="print the table of a saved sweep and exit")
