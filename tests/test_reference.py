@@ -82,12 +82,17 @@ def test_float_formats_match_reference(fmt, rounding, impl):
     assert_matches_reference(x, fmt, rounding, impl)
 
 
-def test_reference_random_bits_match_torch():
+@pytest.mark.parametrize("form", ["int32", "int64"])
+def test_reference_random_bits_match_torch(form, monkeypatch):
+    import lowbit.quant as quant_mod
     from lowbit.quant import random_bits
 
+    if form == "int64":  # the form used for tensors of 2^31 elements and more
+        monkeypatch.setattr(quant_mod, "_INT32_COUNTERS", 0)
     seed = 0x0123456789ABCDEF
-    expected = R.random_bits(1000, seed).astype(np.int64)
-    np.testing.assert_array_equal(random_bits(1000, seed, "cpu").numpy(), expected)
+    expected = R.random_bits(100_000, seed).astype(np.int64)
+    for keep in (16, 24, 31):
+        np.testing.assert_array_equal(random_bits(100_000, seed, "cpu", keep=keep).numpy(), expected >> (32 - keep))
 
 
 def _lowbias32_python(x: int) -> int:
