@@ -8,7 +8,7 @@ Prints, side by side in one process (medians of repeated runs):
      (code bytes read per second) is shown against memcpy too;
   2. host-side stages per tile on the simulated board (pack, flush, register writes + transfer
      start, wait, invalidate + unpack) next to the kernel's own work: the emulation kernel's time
-     on this CPU and the cycle estimate of the FPGA kernel at 200 MHz (docs/board.md).
+     on this CPU and the FPGA kernel's cycle estimate (docs/hardware.md) at 200 MHz (ZCU104).
 The simulated board's register accesses are Python calls (~10 us each); on a Zynq an AXI-Lite
 access is ~0.2-1 us, so the register line is an upper bound here.
 """
@@ -52,10 +52,17 @@ def tile_operands(fmt: str, m: int, n: int, k: int):
 
 
 def kernel_cycles(h: wire.Header) -> int:
-    """One MAC per cycle (II=1), A read once, each B row read once, ~8 cycles per group for the
-    pipeline drain and the fp32 group add (hls/include/lowbit/gemm.hpp's loop structure)."""
+    """docs/hardware.md's estimate: A (and scales) read once, then per B row: K cycles to read it,
+    per group len*ceil(M/16) MAC cycles (16 lanes; Mogami: at least 8 per k, the fp32 add latency)
+    + ceil(M/16) to scale and sum + a pipeline fill D, and M/2 output beats."""
+    lanes = -(-h.m // 16)
+    fill = {wire.Arith.MLS: 22, wire.Arith.POT: 14}.get(h.arith, 10)
+    per_k = max(lanes, 8) if h.arith in (wire.Arith.MOGAMI_FP32, wire.Arith.MOGAMI_BF16) else lanes
     nb = h.nblocks if h.has_scales else 1
-    return h.m * h.k + h.n * (h.k + h.m * (h.k + 8 * nb))
+    lengths = [min(h.block, h.k - b * h.block) for b in range(nb)] if h.has_scales else [h.k]
+    row = h.k + sum(n * per_k + lanes + fill for n in lengths) + h.m // 2
+    scales = (h.m + h.n) * nb if h.has_scales else 0
+    return h.m * h.k + scales + h.n * row
 
 
 def packing_table(tile) -> None:
