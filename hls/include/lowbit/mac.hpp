@@ -35,12 +35,12 @@ inline uint32_t f32_to_bits(float f) {
 // int64 -> float conversion does), then e is added to the exponent field. A result whose
 // exponent field would drop to 0 or below is flushed to +0.0 (no subnormals, as fp cores do).
 // The only rounding is the first one, so the numpy reference reproduces it bit for bit.
+// Branch-free; t == 0 needs no case of its own: its field is 0, and e <= 0 flushes it.
 inline float scaled_to_f32(int64_t t, int e) {
-    if (t == 0) return 0.0f;
     uint32_t bits = f32_to_bits((float)t);
     int field = (int)((bits >> 23) & 0xFFu) + e;
-    if (field <= 0) return 0.0f;
-    return bits_to_f32((bits & 0x807FFFFFu) | ((uint32_t)field << 23));
+    uint32_t keep = 0u - (uint32_t)(field > 0);
+    return bits_to_f32(((bits & 0x807FFFFFu) | ((uint32_t)field << 23)) & keep);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -85,10 +85,9 @@ struct MlsMac {
     }
     static Acc zero() { return 0; }
     static Acc mac(Acc acc, Elem a, Elem b) { return acc + (int64_t)a * b; }
+    // The shift-add product of the ap_int path, as one native multiply (same value, no branches).
     static int64_t shift_add_scale(Acc p, unsigned ma, unsigned mb, unsigned mg) {
-        if (mg == 0) return p;
-        int64_t ta = (p << 1) + (ma ? p : 0);
-        return (ta << 1) + (mb ? ta : 0);
+        return p * (int64_t)(((1u << mg) + ma) * ((1u << mg) + mb));
     }
 #else
 struct MlsMac {
