@@ -145,7 +145,15 @@ def split_formats(text: str) -> list:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, args.threads))
+    try:
+        return _demo(args)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _demo(args) -> int:
     backend, check, note = pick_backends(args.backend)
     if note:
         print(f"lowbit demo: {note}", file=sys.stderr)

@@ -383,8 +383,16 @@ def fit(
     if config is not None and options:
         raise TypeError("pass either a TrainConfig or keyword options, not both")
     cfg = (config or TrainConfig(**options)).resolved()
+    previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _fit(cfg, model, dataset, on_epoch_end)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _fit(cfg: TrainConfig, model, dataset, on_epoch_end) -> FitResult:
     dataset = dataset or load_dataset(cfg)
     if model is None:
         model = build_model(cfg, dataset)

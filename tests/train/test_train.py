@@ -6,7 +6,7 @@ import torch
 from lowbit import checkpoint, train
 from lowbit.train import NonFiniteError, TrainConfig, fit
 
-QUICK = dict(data="digits", epochs=2, batch_size=64, limit_train=256, limit_test=128, progress=False, seed=0)
+QUICK = dict(data="digits", epochs=2, batch_size=64, limit_train=256, limit_test=128, progress=False, seed=0, threads=1)
 
 
 def test_fit_digits_fp32_learns():
@@ -145,7 +145,7 @@ def test_cli_errors_are_clear(argv, message, capsys):
 
 def test_cli_runs_and_writes_metrics(tmp_path, capsys):
     out = tmp_path / "cli"
-    argv = ["--epochs", "1", "--batch-size", "64", "--limit-train", "128", "--limit-test", "64", "--quiet", "--out", str(out)]
+    argv = ["--epochs", "1", "--batch-size", "64", "--limit-train", "128", "--limit-test", "64", "--quiet", "--threads", "1", "--out", str(out)]
     assert train.main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model"] == "digits_cnn" and summary["format"] == "fp32" and 0 <= summary["test_acc"] <= 100
@@ -190,3 +190,9 @@ def test_metrics_carry_per_layer_weight_quant_error():
     record = fit(**{**QUICK, "epochs": 1}, format="mls:2,1").final
     assert sorted(record["quant_error"]) == ["conv2", "conv3"]  # first conv and fc stay fp32
     assert all(0 < v["W"] < 0.5 for v in record["quant_error"].values())
+
+
+def test_fit_restores_the_thread_count():
+    before = torch.get_num_threads()
+    fit(**{**QUICK, "epochs": 1, "threads": before + 1})
+    assert torch.get_num_threads() == before
