@@ -21,7 +21,7 @@ def _both(layer_fn, x, seed=0):
     for dev in ("cpu", "cuda"):
         torch.manual_seed(seed)
         layer = layer_fn().to(dev)
-        xd = x.to(dev).requires_grad_(True)
+        xd = x.detach().to(dev).requires_grad_(True)
         torch.manual_seed(seed + 1)  # the same quantizer seeds on both devices
         z = layer(xd)
         z.backward(torch.ones_like(z) * 0.01 + z.detach() * 0.1)
