@@ -74,6 +74,7 @@ def open_pynq(bitstream, *, device=None, download: Optional[bool] = None, timeou
     import lowbit_drivers  # noqa: F401  must be imported before the Overlay binds drivers
     import pynq
 
+    from .board.packing import KernelLimits
     from .board.pynq_backend import PynqBackend
 
     bit = _find_file(Path(bitstream), ".bit")
@@ -81,8 +82,13 @@ def open_pynq(bitstream, *, device=None, download: Optional[bool] = None, timeou
     if download is None:
         download = not getattr(device, "simulated", False)
     overlay = pynq.Overlay(str(bit), download=download, device=device)
+    limits = KernelLimits.from_manifest(manifest)
+    if not limits.same_as_emulation:
+        warnings.warn(f"{bit.parent / 'manifest.json'}: the kernel holds A_ELEMS={limits.a_elems}, "
+                      f"SCALE_BUF={limits.scale_buf}; the emulation backend holds more, so its K-tiles differ and "
+                      "results agree with it up to the fp32 rounding of the K-tile sums, not bit for bit")
     return PynqBackend(overlay, ip_name=ip_name, dma_name=dma_name, board=str(manifest.get("board", bit.parent.name)),
-                       timeout_s=timeout_s)
+                       timeout_s=timeout_s, limits=limits)
 
 
 def _pynq_board_present() -> bool:

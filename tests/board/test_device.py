@@ -163,3 +163,12 @@ def test_a_file_replaced_after_the_build_is_refused(tmp_path):
     hwh.write_text(hwh.read_text().replace("lowbit_gemm", "lowbit_gemm", 1) + "<!-- edited -->\n")
     with pytest.raises(ManifestMismatch, match="sha256 differs"):
         read_manifest(folder / "lowbit_gemm.bit")
+
+
+def test_manifest_kernel_limits_reach_the_backend_with_a_warning(tmp_path):
+    from lowbit.board.sim import SimulatedBoard
+
+    folder = copy_fixture(tmp_path, a_elems=16384, scale_buf=8192)
+    with pytest.warns(UserWarning, match="A_ELEMS=16384.*not bit for bit"):
+        backend = open_device("pynq", bitstream=folder, device=SimulatedBoard())
+    assert (backend.limits.a_elems, backend.limits.scale_buf) == (16384, 8192)

@@ -137,3 +137,34 @@ def test_single_tile_stream_holds_each_operand_exactly_as_qtensor_pack(fmt, oper
     packing.pack_call(buf, hdr, at, bt)
     body = buf[wire.HEADER_WORDS:].tobytes()
     assert body == a.pack() + b.pack()
+
+
+@pytest.mark.parametrize("fmt", ["mls:2,1", "pot:4", "mogami:bf16"])
+@pytest.mark.parametrize("shape,block", [((300, 70, 9000), 64), ((130, 5, 600), 9), ((3, 2, 8192 + 7), 8192),
+                                         ((128, 9, 8192), 1)])
+def test_planner_with_default_limits_is_the_emulations_tiling(fmt, shape, block, operands):
+    """Holds lowbit.board.packing.plan_calls and lowbit.backends.emulation.gemm_tiles together."""
+    a, b = operands(fmt, *shape, block=block)
+    blk = a.block if a.block else shape[2]
+    oa, ob = packing.board_operand(a), packing.board_operand(b)
+    ours = list(packing.plan_calls(a.fmt, oa, ob, blk, Op.FORWARD))
+    theirs = list(em.gemm_tiles(a.fmt, oa, ob, blk, Op.FORWARD))
+    assert len(ours) == len(theirs)
+    for (ms, ns, calls), (ms2, ns2, calls2) in zip(ours, theirs):
+        assert (ms, ns) == (ms2, ns2)
+        assert [c[0] for c in calls] == [c[0] for c in calls2]  # the headers: m, n, k, block of every call
+
+
+def test_board_built_with_smaller_buffers_tiles_k_for_them(emulation, operands):
+    from lowbit.board import open_simulated
+
+    limits = packing.KernelLimits(a_elems=16 * 1024, scale_buf=8 * 1024)
+    board = open_simulated(timeout_s=60.0)
+    board.limits = limits
+    board.trace = []
+    a, b = operands("mls:2,1", 64, 40, 1152, block=9, seed=6)
+    c = board.gemm(a, b)
+    calls = [c for _, _, g in board._plan(a, b, 9, Op.FORWARD) for c in g]
+    assert all(call.header.m * call.header.k <= limits.a_elems for call in calls) and len(calls) > 1
+    expected = emulation.gemm(a, b)  # one K-tile there: the sums differ only by fp32 rounding
+    assert torch.allclose(c, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))

@@ -17,7 +17,7 @@ import torch
 
 from .. import wire
 from ..backends.base import Backend, Capabilities
-from ..backends.emulation import check_operands, gemm_tiles, tensor_scale_product
+from ..backends.emulation import check_operands, tensor_scale_product
 from ..formats import MLS
 from ..qtensor import QTensor
 from ..wire import Op, Status
@@ -75,8 +75,9 @@ class AlveoBackend(Backend):
     name = "alveo"
 
     def __init__(self, xclbin, *, device_index: int = 0, kernel_name: str = wire.ALVEO_KERNEL,
-                 timeout_s: float = 10.0, board: str = "<alveo>"):
+                 timeout_s: float = 10.0, board: str = "<alveo>", limits: Optional[packing.KernelLimits] = None):
         self.xrt = _pyxrt()
+        self.limits = limits or packing.KernelLimits()
         self.board, self.timeout_s = board, float(timeout_s)
         self.xdevice = self.xrt.device(device_index)
         self.uuid = self.xdevice.load_xclbin(str(xclbin))
@@ -94,7 +95,8 @@ class AlveoBackend(Backend):
         check_operands(a, b)
         block = a.block if isinstance(a.fmt, MLS) else a.shape[1]
         out = np.zeros((a.shape[0], b.shape[0]), dtype=np.float32)
-        tiles = list(gemm_tiles(a.fmt, packing.board_operand(a), packing.board_operand(b), block, op))
+        tiles = list(packing.plan_calls(a.fmt, packing.board_operand(a), packing.board_operand(b), block, op,
+                                        self.limits))
         calls = [(hdr, at, bt) for _, _, group in tiles for hdr, at, bt in group]
         parts = self._run_pipelined(calls)
         index = 0
@@ -177,4 +179,5 @@ def open_alveo(xclbin, **kwargs) -> AlveoBackend:
     path = _find_file(Path(xclbin), ".xclbin")
     manifest = read_manifest(path)
     kwargs.setdefault("board", str(manifest.get("board", "<alveo>")))
+    kwargs.setdefault("limits", packing.KernelLimits.from_manifest(manifest))
     return AlveoBackend(path, **kwargs)

@@ -20,7 +20,7 @@ from lowbit_drivers import LowbitGemm
 
 from .. import wire
 from ..backends.base import Backend, Capabilities
-from ..backends.emulation import Operand, check_operands, gemm_tiles, tensor_scale_product
+from ..backends.emulation import Operand, check_operands, tensor_scale_product
 from ..formats import MLS
 from ..qtensor import QTensor
 from ..wire import Header, Op, Status
@@ -58,8 +58,11 @@ class PynqBackend(Backend):
     name = "board"
 
     def __init__(self, overlay, *, ip_name: Optional[str] = None, dma_name: Optional[str] = None,
-                 board: str = "<board>", timeout_s: float = 10.0):
+                 board: str = "<board>", timeout_s: float = 10.0, limits: Optional[packing.KernelLimits] = None):
+        """``limits``: the on-chip buffers the bitstream's kernel was built with (manifest
+        ``a_elems``/``scale_buf``); the emulation's by default, which makes results bit-identical."""
         self.overlay = overlay
+        self.limits = limits or packing.KernelLimits()
         self.device = overlay.device
         self.board = board
         self.timeout_s = float(timeout_s)
@@ -103,10 +106,12 @@ class PynqBackend(Backend):
         return torch.from_numpy(out).to(device=a.device)
 
     def _plan(self, a: QTensor, b: QTensor, block: int, op: Op) -> list:
-        """[(A-row slice, B-row slice, [Call per K-tile, ascending K])] in the emulation's order.
+        """[(A-row slice, B-row slice, [Call per K-tile, ascending K])] in the emulation's order
+        (for the emulation's kernel limits).
         B-row tiles too large for one DMA transfer are cut further; every output element is still
         computed by the same K-tile calls, so results do not change."""
-        tiles = list(gemm_tiles(a.fmt, packing.board_operand(a), packing.board_operand(b), block, op))
+        tiles = list(packing.plan_calls(a.fmt, packing.board_operand(a), packing.board_operand(b), block, op,
+                                        self.limits))
         groups = [(ms, sub, calls) for ms, ns, calls in tiles for sub, calls in self._fit_transfers(ns, calls)]
         count = sum(len(calls) for _, _, calls in groups)
         plan, index = [], 0
