@@ -31,10 +31,17 @@ def mogami_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.device.type == "cpu" and b.device.type == "cpu" and _native_ok():
         return _mogami_native(a, b)
     _check_finite(a, b)
-    int_dtype, one, min_normal, max_finite, sign_bit = _LAYOUT[a.dtype]
     a, b = torch.broadcast_tensors(a, b)
-    ia = a.contiguous().view(int_dtype).to(torch.int64)
-    ib = b.contiguous().view(int_dtype).to(torch.int64)
+    from .quant import _maybe_compiled
+
+    return _maybe_compiled("mogami", _mogami_ops, a.device)(a.contiguous(), b.contiguous())
+
+
+def _mogami_ops(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The product in torch ops (CUDA, and CPU without the native kernel)."""
+    int_dtype, one, min_normal, max_finite, sign_bit = _LAYOUT[a.dtype]
+    ia = a.view(int_dtype).to(torch.int64)
+    ib = b.view(int_dtype).to(torch.int64)
     mag_mask = (1 << sign_bit) - 1
     ma, mb = ia & mag_mask, ib & mag_mask
     mag = ma + mb - one

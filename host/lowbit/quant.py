@@ -284,20 +284,79 @@ def mls_element_codes(xf_ratio: torch.Tensor, negative: torch.Tensor, fmt: MLS, 
 def _mls_torch(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optional[int]) -> QTensor:
     xf = x.detach().float().contiguous()
     view = _group_view(xf, block)
-    mag = view.abs()
-    st = mag.amax()
-    gmax = _reduce_groups(mag.amax(dim=2, keepdim=True), fmt.group)  # [P|1, Q|1, 1]
+    st = view.abs().amax()
+    gmax = _reduce_groups(view.abs().amax(dim=2, keepdim=True), fmt.group)  # [P|1, Q|1, 1]
     sgf = gmax / torch.where(st > 0, st, torch.ones_like(st))
     scale_codes = group_scale_codes(sgf, fmt.eg, fmt.mg)
     sg = group_scale_values(scale_codes, fmt.mg)
     inv = torch.reciprocal(sg * st).clamp(max=FLT_MAX)
-    ratio = (mag * inv).clamp(max=2.0)
-    rbits = None
-    if rounding == "stochastic":
+    stochastic = rounding == "stochastic"
+    if stochastic and xf.numel() > _INT32_COUNTERS:
         rbits = _group_view(random_bits(xf.numel(), seed, xf.device).view(xf.shape), block)
-    codes = _ungroup(mls_element_codes(ratio, view < 0, fmt, rounding, rbits), xf.shape)
-    qt = QTensor(fmt, codes, scale_codes[:, :, 0], st.clone(), x.dtype, block)
-    return _with_values(qt)
+        ratio = (view.abs() * inv).clamp(max=2.0)
+        codes = _ungroup(mls_element_codes(ratio, view < 0, fmt, rounding, rbits), xf.shape)
+        return _with_values(QTensor(fmt, codes, scale_codes[:, :, 0], st.clone(), x.dtype, block))
+    keys = torch.tensor([_signed32(seed & M32), _signed32((seed >> 32) & M32)], dtype=torch.int32, device=xf.device)
+    codes, values = _elementwise_mls(xf.device)(view, inv, sg, st, keys, xf.shape[-1] if xf.dim() == 2 else
+                                                view.shape[1] * view.shape[2], fmt, stochastic)
+    return QTensor(fmt, _ungroup(codes, xf.shape), scale_codes[:, :, 0], st.clone(), x.dtype, block,
+                   values=_ungroup(values, xf.shape).to(x.dtype))
+
+
+def _mls_elements(view, inv, sg, st, keys, row_len: int, fmt: MLS, stochastic: bool):
+    """Codes and values of a grouped view [P, Q, B] (per-group inv, sg: [P|1, Q|1, 1]).
+
+    Pure elementwise work, so that torch.compile fuses it into one kernel on CUDA; the random
+    counters are the flat source indices p * row_len + q * B + b (padding lanes are discarded).
+    """
+    ratio = (view.abs() * inv).clamp(max=2.0)
+    rbits = None
+    if stochastic:
+        p, q, b = view.shape
+        dev = view.device
+        idx = (torch.arange(p, device=dev, dtype=torch.int32)[:, None, None] * row_len
+               + torch.arange(q, device=dev, dtype=torch.int32)[None, :, None] * b
+               + torch.arange(b, device=dev, dtype=torch.int32))
+        r = _hash32_int32(_hash32_int32(idx ^ keys[0]) ^ keys[1])
+        rbits = (r >> 8) & 0xFFFFFF
+    codes = mls_element_codes(ratio, view < 0, fmt, "stochastic" if stochastic else "nearest", rbits)
+    c = codes.to(torch.int32)
+    e, man = (c >> fmt.mx) & ((1 << fmt.ex) - 1), c & ((1 << fmt.mx) - 1)
+    qint = torch.where(e == 0, man, ((1 << fmt.mx) + man) << (e - 1).clamp(min=0))
+    sign = 1.0 - 2.0 * ((c >> (fmt.code_bits - 1)) & 1).to(torch.float32)
+    mag = qint.to(torch.float32) * 2.0 ** (fmt.exmin - fmt.mx)  # exact, as decode()'s ldexp
+    return codes, ((sign * mag) * sg) * st
+
+
+_compiled: dict = {}
+
+
+def _elementwise_mls(device: torch.device):
+    return _maybe_compiled("mls", _mls_elements, device)
+
+
+def _maybe_compiled(name: str, fn, device: torch.device):
+    """``fn`` through torch.compile on CUDA (one fused kernel instead of dozens of passes);
+    eager elsewhere or with LOWBIT_COMPILE=0. Both are the same arithmetic (tests compare)."""
+    if device.type != "cuda" or os.environ.get("LOWBIT_COMPILE", "1") == "0":
+        return fn
+    if name not in _compiled:
+        try:
+            _compiled[name] = torch.compile(fn, dynamic=True)
+        except Exception:  # no compiler backend: eager is the same arithmetic, only slower
+            _compiled[name] = fn
+    compiled = _compiled[name]
+
+    def run(*args):
+        try:
+            return compiled(*args)
+        except Exception as err:  # a failed compile must not stop training: fall back, say so once
+            if compiled is not fn:
+                warnings.warn(f"lowbit: torch.compile of the {name} quantizer failed ({err!r}); using eager ops")
+                _compiled[name] = fn
+            return fn(*args)
+
+    return run
 
 
 # ---------------------------------------------------------------- PoT
@@ -333,15 +392,34 @@ def pot_element_codes(z: torch.Tensor, negative: torch.Tensor, max_code: int, ro
 
 def _pot_torch(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio: float) -> QTensor:
     xf = x.detach().float().contiguous()
-    mag = xf.abs()
-    s = pot_scale_exponent(float(mag.amax()), clip_ratio)
-    # two exact power-of-two steps so that 2^-s never overflows
-    half = -s // 2
-    z = mag * pow2(torch.tensor(half)) * pow2(torch.tensor(-s - half))
-    rbits = random_bits(xf.numel(), seed, xf.device).view(xf.shape) if rounding == "stochastic" else None
-    codes = pot_element_codes(z, xf < 0, fmt.max_code, rounding, rbits)
+    s = pot_scale_exponent(float(xf.abs().amax()), clip_ratio)
+    stochastic = rounding == "stochastic"
     scale = pow2(torch.tensor(s)).to(xf.device)
-    return _with_values(QTensor(fmt, codes, None, scale, x.dtype, None))
+    if stochastic and xf.numel() > _INT32_COUNTERS:
+        z = xf.abs() * 2.0 ** (-s // 2) * 2.0 ** (-s - (-s // 2))
+        rbits = random_bits(xf.numel(), seed, xf.device).view(xf.shape)
+        codes = pot_element_codes(z, xf < 0, fmt.max_code, rounding, rbits)
+        return _with_values(QTensor(fmt, codes, None, scale, x.dtype, None))
+    keys = torch.tensor([_signed32(seed & M32), _signed32((seed >> 32) & M32)], dtype=torch.int32, device=xf.device)
+    codes, values = _maybe_compiled("pot", _pot_elements, xf.device)(
+        xf.reshape(-1), keys, float(2.0 ** (-s // 2)), float(2.0 ** (-s - (-s // 2))), float(2.0 ** s),
+        fmt.max_code, stochastic)
+    return QTensor(fmt, codes.view(xf.shape), None, scale, x.dtype, None, values=values.view(xf.shape).to(x.dtype))
+
+
+def _pot_elements(flat, keys, step1: float, step2: float, scale: float, max_code: int, stochastic: bool):
+    """Codes and values of PoT elements; z = |x| 2^-s in two exact power-of-two steps."""
+    z = flat.abs() * step1 * step2
+    rbits = None
+    if stochastic:
+        idx = torch.arange(flat.numel(), device=flat.device, dtype=torch.int32)
+        rbits = (_hash32_int32(_hash32_int32(idx ^ keys[0]) ^ keys[1]) >> 8) & 0xFFFFFF
+    codes = pot_element_codes(z, flat < 0, max_code, "stochastic" if stochastic else "nearest", rbits)
+    c = codes.to(torch.int32)
+    e = c & max_code
+    mag = torch.where(e == 0, torch.zeros_like(e, dtype=torch.float32), pow2(e - max_code))
+    sign = 1.0 - 2.0 * ((c >> 4) & 1).to(torch.float32)
+    return codes, (sign * mag) * scale
 
 
 # ---------------------------------------------------------------- Mogami / fp32
