@@ -53,6 +53,3 @@ def runtime_metadata_parser():
     raise ImportError("neither pynqmetadata (pynq 4.0) nor pynq.metadata (pynq 3.0) provides RuntimeMetadataParser; "
                       "reinstall pynq: pip install 'lowbit[board]'")
 
-
-def dma_description_needs_device() -> bool:
-    return pynq_version()[:1] >= (4,)
