@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,7 +17,8 @@ from . import wire
 from .backends.base import Backend
 
 KINDS = ("pynq", "alveo", "emulation", "auto")
-REPO_BITSTREAMS = Path(__file__).resolve().parents[2] / "bitstreams"
+# Where "auto" looks for bitstreams/<board>/ folders: $LOWBIT_BITSTREAMS, else the source checkout's.
+REPO_BITSTREAMS = Path(os.environ.get("LOWBIT_BITSTREAMS") or Path(__file__).resolve().parents[2] / "bitstreams")
 
 
 class ManifestMismatch(RuntimeError):
