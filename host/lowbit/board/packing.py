@@ -65,11 +65,7 @@ def plan_calls(fmt, a: Operand, b: Operand, block: int, op: Op, limits: KernelLi
 @functools.lru_cache(maxsize=256)
 def stream_words(header: Header) -> int:
     """Input words of one call: header, then A scales, A codes, B scales, B codes."""
-    scales = header.nblocks if header.has_scales else 0
-    return (wire.HEADER_WORDS + wire.words_for(header.m * scales, wire.SCALE_LANE_BITS)
-            + wire.words_for(header.m * header.k, header.lane_bits)
-            + wire.words_for(header.n * scales, wire.SCALE_LANE_BITS)
-            + wire.words_for(header.n * header.k, header.lane_bits))
+    return header.input_words()
 
 
 _CDEF = """
