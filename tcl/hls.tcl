@@ -1,12 +1,14 @@
 # Vitis HLS flow for the lowbit GEMM kernels: C simulation, synthesis, co-simulation, export.
 #
-#   vitis_hls -f tcl/hls.tcl -tclargs <kernel> <part> <clock_ns> <steps> <golden_dir>
+#   vitis_hls -f tcl/hls.tcl -tclargs <kernel> <part> <clock_ns> <steps> <golden_dir> [defines]
 #
 #   kernel      a key of KERNELS below
 #   part        e.g. xc7z020clg400-1 (PYNQ-Z2), xczu7ev-ffvc1156-2-e (ZCU104), xcu50-fsvh2104-2-e
 #   steps       comma list of csim,csynth,cosim,export
 #   golden_dir  folder written by `python -m lowbit.reference_kernel --golden DIR` (cases.txt lists
 #               the cases the testbench replays)
+#   defines     optional buffer configuration, e.g. "-DLOWBIT_A_ELEMS=16384u -DLOWBIT_SCALE_BUF=8192u"
+#               (KernelConfig in hls/include/lowbit/gemm.hpp; lowbit.backends.emulation.CONFIGS)
 # Outputs go to build/hls/<kernel>/ ; the IP catalog zip (Zynq) or .xo (Alveo) to build/ip/.
 
 set script_dir [file dirname [file normalize [info script]]]
@@ -28,18 +30,18 @@ set LIBRARY hls
 set VERSION 1.0
 
 if {[llength $argv] < 5} {
-    puts "usage: vitis_hls -f tcl/hls.tcl -tclargs <kernel> <part> <clock_ns> <steps> <golden_dir>"
+    puts "usage: vitis_hls -f tcl/hls.tcl -tclargs <kernel> <part> <clock_ns> <steps> <golden_dir> \[defines\]"
     puts "kernels: [dict keys $KERNELS]"
     exit 2
 }
-lassign $argv kernel part clock_ns steps golden_dir
+lassign $argv kernel part clock_ns steps golden_dir defines
 if {![dict exists $KERNELS $kernel]} {
     puts "unknown kernel $kernel; known: [dict keys $KERNELS]"
     exit 2
 }
 set k [dict get $KERNELS $kernel]
 set steps [split $steps ,]
-set cflags "-std=c++14 -I$root/hls/include"
+set cflags "-std=c++14 -I$root/hls/include $defines"
 
 open_project -reset $root/build/hls/$kernel
 set_top [dict get $k top]

@@ -74,4 +74,9 @@ uint32_t lowbit_mogami_mul_bits(uint32_t a, uint32_t b, uint32_t bits) {
     return bits == 16 ? lowbit::mogami_mul_bits<16>(a, b) : lowbit::mogami_mul_bits<32>(a, b);
 }
 
+void lowbit_kernel_limits(uint32_t* out) {
+    out[0] = lowbit::KernelConfig::SCALE_BUF;
+    out[1] = lowbit::KernelConfig::A_ELEMS;
+}
+
 }  // extern "C"

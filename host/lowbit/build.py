@@ -96,6 +96,7 @@ def write_manifest(board_dir: Path, board: str, files: Sequence[str], *, tool_ve
         "vlnv": wire.VLNV,
         "wire_version": wire.WIRE_VERSION,
         "id_version": (wire.IP_ID << 16) | wire.WIRE_VERSION,
+        "kernel_limits": {"scale_buf": kernel_limits(board).scale_buf, "a_elems": kernel_limits(board).a_elems},
         "files": {f: {"sha256": sha256_file(board_dir / f), "bytes": (board_dir / f).stat().st_size} for f in files},
         "tool_version": tool_version,
         "source_commit": commit if commit is not None else source_commit(),
@@ -124,13 +125,22 @@ def verify_manifest(board_dir: Path) -> dict:
     return manifest
 
 
+def kernel_limits(board: str):
+    """The on-chip buffer configuration built for ``board`` (emulation.CONFIGS; Alveo: full)."""
+    from .backends.emulation import CONFIGS, FULL
+
+    return CONFIGS.get(board, FULL)
+
+
 def plan(board: Board, out_dir: Path, golden: Path, steps: str) -> List[List[str]]:
     """The commands of the build, in order."""
+    from .backends.emulation import config_defines
+
     if board.kind == "alveo":
         return [["bash", str(REPO_ROOT / "tcl" / "vpp_build.sh"), board.name, str(out_dir)]]
     return [
         ["vitis_hls", "-f", str(REPO_ROOT / "tcl" / "hls.tcl"), "-tclargs", board.kernel, board.part,
-         str(board.clock_ns), steps, str(golden)],
+         str(board.clock_ns), steps, str(golden), " ".join(config_defines(kernel_limits(board.name)))],
         ["vivado", "-mode", "batch", "-source", str(REPO_ROOT / "tcl" / "bd_zynq.tcl"), "-tclargs", board.name,
          str(REPO_ROOT / "build" / "ip"), str(out_dir)],
     ]

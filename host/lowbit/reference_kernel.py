@@ -160,11 +160,11 @@ def gemm_call(hdr: Header, a, b) -> np.ndarray:
     return fp32_sum(mogami_gemm(a.codes, b.codes, bits)[None], axis=0)
 
 
-def gemm(a: QTensor, b: QTensor, *, op: Op = Op.FORWARD) -> torch.Tensor:
+def gemm(a: QTensor, b: QTensor, *, op: Op = Op.FORWARD, limits=None) -> torch.Tensor:
     """The whole host + kernel GEMM (tiling of ``lowbit.backends.emulation``) in numpy."""
-    from .backends.emulation import tiled_gemm
+    from .backends.emulation import FULL, tiled_gemm
 
-    return tiled_gemm(a, b, op, gemm_call)
+    return tiled_gemm(a, b, op, gemm_call, limits or FULL)
 
 
 class ReferenceBackend:

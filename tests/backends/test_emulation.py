@@ -227,3 +227,34 @@ def test_concurrent_callers_get_their_own_results():
     for t in threads:
         t.join()
     assert all(np.array_equal(r, e) for r, e in zip(results, expected))
+
+
+@pytest.mark.parametrize("config", ["full", "pynq-z2"])
+def test_kernel_builds_report_their_limits(config):
+    limits = em.CONFIGS[config]
+    ffi, lib = em.kernel_lib(limits)
+    out = np.zeros(2, dtype=np.uint32)
+    lib.lowbit_kernel_limits(ffi.from_buffer("uint32_t[]", out))
+    assert out.tolist() == [limits.scale_buf, limits.a_elems]
+
+
+def test_small_board_config_tiles_to_fit_and_stays_exact():
+    """The PYNQ-Z2 buffer sizes: 16K A elements, 8K scales. The host tiles M and K to fit; the
+    result equals the numpy model under the same tiling; an oversized call is refused."""
+    small = em.EmulationBackend("pynq-z2")
+    limits = small.limits
+    qa, qb = _pair("mls:2,1", 100, 70, 600, seed=12, block=9)
+    calls = [c for _, _, cs in em.gemm_tiles(qa.fmt, em.operand_of(qa), em.operand_of(qb), 9, Op.FORWARD, limits)
+             for c in cs]
+    assert len(calls) > 1
+    for hdr, _, _ in calls:
+        assert hdr.m * hdr.k <= limits.a_elems and max(hdr.m, hdr.n) * hdr.nblocks <= limits.scale_buf
+    assert torch.equal(small.gemm(qa, qb), rk.gemm(qa, qb, limits=limits))
+    pa, pb = _pair("pot:4", 64, 5, 1000, seed=13)
+    assert torch.equal(small.gemm(pa, pb), rk.gemm(pa, pb, limits=limits))
+    hdr = Header.for_gemm(Op.FORWARD, qa.fmt, 100, 70, 600, 9)
+    words = em.build_stream(hdr, em.operand_of(qa), em.operand_of(qb))
+    assert em.run_axis_stream(words, limits=limits).status == Status.BAD_DIMS
+    assert em.run_axis_stream(words).status == Status.OK
+    with pytest.raises(ValueError, match="unknown kernel config"):
+        em.EmulationBackend("zynq-7000")

@@ -21,11 +21,20 @@ namespace lowbit {
 // scales of A and of B are held whole (M * nblocks and N * nblocks entries), A as M * K elements.
 // A smaller board sets A_ELEMS lower (docs/hardware.md); the header check then rejects larger
 // calls with BAD_DIMS and the host (lowbit.backends.emulation.A_ELEMS) tiles K to fit.
+#ifndef LOWBIT_SCALE_BUF
+#define LOWBIT_SCALE_BUF (1u << 16)
+#endif
+#ifndef LOWBIT_A_ELEMS
+#define LOWBIT_A_ELEMS (wire::MAX_M * wire::MAX_K)
+#endif
 struct KernelConfig {
-    static const uint32_t SCALE_BUF = 1u << 16;
-    static const uint32_t A_ELEMS = wire::MAX_M * wire::MAX_K;
+    static const uint32_t SCALE_BUF = LOWBIT_SCALE_BUF;
+    static const uint32_t A_ELEMS = LOWBIT_A_ELEMS;
     static const unsigned LANES_MAX = 16;  // 4-bit lanes per 64-bit word
 };
+static_assert(KernelConfig::A_ELEMS >= wire::MAX_K, "A must hold one row of the longest block");
+static_assert(KernelConfig::A_ELEMS <= wire::MAX_M * wire::MAX_K, "A larger than the protocol can fill");
+static_assert(KernelConfig::SCALE_BUF >= wire::MAX_M, "one block per row of A must fit");
 
 struct Header {
     uint32_t magic, version, op, arith, m, n, k, block;

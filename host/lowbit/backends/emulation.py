@@ -26,11 +26,31 @@ from ..qtensor import QTensor
 from ..wire import Header, Op, Status
 from .base import Backend, Capabilities
 
-# On-chip buffer limits of the kernel configuration (hls/include/lowbit/gemm.hpp, KernelConfig).
-SCALE_BUF = 1 << 16
+
+
+@dataclass(frozen=True)
+class KernelLimits:
+    """On-chip buffer sizes of a kernel build (KernelConfig in hls/include/lowbit/gemm.hpp): group
+    scales of A and of B (entries each) and A itself (elements). The host tiles to fit them."""
+
+    scale_buf: int = 1 << 16
+    a_elems: int = wire.MAX_M * wire.MAX_K
+
+
+FULL = KernelLimits()  # the protocol's whole MAX_M x MAX_K: the emulation default
+# docs/hardware.md: what fits a PYNQ-Z2's BRAM next to the lane logic
+CONFIGS = {"full": FULL, "pynq-z2": KernelLimits(scale_buf=1 << 13, a_elems=1 << 14),
+           "zcu104": KernelLimits(scale_buf=1 << 15, a_elems=1 << 17)}
+
+
+def config_defines(limits: KernelLimits) -> list:
+    """Compiler defines that build the kernel with ``limits`` (none for the full default)."""
+    if limits == FULL:
+        return []
+    return [f"-DLOWBIT_SCALE_BUF={limits.scale_buf}u", f"-DLOWBIT_A_ELEMS={limits.a_elems}u"]
+SCALE_BUF, A_ELEMS = FULL.scale_buf, FULL.a_elems
 # The kernel keeps its on-chip buffers in static storage, like the one IP on a board: one call at a time.
 _KERNEL_LOCK = threading.Lock()
-A_ELEMS = wire.MAX_M * wire.MAX_K
 
 _CDEF = """
 int lowbit_axis_run(const uint64_t* in, uint64_t n_in, uint64_t* out, uint64_t out_cap, uint64_t* n_out,
@@ -42,6 +62,7 @@ float lowbit_mls_block_value(int64_t p, uint16_t sa, uint16_t sb, uint32_t ex, u
                              uint32_t mg);
 int64_t lowbit_pot_block_sum(const uint16_t* a, const uint16_t* b, uint32_t len);
 uint32_t lowbit_mogami_mul_bits(uint32_t a, uint32_t b, uint32_t bits);
+void lowbit_kernel_limits(uint32_t* out);
 """
 
 
@@ -65,18 +86,20 @@ def _arch_flags() -> list:
     return _ARCH_FLAGS[0]
 
 
-def kernel_lib():
-    """(ffi, lib) of the compiled kernel; built once per source hash into the lowbit cache.
+def kernel_lib(limits: KernelLimits = FULL):
+    """(ffi, lib) of the compiled kernel; built once per source hash (and limits) into the cache.
 
     The emulation build defines LOWBIT_FAST_CSIM (native integer types, see mac.hpp) and targets
     this CPU; the C-sim testbenches build the ap_int path of the same sources."""
     from .. import hls_headers
 
     include = hls_headers.hls_include_dir()
-    return load("lowbit_kernel", _CDEF, hls_headers.kernel_sources(),
+    config = config_defines(limits)
+    name = "lowbit_kernel" if limits == FULL else f"lowbit_kernel_s{limits.scale_buf}_a{limits.a_elems}"
+    return load(name, _CDEF, hls_headers.kernel_sources(),
                 include_dirs=[include, hls_headers.csim_include_dir(), hls_headers.HLS_DIR / "kernels"],
                 system_include_dirs=[hls_headers.ap_types_dir()],
-                flags=[hls_headers.CXX_FLAGS[0], *hls_headers.CXX_FLAGS[2:], "-DLOWBIT_FAST_CSIM", *_arch_flags()])
+                flags=[hls_headers.CXX_FLAGS[0], *hls_headers.CXX_FLAGS[2:], "-DLOWBIT_FAST_CSIM", *_arch_flags(), *config])
 
 
 @dataclass(frozen=True)
@@ -108,12 +131,12 @@ def _out_capacity(words: np.ndarray) -> int:
     return hdr.output_words() + 1
 
 
-def run_axis_stream(words: np.ndarray) -> AxisResult:
+def run_axis_stream(words: np.ndarray, *, limits: KernelLimits = FULL) -> AxisResult:
     """Run the AXI-Stream top on ``words`` (TLAST on the last word), as a DMA transfer would."""
     words = _u64(words)
     if words.size == 0:
         raise ValueError("an AXI DMA cannot send an empty transfer; give at least one word")
-    ffi, lib = kernel_lib()
+    ffi, lib = kernel_lib(limits)
     cap = max(_out_capacity(words), 2)
     out = np.zeros(cap, dtype=np.uint64)
     n_out, tlast, consumed = ffi.new("uint64_t*"), ffi.new("int64_t*"), ffi.new("uint64_t*")
@@ -129,10 +152,10 @@ def run_axis_stream(words: np.ndarray) -> AxisResult:
                       int(idv[0]), int(beats[0]))
 
 
-def run_mm(words: np.ndarray) -> Tuple[np.ndarray, Status]:
+def run_mm(words: np.ndarray, *, limits: KernelLimits = FULL) -> Tuple[np.ndarray, Status]:
     """Run the m_axi (Alveo) top on ``words``; returns (output words, status)."""
     words = _u64(words)
-    ffi, lib = kernel_lib()
+    ffi, lib = kernel_lib(limits)
     cap = max(_out_capacity(words), 2)
     out = np.zeros(cap, dtype=np.uint64)
     result = np.zeros(2, dtype=np.uint32)
@@ -193,13 +216,13 @@ def unpack_output(words: np.ndarray, m: int, n: int) -> np.ndarray:
     return vals.reshape(n, m).T
 
 
-def k_tile_size(k: int, block: int, m_rows: int) -> int:
-    """Largest K-tile of whole blocks within MAX_K and the A-scale buffer."""
-    if block > wire.MAX_K:
-        raise ValueError(f"block {block} is longer than the kernel's MAX_K={wire.MAX_K}; "
-                         "quantize with a smaller block (or use the software backend)")
+def k_tile_size(k: int, block: int, m_rows: int, limits: KernelLimits = FULL) -> int:
+    """Largest K-tile of whole blocks within MAX_K, the A-scale buffer and the A buffer."""
+    if block > min(wire.MAX_K, limits.a_elems):
+        raise ValueError(f"block {block} is longer than the kernel's MAX_K={wire.MAX_K} "
+                         f"(A buffer {limits.a_elems}); quantize with a smaller block (or use the software backend)")
     rows = max(m_rows, 1)
-    blocks = min(wire.MAX_K // block, max(SCALE_BUF // rows, 1), max(A_ELEMS // rows // block, 1))
+    blocks = min(wire.MAX_K // block, max(limits.scale_buf // rows, 1), max(limits.a_elems // rows // block, 1))
     return min(k, blocks * block)
 
 
@@ -208,16 +231,18 @@ def tiles(total: int, size: int) -> Iterator[slice]:
         yield slice(start, min(total, start + size))
 
 
-def gemm_tiles(fmt, a: Operand, b: Operand, block: int, op: Op) -> Iterator[Tuple[slice, slice, List]]:
+def gemm_tiles(fmt, a: Operand, b: Operand, block: int, op: Op,
+               limits: KernelLimits = FULL) -> Iterator[Tuple[slice, slice, List]]:
     """(m-slice, n-slice, [(header, a_tile, b_tile) per K-tile, ascending]) for every output tile."""
     m_total, k = a.codes.shape
     n_total = b.codes.shape[0]
     scaled = isinstance(fmt, MLS)
-    for ms in tiles(m_total, wire.MAX_M):
+    m_size = min(wire.MAX_M, max(limits.a_elems // min(block, k), 1)) if scaled else wire.MAX_M
+    for ms in tiles(m_total, m_size):
         rows = ms.stop - ms.start
-        kt = k_tile_size(k, block, rows) if scaled else min(k, wire.MAX_K, max(A_ELEMS // rows, 1))
+        kt = k_tile_size(k, block, rows, limits) if scaled else min(k, wire.MAX_K, max(limits.a_elems // rows, 1))
         nb_tile = -(-kt // block) if scaled else 1
-        n_size = min(wire.MAX_N, SCALE_BUF // nb_tile) if scaled else wire.MAX_N
+        n_size = min(wire.MAX_N, limits.scale_buf // nb_tile) if scaled else wire.MAX_N
         for ns in tiles(n_total, n_size):
             calls = []
             for ks in tiles(k, kt):
@@ -248,13 +273,13 @@ def tensor_scale_product(a: QTensor, b: QTensor) -> np.float32:
     return np.float32(sa * sb)
 
 
-def tiled_gemm(a: QTensor, b: QTensor, op: Op, run_call) -> torch.Tensor:
+def tiled_gemm(a: QTensor, b: QTensor, op: Op, run_call, limits: KernelLimits = FULL) -> torch.Tensor:
     """The shared host loop: ``run_call(header, a_tile, b_tile) -> C_tile [m, n] fp32``."""
     check_operands(a, b)
     block = a.block if isinstance(a.fmt, MLS) else a.shape[1]
     oa, ob = operand_of(a), operand_of(b)
     out = np.zeros((a.shape[0], b.shape[0]), dtype=np.float32)
-    for ms, ns, calls in gemm_tiles(a.fmt, oa, ob, block, op):
+    for ms, ns, calls in gemm_tiles(a.fmt, oa, ob, block, op, limits):
         acc = None
         for hdr, at, bt in calls:
             part = run_call(hdr, at, bt)
@@ -264,24 +289,31 @@ def tiled_gemm(a: QTensor, b: QTensor, op: Op, run_call) -> torch.Tensor:
     return torch.from_numpy(out).to(device=a.device)
 
 
-def _emulated_call(hdr: Header, at: Operand, bt: Operand) -> np.ndarray:
-    res = run_axis_stream(build_stream(hdr, at, bt))
+def _emulated_call(hdr: Header, at: Operand, bt: Operand, limits: KernelLimits = FULL) -> np.ndarray:
+    res = run_axis_stream(build_stream(hdr, at, bt), limits=limits)
     if res.status != Status.OK:
         raise RuntimeError(f"kernel returned status {res.status.name} for header {hdr}")
     return unpack_output(res.out_words[:-1], hdr.m, hdr.n)
 
 
 class EmulationBackend(Backend):
-    """Bit-exact C-simulation of the HLS kernel (the same C++ the FPGA runs)."""
+    """Bit-exact C-simulation of the HLS kernel (the same C++ the FPGA runs).
+
+    ``config``: "full" (the protocol's limits) or "pynq-z2" (the smaller on-chip buffers of a
+    PYNQ-Z2 build, docs/hardware.md), or a KernelLimits."""
 
     name = "emulation"
 
-    def __init__(self) -> None:
-        kernel_lib()  # build now: a missing compiler or header fails here, with its message
+    def __init__(self, config="full") -> None:
+        if not isinstance(config, KernelLimits) and config not in CONFIGS:
+            raise ValueError(f"unknown kernel config {config!r}; choose one of {sorted(CONFIGS)} or a KernelLimits")
+        self.limits = config if isinstance(config, KernelLimits) else CONFIGS[config]
+        kernel_lib(self.limits)  # build now: a missing compiler or header fails here, with its message
 
     def capabilities(self) -> Capabilities:
         return Capabilities(self.name, ("mls", "pot", "mogami"), True, ("cpu", "cuda"),
                             "HLS C++ kernel compiled with g++, bit-exact with the FPGA arithmetic")
 
     def gemm(self, a: QTensor, b: QTensor, *, op: Op = Op.FORWARD) -> torch.Tensor:
-        return tiled_gemm(a, b, op, _emulated_call)
+        limits = self.limits
+        return tiled_gemm(a, b, op, lambda hdr, at, bt: _emulated_call(hdr, at, bt, limits), limits)
