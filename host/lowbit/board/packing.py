@@ -160,7 +160,7 @@ def pack_call(dest: np.ndarray, header: Header, a: Operand, b: Operand) -> int:
 
 def output_words(header: Header) -> int:
     """C^T values two per word, then the STATUS word."""
-    return wire.words_for(header.m * header.n, wire.OUT_LANE_BITS) + 1
+    return header.output_words()
 
 
 def unpack_call(words: np.ndarray, m: int, n: int) -> np.ndarray:
