@@ -258,3 +258,13 @@ def test_small_board_config_tiles_to_fit_and_stays_exact():
     assert em.run_axis_stream(words).status == Status.OK
     with pytest.raises(ValueError, match="unknown kernel config"):
         em.EmulationBackend("zynq-7000")
+
+
+@pytest.mark.parametrize("fmt,k,block", [("mls:2,1", 50, 9), ("mls:2,4", 63, 7), ("mls:3,4", 10, 3), ("pot:4", 37, 37),
+                                         ("mogami:fp32", 9, 9), ("mogami:bf16", 11, 11)])
+def test_stream_length_matches_the_wire_spec(fmt, k, block):
+    qa, qb = _pair(fmt, 5, 3, k, seed=k, block=block)
+    hdr = Header.for_gemm(Op.FORWARD, qa.fmt, 5, 3, k, block)
+    words = em.build_stream(hdr, em.operand_of(qa), em.operand_of(qb))
+    assert len(words) == hdr.input_words()
+    assert len(em.run_axis_stream(words).out_words) == hdr.output_words()
