@@ -196,3 +196,17 @@ def test_fit_restores_the_thread_count():
     before = torch.get_num_threads()
     fit(**{**QUICK, "epochs": 1, "threads": before + 1})
     assert torch.get_num_threads() == before
+
+
+def test_nan_weight_in_a_quantized_layer_is_named():
+    pytest.importorskip("lowbit.nn")
+    from lowbit import models
+    from lowbit.nn import convert
+
+    torch.manual_seed(0)
+    model = convert(models.get("digits_cnn"), "mls:2,1")
+    with torch.no_grad():
+        model.conv3.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="conv3") as err:
+        fit(**QUICK, model=model)
+    assert (err.value.epoch, err.value.step) == (1, 0)
