@@ -338,7 +338,8 @@ def _elementwise_mls(device: torch.device):
 def _maybe_compiled(name: str, fn, device: torch.device):
     """``fn`` through torch.compile on CUDA (one fused kernel instead of dozens of passes);
     eager elsewhere or with LOWBIT_COMPILE=0. Both are the same arithmetic (tests compare)."""
-    if device.type != "cuda" or os.environ.get("LOWBIT_COMPILE", "1") == "0":
+    mode = os.environ.get("LOWBIT_COMPILE", "1")  # "0": never, "1": on CUDA, "force": everywhere
+    if mode == "0" or (device.type != "cuda" and mode != "force"):
         return fn
     if name not in _compiled:
         try:
