@@ -19,8 +19,8 @@ namespace lowbit {
 
 // On-chip limits of one call beyond wire::MAX_* (buffer sizes of this configuration): the group
 // scales of A and of B are held whole (M * nblocks and N * nblocks entries), A as M * K elements.
-// A smaller board sets A_ELEMS lower (docs/hardware.md); the header check then rejects larger
-// calls with BAD_DIMS and the host (lowbit.backends.emulation.A_ELEMS) tiles K to fit.
+// Boards build smaller buffers (LOWBIT_* defines, docs/hardware.md); the header check rejects calls
+// that do not fit with BAD_DIMS, and the host tiles to fit (lowbit.backends.emulation.KernelLimits).
 #ifndef LOWBIT_SCALE_BUF
 #define LOWBIT_SCALE_BUF (1u << 16)
 #endif
@@ -30,7 +30,6 @@ namespace lowbit {
 struct KernelConfig {
     static const uint32_t SCALE_BUF = LOWBIT_SCALE_BUF;
     static const uint32_t A_ELEMS = LOWBIT_A_ELEMS;
-    static const unsigned LANES_MAX = 16;  // 4-bit lanes per 64-bit word
 };
 static_assert(KernelConfig::A_ELEMS >= wire::MAX_K, "A must hold one row of the longest block");
 static_assert(KernelConfig::A_ELEMS <= wire::MAX_M * wire::MAX_K, "A larger than the protocol can fill");
