@@ -111,3 +111,18 @@ def test_reference_hash_equals_plain_integer_arithmetic():
     expected = _lowbias32_python(_lowbias32_python(77 ^ 0x12345678) ^ 5 ^ 0xDEADBEEF)
     from lowbit.quant import hash32 as torch_hash32
     assert int(torch_hash32(torch_hash32(torch.tensor([77 ^ 0x12345678])) ^ 5 ^ 0xDEADBEEF)) == expected
+
+
+def test_compiled_elementwise_path_matches_reference(monkeypatch):
+    """The function CUDA runs through torch.compile, compiled here on CPU by Inductor."""
+    import lowbit.quant as quant_mod
+
+    monkeypatch.setenv("LOWBIT_COMPILE", "force")
+    monkeypatch.setattr(quant_mod, "_compiled", {})
+    x = _spread((3, 5, 4, 6), (0, 1), 6)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="lowbit: torch.compile")  # no silent fallback to eager
+        assert_matches_reference(x, "mls:2,1", "stochastic", "torch")
+    assert "mls" in quant_mod._compiled and quant_mod._compiled["mls"] is not quant_mod._mls_elements
