@@ -24,3 +24,14 @@ def test_demo_runs_and_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert "fp32" in out and "mls:2,1" in out and "trained on the software backend" in out
     assert "of fp32" in out.splitlines()[-1]
+
+
+def test_auto_falls_back_to_software_with_a_reason(monkeypatch):
+    def broken(backend):
+        raise OSError("g++ not found")
+
+    monkeypatch.setattr(demo, "_smoke_test", broken)
+    assert demo.pick_backends("auto") == ("software", None, "emulation backend unavailable (OSError: g++ not found); using software")
+    monkeypatch.setattr(demo, "_smoke_test", lambda backend: None)
+    assert demo.pick_backends("auto") == ("emulation", None, "")
+    assert demo.pick_backends("software", cross_check=True) == ("software", "emulation", "")
