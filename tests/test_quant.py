@@ -221,11 +221,16 @@ def test_cuda_equals_cpu():
 def test_large_outputs_on_huge_pages_behave_like_tensors(monkeypatch, tmp_path):
     if not native_available():
         pytest.skip("native kernel unavailable")
-    x = torch.randn(2, 2, 512, 600, generator=torch.Generator().manual_seed(8))  # 4.9 MB of values
-    a = quantize(x, "mls:2,1", generator=torch.Generator().manual_seed(0))
-    monkeypatch.setenv("LOWBIT_HUGEPAGES", "0")
-    b = quantize(x, "mls:2,1", generator=torch.Generator().manual_seed(0))
-    assert torch.equal(a.values, b.values) and torch.equal(a.codes, b.codes)
+    # 4.9 MB of values (huge pages); odd H*W puts groups off vector bounds
+    x = torch.randn(2, 2, 511, 601, generator=torch.Generator().manual_seed(8))
+    for fmt in ("mls:2,1", "pot:4"):
+        a = quantize(x, fmt, generator=torch.Generator().manual_seed(0))
+        monkeypatch.setenv("LOWBIT_HUGEPAGES", "0")
+        b = quantize(x, fmt, generator=torch.Generator().manual_seed(0))
+        c = quantize(x, fmt, generator=torch.Generator().manual_seed(0), impl="torch")
+        monkeypatch.delenv("LOWBIT_HUGEPAGES")
+        assert torch.equal(a.values, b.values) and torch.equal(a.codes, b.codes)
+        assert torch.equal(a.values, c.values) and torch.equal(a.codes, c.codes)
     v = a.values
     v.mul_(2).add_(1)  # writable, in place
     torch.save(v, tmp_path / "v.pt")
