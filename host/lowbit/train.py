@@ -8,6 +8,7 @@ line to OUT/metrics.jsonl and atomically replaces OUT/last.pt; ``--resume`` cont
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -402,7 +403,7 @@ def _fit(cfg: TrainConfig, model, dataset, on_epoch_end) -> FitResult:
     out = Path(cfg.out) if cfg.out else None
     start_epoch, history = _start(cfg, out, model, optimizer, scheduler)
     recorder = open_recorder(cfg)
-    with (recorder if recorder is not None else _nullcontext()):
+    with recorder if recorder is not None else contextlib.nullcontext():
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             first_mark = 0
@@ -429,14 +430,6 @@ def _fit(cfg: TrainConfig, model, dataset, on_epoch_end) -> FitResult:
         if recorder is not None and out is not None:
             recorder.to_csv(out / "power.csv")
     return FitResult(cfg, history, model)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _start(cfg, out, model, optimizer, scheduler) -> tuple:
