@@ -268,3 +268,13 @@ def test_stream_length_matches_the_wire_spec(fmt, k, block):
     words = em.build_stream(hdr, em.operand_of(qa), em.operand_of(qb))
     assert len(words) == hdr.input_words()
     assert len(em.run_axis_stream(words).out_words) == hdr.output_words()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_operands_come_back_on_cuda(backend):
+    qa, qb = _pair("mls:2,1", 9, 7, 27, seed=21, block=9)
+    to_cuda = lambda q: type(q)(q.fmt, q.codes.cuda(), None if q.scale_codes is None else q.scale_codes.cuda(),  # noqa: E731
+                                q.tensor_scale.cuda(), q.dtype, q.block)
+    got = backend.gemm(to_cuda(qa), to_cuda(qb))
+    assert got.device.type == "cuda" and torch.equal(got.cpu(), backend.gemm(qa, qb))
