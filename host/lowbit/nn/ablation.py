@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..data.digits import load_digits
 from ..models.digits_cnn import DigitsCNN
 from .convert import convert
+from .layers import quantized_layers
 
 CONFIGS = {
     "fp32": dict(fmt="fp32"),
@@ -28,7 +29,7 @@ CONFIGS = {
 }
 
 
-def train_one(cfg: dict, seed: int, epochs: int, data, *, all_layers: bool, lr: float) -> dict:
+def train_one(cfg: dict, seed: int, epochs: int, data, *, all_layers: bool, lr: float, keep: bool = False) -> dict:
     torch.manual_seed(seed)
     model = DigitsCNN()
     options = {k: v for k, v in cfg.items() if k != "fmt"}
@@ -49,7 +50,29 @@ def train_one(cfg: dict, seed: int, epochs: int, data, *, all_layers: bool, lr: 
     with torch.no_grad():
         for x, y in data.test.batches(256):
             correct += int((model(x).argmax(1) == y).sum())
-    return dict(acc=100.0 * correct / len(data.test), final_loss=float(loss.detach()))
+    out = dict(acc=100.0 * correct / len(data.test), final_loss=float(loss.detach()))
+    if keep:
+        out["model"] = model
+    return out
+
+
+def forward_error(model: torch.nn.Module, cfg: dict, x: torch.Tensor, *, all_layers: bool) -> float:
+    """Mean over quantized layers of ||Z_q - Z|| / ||Z||: each layer's low-bit output against the
+    fp32 layer on the same input (errors do not compound), trained fp32 weights, eval mode."""
+    options = {k: v for k, v in cfg.items() if k != "fmt"}
+    q = convert(model, cfg["fmt"], skip_first_last=not all_layers, **options).eval()
+    errors = []
+
+    def hook(layer, inputs, out):
+        ref = torch.nn.functional.linear(inputs[0], layer.weight, layer.bias) if isinstance(layer, torch.nn.Linear) \
+            else layer._conv_forward(inputs[0], layer.weight, layer.bias)
+        errors.append(float((out - ref).norm() / ref.norm()))
+
+    for _, layer in quantized_layers(q):
+        layer.register_forward_hook(hook)
+    with torch.no_grad():
+        q(x)
+    return statistics.mean(errors)
 
 
 def main(argv=None) -> int:
@@ -76,6 +99,17 @@ def main(argv=None) -> int:
         results[name] = dict(accs=accs, mean=statistics.mean(accs), seconds=time.time() - t0)
         print(f"{name:<22}{statistics.mean(accs):>9.2f}{min(accs):>7.2f}{max(accs):>7.2f}  "
               + " ".join(f"{a:.2f}" for a in accs), flush=True)
+    if "fp32" in args.configs:
+        trained = train_one(CONFIGS["fp32"], args.seeds[0], args.epochs, data, all_layers=args.all_layers, lr=args.lr,
+                            keep=True)["model"]
+        x = data.test.x[:256]
+        print("forward GEMM error of the quantized layers (trained fp32 weights, test batch, mean relative L2):")
+        for name in args.configs:
+            if name != "fp32":
+                torch.manual_seed(0)
+                err = forward_error(trained, CONFIGS[name], x, all_layers=args.all_layers)
+                results[name]["forward_rel_error"] = err
+                print(f"{name:<22}{err:>9.4f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(args=vars(args), results=results), f, indent=2)

@@ -139,13 +139,13 @@ class QLinearMogamiFunction(torch.autograd.Function):
 # ---- ALS-POTQ Weight Bias Correction (formula in docs/layers.md) -------------------------
 
 def _weight_bias_correction(spec: LayerSpec, weight: torch.Tensor, qw: QTensor):
-    """Quantize the channel-centred weight; the per-output-channel mean, rounded to a power of
-    two, re-enters as mu_c * (sum of the inputs under the window): a shift, no multiply in the MAC."""
+    """delta_c = mean(W_c) - mean(Q(W_c)) per output channel, rounded to a power of two. The layer
+    adds delta_c * (sum of the inputs under the window): the coherent part of the weight
+    quantization error (it meets every input of the window with one sign) is removed with one
+    shift per output element and an additions-only window sum shared by all channels."""
     w = weight.detach()
-    mu = w.reshape(w.shape[0], -1).mean(dim=1)
-    shape = (-1,) + (1,) * (w.dim() - 1)
-    centred = spec.quantize(w - mu.view(shape), "W", block=spec.block if w.dim() == 2 else None)
-    return centred, pow2_round(mu)
+    delta = w.reshape(w.shape[0], -1).mean(dim=1) - qw.dequantize().reshape(w.shape[0], -1).float().mean(dim=1)
+    return qw, pow2_round(delta)
 
 
 def _window_sum(a: torch.Tensor, weight_shape, geom: ConvGeometry) -> torch.Tensor:
