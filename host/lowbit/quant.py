@@ -237,7 +237,9 @@ def group_scale_codes(sgf: torch.Tensor, eg: int, mg: int) -> torch.Tensor:
     """
     man, e = torch.frexp(sgf.double())  # sgf = man * 2^e, man in [0.5, 1)
     exp = e.to(torch.int32) - 1
-    q = torch.ceil(man * float(1 << (mg + 1))).to(torch.int32)  # ceil(frac * 2^mg), frac = 2 man
+    scaled = man * float(1 << (mg + 1))  # frac * 2^mg with frac = 2 man, exact in float64
+    q = scaled.to(torch.int32)
+    q = q + (q.to(torch.float64) < scaled).to(torch.int32)  # ceil (torch.ceil on float64 is slow on CPU)
     carry = q == (1 << (mg + 1))
     q = torch.where(carry, torch.full_like(q, 1 << mg), q)
     exp = exp + carry.to(torch.int32)
