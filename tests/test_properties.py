@@ -6,13 +6,12 @@ we require |mean - x| <= 5 of those (a false failure every ~1.7 million values) 
 exact bias bound of 2^-24 grid steps.
 """
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lowbit import QTensor
-from lowbit.formats import MLS, PoT
+from lowbit.formats import MLS
 from lowbit.quant import group_scale_values, mls_element_codes, native_available, quantize
 
 IMPLS = ["torch", "native"] if native_available() else ["torch"]
