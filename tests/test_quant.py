@@ -101,7 +101,7 @@ def test_all_zero_tensor_and_groups(impl):
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
-@pytest.mark.parametrize("fmt", ["mls:2,1", "pot:4", "mogami:bf16", "fp32"])
+@pytest.mark.parametrize("fmt", ["mls:2,1", "pot:4", "mogami:bf16", "mogami:fp32", "fp32"])
 def test_nonfinite_input_raises_with_shape(impl, fmt, bad):
     x = torch.randn(2, 3, 4, 5)
     x[1, 2, 3, 4] = bad

@@ -49,8 +49,8 @@ def quantize(x: torch.Tensor, fmt: "str | Format", *, rounding: str = "stochasti
         raise ValueError(f"cannot quantize an empty tensor (shape {tuple(x.shape)})")
     seed = draw_seed(generator) if rounding == "stochastic" and not isinstance(fmt, FP32) else 0
     native = _use_native(x, impl)
-    if isinstance(fmt, FP32) or (isinstance(fmt, Mogami) and not native):
-        _check_finite(x)
+    if isinstance(fmt, FP32) or (isinstance(fmt, Mogami) and (fmt.dtype == "fp32" or not native)):
+        _check_finite(x)  # (the native kernels count NaN/Inf in their own first pass)
     if isinstance(fmt, FP32):
         return _bits_qtensor(fmt, x.detach().float().contiguous(), x.dtype)
     if isinstance(fmt, Mogami):
