@@ -109,6 +109,12 @@ def test_nonfinite_input_raises_with_shape(impl, fmt, bad):
         q(x, fmt, impl)
 
 
+def test_float64_beyond_fp32_range_raises(impl):
+    x = torch.tensor([[1.0, 1e39]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="beyond the fp32 range"):
+        q(x, "mls:2,1", impl)
+
+
 def test_bad_arguments_raise_clear_errors():
     x = torch.randn(4, 4)
     with pytest.raises(ValueError, match="reshape it to 2-D"):

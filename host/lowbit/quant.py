@@ -47,6 +47,9 @@ def quantize(x: torch.Tensor, fmt: "str | Format", *, rounding: str = "stochasti
     _check_args(x, fmt, rounding, block, clip_ratio, impl)
     if x.numel() == 0:
         raise ValueError(f"cannot quantize an empty tensor (shape {tuple(x.shape)})")
+    if x.dtype == torch.float64 and bool((x.abs() > FLT_MAX).any()):
+        raise ValueError(f"the float64 tensor of shape {tuple(x.shape)} holds values beyond the fp32 range "
+                         f"(|x| > {FLT_MAX:.4g}); the quantizers work in fp32: rescale it first")
     seed = draw_seed(generator) if rounding == "stochastic" and not isinstance(fmt, FP32) else 0
     native = _use_native(x, impl)
     if isinstance(fmt, FP32) or (isinstance(fmt, Mogami) and (fmt.dtype == "fp32" or not native)):
