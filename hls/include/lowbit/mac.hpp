@@ -238,7 +238,11 @@ inline uint32_t mogami_mul_bits(uint32_t a, uint32_t b) {
 
 template <int BITS>
 struct MogamiMac {
-    typedef typename UInt<BITS>::type Elem;
+#if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
+    typedef uint32_t Elem;
+#else
+    typedef ap_uint<BITS> Elem;
+#endif
     typedef float Acc;
 
     static Elem decode(uint32_t code, const Format&) { return code; }
