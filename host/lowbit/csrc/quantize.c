@@ -1,7 +1,8 @@
-/* Fused CPU quantizers (MLS, PoT), bit-exact with lowbit.reference (the definition).
+/* Fused CPU kernels of lowbit: MLS and PoT quantizers, bf16 rounding, Mogami products and wire
+ * packing of codes, all bit-exact with lowbit.reference (the definition).
  *
- * Two passes over the input: block maxima (and a count of NaN/Inf), then one pass that writes
- * the int16 codes AND the dequantized fp32 values. Random numbers: the counter-based generator
+ * Quantizers: two passes over the input, block maxima (and a count of NaN/Inf), then one pass that
+ * writes the int16 codes AND the dequantized fp32 values. Random numbers: the counter-based generator
  * r(i) = hash32(hash32(lo32(i) ^ k0) ^ hi32(i) ^ k1), so results do not depend on threads.
  * Loops are branch-free so that the compiler vectorises them; OpenMP splits them over cores.
  */
@@ -19,10 +20,6 @@ static inline uint32_t hash32(uint32_t x) {
     x *= 0x846CA68Bu;
     x ^= x >> 16;
     return x;
-}
-
-static inline uint32_t random_bits(uint64_t i, uint32_t k0, uint32_t k1) {
-    return hash32(hash32((uint32_t)i ^ k0) ^ (uint32_t)(i >> 32) ^ k1);
 }
 
 static inline float bits_to_float(uint32_t u) {
