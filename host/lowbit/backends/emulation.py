@@ -4,10 +4,12 @@
 on the last word) and returns what the top wrote. ``EmulationBackend.gemm`` tiles a GEMM to the
 kernel's limits, packs every tile into the wire stream (``lowbit.wire``), runs it and unpacks.
 
-Tiling (documented order, repeated by ``lowbit.reference_kernel.gemm``): M in tiles of MAX_M,
-N in tiles that fit MAX_N and the B-scale buffer, K in tiles of whole blocks; the K-tiles' fp32
-outputs are added on the host in ascending K order (``C = C_0 + C_1 + ...``), then multiplied by
-``St_a * St_b`` (that product computed first, in fp32).
+Tiling (documented order, repeated by ``lowbit.reference_kernel.gemm``): M in tiles of MAX_M (and
+of what the A buffer holds for one block), N in tiles that fit MAX_N and the B-scale buffer, K in
+tiles of whole blocks that fit MAX_K, the A-scale buffer and the A buffer (``KernelLimits``); the
+K-tiles' fp32 outputs are added on the host in ascending K order (``C = C_0 + C_1 + ...``), then
+multiplied by ``St_a * St_b`` (that product computed first, in fp32). How N is split never
+changes a result.
 """
 from __future__ import annotations
 
