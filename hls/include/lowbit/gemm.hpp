@@ -158,39 +158,39 @@ struct GemmEngine {
     static void column(const Elem* a_km, const Elem* b_row, const uint16_t* a_scale, const uint16_t* sb,
                        const Header& h, uint32_t nb, float* out) {
         Acc acc[wire::MAX_M];
-#pragma HLS ARRAY_PARTITION variable = acc cyclic factor = 16
+#pragma HLS ARRAY_PARTITION variable=acc cyclic factor=16
     init_out:
         for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
+#pragma HLS LOOP_TRIPCOUNT min=1 max=128
             out[m] = 0.0f;
         }
     block_loop:
         for (uint32_t b = 0; b < nb; b++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 64
+#pragma HLS LOOP_TRIPCOUNT min=1 max=64
             uint32_t k0 = b * h.block, k1 = k0 + h.block < h.k ? k0 + h.block : h.k;
         init_acc:
             for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
+#pragma HLS LOOP_TRIPCOUNT min=1 max=128
                 acc[m] = Policy::zero();
             }
         intra_block:
             for (uint32_t k = k0; k < k1; k++) {
-#pragma HLS LOOP_TRIPCOUNT min = 9 max = 8192
+#pragma HLS LOOP_TRIPCOUNT min=9 max=8192
                 const Elem bk = b_row[k];
                 const Elem* a_k = a_km + k * h.m;
             mac_lanes:
                 for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
-#pragma HLS UNROLL factor = 16
-#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min=1 max=128
+#pragma HLS UNROLL factor=16
+#pragma HLS PIPELINE II=1
                     acc[m] = Policy::mac(acc[m], a_k[m], bk);
                 }
             }
         scale_and_sum:
             for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
-#pragma HLS UNROLL factor = 16
-#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min=1 max=128
+#pragma HLS UNROLL factor=16
+#pragma HLS PIPELINE II=1
                 out[m] += Policy::block_value(acc[m], a_scale[m * nb + b], sb[b], h.fmt);
             }
         }
@@ -201,11 +201,11 @@ struct GemmEngine {
         LOWBIT_ONCHIP Elem a_buf[KernelConfig::A_ELEMS];  // k-major: a_buf[k * M + m]
         LOWBIT_ONCHIP Elem b_row[wire::MAX_K];
         LOWBIT_ONCHIP float c_col[wire::MAX_M];
-#pragma HLS ARRAY_PARTITION variable = a_buf cyclic factor = 16
-#pragma HLS ARRAY_PARTITION variable = c_col cyclic factor = 16
+#pragma HLS ARRAY_PARTITION variable=a_buf cyclic factor=16
+#pragma HLS ARRAY_PARTITION variable=c_col cyclic factor=16
         LOWBIT_ONCHIP uint16_t a_scale[KernelConfig::SCALE_BUF];
         LOWBIT_ONCHIP uint16_t b_scale[KernelConfig::SCALE_BUF];
-#pragma HLS ARRAY_PARTITION variable = b_row cyclic factor = 8
+#pragma HLS ARRAY_PARTITION variable=b_row cyclic factor=8
         const bool scaled = h.arith == wire::ARITH_MLS;
         const uint32_t nb = scaled ? nblocks_of(h) : 1;
         const unsigned lane_bits = lane_bits_of(h);
@@ -213,8 +213,8 @@ struct GemmEngine {
             LaneReader<Src> rd(in, 16);
         read_a_scales:
             for (uint32_t i = 0; i < h.m * nb; i++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 8192
-#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min=1 max=8192
+#pragma HLS PIPELINE II=1
                 a_scale[i] = rd.next();
             }
             if (!rd.ok) return wire::STATUS_TRUNCATED;
@@ -225,10 +225,10 @@ struct GemmEngine {
             LaneReader<Src> rd(in, lane_bits);
         read_a_codes:
             for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
+#pragma HLS LOOP_TRIPCOUNT min=1 max=128
                 for (uint32_t k = 0; k < h.k; k++) {
-#pragma HLS LOOP_TRIPCOUNT min = 9 max = 8192
-#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min=9 max=8192
+#pragma HLS PIPELINE II=1
                     a_buf[k * h.m + m] = Policy::decode(rd.next(), h.fmt);
                 }
             }
@@ -238,8 +238,8 @@ struct GemmEngine {
             LaneReader<Src> rd(in, 16);
         read_b_scales:
             for (uint32_t i = 0; i < h.n * nb; i++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 65536
-#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min=1 max=65536
+#pragma HLS PIPELINE II=1
                 b_scale[i] = rd.next();
             }
             if (!rd.ok) return wire::STATUS_TRUNCATED;
@@ -250,11 +250,11 @@ struct GemmEngine {
         LaneReader<Src> rd(in, lane_bits);
     stream_b_rows:
         for (uint32_t n = 0; n < h.n; n++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 4096
+#pragma HLS LOOP_TRIPCOUNT min=1 max=4096
         read_b_row:
             for (uint32_t k = 0; k < h.k; k++) {
-#pragma HLS LOOP_TRIPCOUNT min = 9 max = 8192
-#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min=9 max=8192
+#pragma HLS PIPELINE II=1
                 b_row[k] = Policy::decode(rd.next(), h.fmt);
             }
             if (!rd.ok) {
@@ -264,8 +264,8 @@ struct GemmEngine {
             column(a_buf, b_row, a_scale, b_scale + (scaled ? n * nb : 0), h, nb, c_col);
         output_column:
             for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 128
-#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min=1 max=128
+#pragma HLS PIPELINE II=1
                 pack.push(c_col[m]);
             }
         }

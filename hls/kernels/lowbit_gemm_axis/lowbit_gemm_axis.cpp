@@ -24,8 +24,8 @@ struct AxisSource {
         uint64_t w;
     drain_input:
         while (!done) {
-#pragma HLS LOOP_TRIPCOUNT min = 0 max = 65536
-#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min=0 max=65536
+#pragma HLS PIPELINE II=1
             read(w);
         }
     }
@@ -51,12 +51,12 @@ struct AxisSink {
 
 void lowbit_gemm_axis(hls::stream<axis_word>& in_stream, hls::stream<axis_word>& out_stream,
                       uint32_t& status, uint32_t& id_version, uint32_t& cycles) {
-#pragma HLS INTERFACE mode = axis port = in_stream
-#pragma HLS INTERFACE mode = axis port = out_stream
-#pragma HLS INTERFACE mode = s_axilite port = status offset = 0x10 bundle = control
-#pragma HLS INTERFACE mode = s_axilite port = id_version offset = 0x18 bundle = control
-#pragma HLS INTERFACE mode = s_axilite port = cycles offset = 0x20 bundle = control
-#pragma HLS INTERFACE mode = s_axilite port = return bundle = control
+#pragma HLS INTERFACE mode=axis port=in_stream
+#pragma HLS INTERFACE mode=axis port=out_stream
+#pragma HLS INTERFACE mode=s_axilite port=status offset=0x10 bundle=control
+#pragma HLS INTERFACE mode=s_axilite port=id_version offset=0x18 bundle=control
+#pragma HLS INTERFACE mode=s_axilite port=cycles offset=0x20 bundle=control
+#pragma HLS INTERFACE mode=s_axilite port=return bundle=control
     AxisSource src(in_stream);
     AxisSink snk(out_stream);
     id_version = lowbit::wire::ID_VERSION;
