@@ -210,3 +210,23 @@ def test_nan_weight_in_a_quantized_layer_is_named():
     with pytest.raises(NonFiniteError, match="conv3") as err:
         fit(**QUICK, model=model)
     assert (err.value.epoch, err.value.step) == (1, 0)
+
+
+def test_cli_trains_resnet20_on_an_extracted_cifar_folder(tmp_path, capsys):
+    import importlib.util
+    import tarfile
+    from pathlib import Path
+
+    # the fake-archive writer lives with the data tests (no shared conftest between test folders)
+    spec = importlib.util.spec_from_file_location("data_tests", Path(__file__).parents[1] / "data" / "test_data.py")
+    data_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data_tests)
+    archive, _ = data_tests.write_fake_cifar(tmp_path, n=8)
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "cifar", filter="data")
+    argv = ["--model", "resnet20", "--data", f"cifar10:{tmp_path / 'cifar'}", "--epochs", "1", "--batch-size", "16",
+            "--quiet", "--threads", "1", "--out", str(tmp_path / "run")]
+    assert train.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model"] == "resnet20" and summary["epochs"] == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["milestones"] == [0.5, 0.75]
