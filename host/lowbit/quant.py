@@ -16,14 +16,16 @@
 """
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import warnings
 from typing import Optional
 
+import numpy as np
 import torch
 
-from .formats import FP32, MLS, Format, Mogami, PoT, parse
+from .formats import FP32, GROUPINGS, MLS, Format, Mogami, PoT, parse
 from .qtensor import QTensor
 
 DEFAULT_BLOCK = 32  # group length along K for 2-D MLS operands
@@ -370,11 +372,11 @@ def _maybe_compiled(name: str, fn, device: torch.device):
 
 def pot_scale_exponent(absmax: float, clip_ratio: float) -> int:
     """s = ceil(log2(clip_ratio * max|x|)) (fp32 product), clipped to POT_SCALE_RANGE."""
-    m = float(torch.tensor(absmax, dtype=torch.float32) * torch.tensor(clip_ratio, dtype=torch.float32))
+    m = float(np.float32(absmax) * np.float32(clip_ratio))
     if m == 0.0:
         return POT_SCALE_RANGE[0]
-    man, e = torch.frexp(torch.tensor(m, dtype=torch.float64))
-    s = int(e) - 1 if float(man) == 0.5 else int(e)
+    man, e = math.frexp(m)
+    s = e - 1 if man == 0.5 else e
     return max(POT_SCALE_RANGE[0], min(POT_SCALE_RANGE[1], s))
 
 
@@ -483,6 +485,8 @@ int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t se
 int64_t lowbit_mogami_mul_f32(const uint32_t *a, const uint32_t *b, int64_t n, uint32_t *out);
 int64_t lowbit_mogami_mul_bf16(const uint16_t *a, const uint16_t *b, int64_t n, uint16_t *out);
 int64_t lowbit_pack_codes(const uint16_t *codes, int64_t n, int lane_bits, int code_bits, uint8_t *out);
+void lowbit_mls_scales(const float *bmax, int64_t P, int64_t Q, int group, int eg, int mg, float *st_out,
+                       int16_t *scale_codes, float *sg_full, float *inv_full);
 """
 _native_state: dict = {}
 _CHUNK = 1 << 16  # elements per parallel block of a whole-tensor reduction
@@ -565,23 +569,23 @@ def _mls_native(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Opti
         rows, length = xf.shape
         blk = block
         grid = (rows, -(-length // block))
-    bmax = torch.empty(grid, dtype=torch.float32)
+    bmax, sg_full, inv_full = (torch.empty(grid, dtype=torch.float32) for _ in range(3))
     if lib.lowbit_block_absmax(_ptr(ffi, xf, "float *"), rows, length, blk, _ptr(ffi, bmax, "float *")):
         _raise_nonfinite(x)
-    st = bmax.amax()
-    gmax = _reduce_groups(bmax[:, :, None], fmt.group)
-    scale_codes = group_scale_codes(gmax / torch.where(st > 0, st, torch.ones_like(st)), fmt.eg, fmt.mg)
-    sg = group_scale_values(scale_codes, fmt.mg)
-    inv = torch.reciprocal(sg * st).clamp(max=FLT_MAX)
-    inv_full = inv[:, :, 0].expand(grid).contiguous()
-    sg_full = sg[:, :, 0].expand(grid).contiguous()
+    layout = (grid[0] if fmt.group in ("nc", "n") else 1, grid[1] if fmt.group in ("nc", "c") else 1)
+    scale_codes = torch.empty(layout, dtype=torch.int16)
+    st = ffi.new("float *")
+    lib.lowbit_mls_scales(_ptr(ffi, bmax, "float *"), grid[0], grid[1], GROUPINGS.index(fmt.group), fmt.eg, fmt.mg,
+                          st, _ptr(ffi, scale_codes, "int16_t *"), _ptr(ffi, sg_full, "float *"),
+                          _ptr(ffi, inv_full, "float *"))
     codes = _empty(xf.shape, torch.int16)
     values = _empty(xf.shape, torch.float32)
     lib.lowbit_mls_quantize(_ptr(ffi, xf, "float *"), rows, length, blk, _ptr(ffi, inv_full, "float *"),
-                            _ptr(ffi, sg_full, "float *"), float(st), fmt.ex, fmt.mx,
+                            _ptr(ffi, sg_full, "float *"), st[0], fmt.ex, fmt.mx,
                             int(rounding == "stochastic"), seed, _ptr(ffi, codes, "int16_t *"),
                             _ptr(ffi, values, "float *"))
-    return QTensor(fmt, codes, scale_codes[:, :, 0], st, x.dtype, block, values=values.to(x.dtype))
+    return QTensor(fmt, codes, scale_codes, torch.tensor(st[0], dtype=torch.float32), x.dtype, block,
+                   values=values.to(x.dtype))
 
 
 def _pot_native(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio: float) -> QTensor:

@@ -297,3 +297,43 @@ int64_t lowbit_pack_codes(const uint16_t *codes, int64_t n, int lane_bits, int c
     }
     return bad;
 }
+
+/* 2^k as fp32 for any k, rounded as fp32 arithmetic does (subnormals; 0 below 2^-149). */
+static float pow2_any(int32_t k) {
+    if (k >= -126) return pow2i(k);
+    return k >= -149 ? bits_to_float(1u << (k + 149)) : 0.0f;
+}
+
+/* MLS group scales from block maxima bmax [P][Q] (4-D: [N][C]; 2-D: [rows][nblocks]).
+ * group: 0 nc, 1 n, 2 c, 3 none. Writes St, the scale codes in the QTensor layout
+ * [P|1][Q|1], and per (p, q) block Sg and 1/(Sg St) (clamped to the largest float). */
+void lowbit_mls_scales(const float *bmax, int64_t P, int64_t Q, int group, int eg, int mg, float *st_out,
+                       int16_t *scale_codes, float *sg_full, float *inv_full) {
+    const int keep_p = group == 0 || group == 1, keep_q = group == 0 || group == 2;
+    const int64_t gp = keep_p ? P : 1, gq = keep_q ? Q : 1;
+    float st = 0.0f;
+    for (int64_t t = 0; t < P * Q; t++) st = bmax[t] > st ? bmax[t] : st;
+    for (int64_t t = 0; t < gp * gq; t++) {
+        float gmax = 0.0f; /* the group's maximum over the blocks it spans */
+        for (int64_t p = keep_p ? t / gq : 0; p < (keep_p ? t / gq + 1 : P); p++)
+            for (int64_t q = keep_q ? t % gq : 0; q < (keep_q ? t % gq + 1 : Q); q++)
+                gmax = bmax[p * Q + q] > gmax ? bmax[p * Q + q] : gmax;
+        float ratio = gmax / (st > 0.0f ? st : 1.0f);
+        int e2;
+        double man = frexp((double)ratio, &e2); /* ratio = man 2^e2, man in [0.5, 1) */
+        int32_t exp = e2 - 1, q = (int32_t)ceil(man * (double)(2 << mg)), low = 1 - (1 << eg);
+        if (q == (2 << mg)) q = 1 << mg, exp += 1;
+        if (exp < low || ratio == 0.0f) exp = low, q = 1 << mg;
+        scale_codes[t] = (int16_t)(((-exp) << mg) | (q - (1 << mg)));
+    }
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t q = 0; q < Q; q++) {
+            int32_t code = scale_codes[(keep_p ? p : 0) * gq + (keep_q ? q : 0)];
+            float frac = 1.0f + (float)(code & ((1 << mg) - 1)) / (float)(1 << mg);
+            float sg = frac * pow2_any(-(code >> mg));
+            float inv = 1.0f / (sg * st);
+            sg_full[p * Q + q] = sg;
+            inv_full[p * Q + q] = inv < 3.4028234663852886e38f ? inv : 3.4028234663852886e38f;
+        }
+    *st_out = st;
+}
