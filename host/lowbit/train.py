@@ -133,13 +133,19 @@ def quantize_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     )
 
 
-def describe_model(model: nn.Module) -> str:
-    try:
-        from . import nn as lnn
+def backends_used(model: nn.Module) -> str:
+    """The backends the quantized layers really ran on (``board`` may fall back to emulation)."""
+    names = {getattr(getattr(m, "spec", None), "backend", None) for m in model.modules()}
+    return ",".join(sorted(getattr(b, "name", str(b)) for b in names if b is not None))
 
-        return str(lnn.summary(model))
-    except (ImportError, AttributeError):
-        return repr(model)
+
+def describe_model(model: nn.Module) -> str:
+    """lowbit.nn.summary's table of which layer runs what (empty when nothing is quantized)."""
+    if backends_used(model) == "":
+        return ""
+    from .nn import summary
+
+    return summary(model, print_table=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -400,6 +406,8 @@ def _fit(cfg: TrainConfig, model, dataset, on_epoch_end) -> FitResult:
     else:
         model = model.to(cfg.device)
     optimizer, scheduler = make_optimizer(model, cfg)
+    if cfg.progress and describe_model(model):
+        print(describe_model(model), file=sys.stderr)
     out = Path(cfg.out) if cfg.out else None
     start_epoch, history = _start(cfg, out, model, optimizer, scheduler)
     recorder = open_recorder(cfg)
@@ -560,7 +568,8 @@ def main(argv=None) -> int:
         print(f"lowbit train: error: {exc}", file=sys.stderr)
         return 2
     final = result.final
-    print(json.dumps({"model": cfg.model, "format": cfg.format, "backend": cfg.backend, "epochs": cfg.epochs,
+    print(json.dumps({"model": cfg.model, "format": cfg.format, "backend": backends_used(result.model) or cfg.backend,
+                      "epochs": cfg.epochs,
                       "test_acc": round(final.get("test_acc", math.nan), 2),
                       "train_loss": round(final.get("train_loss", math.nan), 4)}))
     return 0
