@@ -128,23 +128,33 @@ def _worker_cell(base: TrainConfig, fmt: str, options: dict, seed: int) -> dict:
     return run_cell(base, load_dataset(base), fmt, options, seed)
 
 
-def run_cells(base: TrainConfig, dataset, specs: list, jobs: int = 1) -> list:
+def run_cells(base: TrainConfig, dataset, specs: list, jobs: int = 1, log=None) -> list:
     """Run (fmt, options, seed) cells, in ``jobs`` processes when > 1; results in input order."""
-    if jobs <= 1:
-        return [run_cell(base, dataset, fmt, options, seed) for fmt, options, seed in specs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    def done(i: int, cell: dict) -> dict:
+        if log:
+            acc = "Div." if cell["test_acc"] is None else f"{cell['test_acc']:.2f}"
+            opts = f" {cell['options']}" if cell["options"] else ""
+            log(f"  [{i + 1}/{len(specs)}] {cell['format']}{opts} seed {cell['seed']}: {acc} ({cell['seconds']:.0f}s)")
+        return cell
 
+    if jobs <= 1:
+        return [done(i, run_cell(base, dataset, *spec)) for i, spec in enumerate(specs)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results: list = [None] * len(specs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker_cell, base, fmt, options, seed) for fmt, options, seed in specs]
-        return [f.result() for f in futures]
+        futures = {pool.submit(_worker_cell, base, *spec): i for i, spec in enumerate(specs)}
+        for future in as_completed(futures):
+            results[futures[future]] = done(futures[future], future.result())
+    return results
 
 
 def sweep_table3(base: TrainConfig, dataset, seeds: list, mx_columns=MX_COLUMNS, rows=TABLE3_ROWS,
                  log=None, jobs: int = 1) -> list:
     keys = [(row, mx) for row in rows for mx in mx_columns]
     specs = [(table3_format(*row, mx), {}, seed) for row, mx in keys for seed in seeds]
-    done = run_cells(base, dataset, specs, jobs)
+    done = run_cells(base, dataset, specs, jobs, log)
     results = []
     for i, (row, mx) in enumerate(keys):
         cells = done[i * len(seeds):(i + 1) * len(seeds)]
@@ -157,7 +167,7 @@ def sweep_table3(base: TrainConfig, dataset, seeds: list, mx_columns=MX_COLUMNS,
 
 def sweep_methods(base: TrainConfig, dataset, seeds: list, methods=METHODS, log=None, jobs: int = 1) -> list:
     specs = [(m.format, m.options, seed) for m in methods for seed in seeds]
-    done = run_cells(base, dataset, specs, jobs)
+    done = run_cells(base, dataset, specs, jobs, log)
     results = []
     for i, method in enumerate(methods):
         cells = done[i * len(seeds):(i + 1) * len(seeds)]
