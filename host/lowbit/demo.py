@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from .train import TrainConfig, fit
+from .train import TrainConfig, backends_used, fit
 
 TARGET_GAP = 1.0  # points of test accuracy MLS <2,1> may lose against fp32 (the paper's claim)
 
@@ -59,7 +59,8 @@ def run(formats, backend: str, check_backend, epochs: int, seed: int, batch_size
                           lr=lr, seed=seed, backend=backend, progress=progress)
         t0 = time.perf_counter()
         result = fit(cfg, dataset=dataset)
-        row = dict(format=fmt, backend=backend if quantized else "torch", test_acc=result.final["test_acc"],
+        used = backends_used(result.model) or "torch"  # "board" falls back to emulation without a board
+        row = dict(format=fmt, backend=used, test_acc=result.final["test_acc"],
                    train_acc=result.final["train_acc"], seconds=time.perf_counter() - t0, check_acc=None,
                    agreement=None)
         if quantized and check_backend and check_backend != backend:
