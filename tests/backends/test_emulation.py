@@ -206,8 +206,7 @@ def test_convert_trains_digits_on_emulation():
 
 
 def test_concurrent_callers_get_their_own_results():
-    """The emulation build keeps the kernel's on-chip buffers per thread: concurrent calls from
-    Python threads (cffi releases the GIL) do not disturb each other."""
+    """The kernel's buffers are static (one IP): concurrent Python threads are serialised."""
     import threading
 
     streams = []
@@ -279,11 +278,3 @@ def test_cuda_operands_come_back_on_cuda(backend):
                                 q.tensor_scale.cuda(), q.dtype, q.block)
     got = backend.gemm(to_cuda(qa), to_cuda(qb))
     assert got.device.type == "cuda" and torch.equal(got.cpu(), backend.gemm(qa, qb))
-
-
-def test_threaded_emulation_gives_identical_results():
-    qa, qb = _pair("mls:2,4", 40, 1000, 72, seed=31, block=9)
-    with em.EmulationBackend(threads=3) as threaded:
-        assert torch.equal(threaded.gemm(qa, qb), rk.gemm(qa, qb))
-        pa, pb = _pair("mogami:fp32", 20, 500, 40, seed=32)
-        assert torch.equal(threaded.gemm(pa, pb), rk.gemm(pa, pb))

@@ -27,13 +27,6 @@ namespace lowbit {
 #ifndef LOWBIT_A_ELEMS
 #define LOWBIT_A_ELEMS (wire::MAX_M * wire::MAX_K)
 #endif
-// On-chip buffers: static storage (BRAM/URAM). The fast emulation build makes them thread_local so
-// that host threads can emulate independent kernel calls side by side.
-#if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
-#define LOWBIT_ONCHIP static thread_local
-#else
-#define LOWBIT_ONCHIP static
-#endif
 struct KernelConfig {
     static const uint32_t SCALE_BUF = LOWBIT_SCALE_BUF;
     static const uint32_t A_ELEMS = LOWBIT_A_ELEMS;
@@ -198,13 +191,13 @@ struct GemmEngine {
 
     template <class Src, class Snk>
     static uint32_t run(const Header& h, Src& in, Snk& out) {
-        LOWBIT_ONCHIP Elem a_buf[KernelConfig::A_ELEMS];  // k-major: a_buf[k * M + m]
-        LOWBIT_ONCHIP Elem b_row[wire::MAX_K];
-        LOWBIT_ONCHIP float c_col[wire::MAX_M];
+        static Elem a_buf[KernelConfig::A_ELEMS];  // k-major: a_buf[k * M + m]
+        static Elem b_row[wire::MAX_K];
+        static float c_col[wire::MAX_M];
 #pragma HLS ARRAY_PARTITION variable=a_buf cyclic factor=16
 #pragma HLS ARRAY_PARTITION variable=c_col cyclic factor=16
-        LOWBIT_ONCHIP uint16_t a_scale[KernelConfig::SCALE_BUF];
-        LOWBIT_ONCHIP uint16_t b_scale[KernelConfig::SCALE_BUF];
+        static uint16_t a_scale[KernelConfig::SCALE_BUF];
+        static uint16_t b_scale[KernelConfig::SCALE_BUF];
 #pragma HLS ARRAY_PARTITION variable=b_row cyclic factor=8
         const bool scaled = h.arith == wire::ARITH_MLS;
         const uint32_t nb = scaled ? nblocks_of(h) : 1;

@@ -8,16 +8,15 @@ Tiling (documented order, repeated by ``lowbit.reference_kernel.gemm``): M in ti
 of what the A buffer holds for one block), N in tiles that fit MAX_N and the B-scale buffer, K in
 tiles of whole blocks that fit MAX_K, the A-scale buffer and the A buffer (``KernelLimits``); the
 K-tiles' fp32 outputs are added on the host in ascending K order (``C = C_0 + C_1 + ...``), then
-multiplied by ``St_a * St_b`` (that product computed first, in fp32). How N is split never
-changes a result.
+multiplied by ``St_a * St_b`` (that product computed first, in fp32). How N is split (``max_n``)
+never changes a result.
 """
 from __future__ import annotations
 
-import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 import torch
@@ -52,6 +51,9 @@ def config_defines(limits: KernelLimits) -> list:
         return []
     return [f"-DLOWBIT_SCALE_BUF={limits.scale_buf}u", f"-DLOWBIT_A_ELEMS={limits.a_elems}u"]
 SCALE_BUF, A_ELEMS = FULL.scale_buf, FULL.a_elems
+# The kernel keeps its on-chip buffers in static storage, like the one IP on a board: one call at a
+# time. (Per-thread buffers were tried: thread_local cost ~25% per call and gave no gain on 2 cores.)
+_KERNEL_LOCK = threading.Lock()
 
 _CDEF = """
 int lowbit_axis_run(const uint64_t* in, uint64_t n_in, uint64_t* out, uint64_t out_cap, uint64_t* n_out,
@@ -142,9 +144,9 @@ def run_axis_stream(words: np.ndarray, *, limits: KernelLimits = FULL) -> AxisRe
     out = np.zeros(cap, dtype=np.uint64)
     n_out, tlast, consumed = ffi.new("uint64_t*"), ffi.new("int64_t*"), ffi.new("uint64_t*")
     status, idv, beats = ffi.new("uint32_t*"), ffi.new("uint32_t*"), ffi.new("uint32_t*")
-    # cffi releases the GIL; the emulation build keeps the kernel's buffers per thread
-    rc = lib.lowbit_axis_run(ffi.from_buffer("uint64_t[]", words), words.size,
-                             ffi.from_buffer("uint64_t[]", out), cap, n_out, tlast, consumed, status, idv, beats)
+    with _KERNEL_LOCK:
+        rc = lib.lowbit_axis_run(ffi.from_buffer("uint64_t[]", words), words.size,
+                                 ffi.from_buffer("uint64_t[]", out), cap, n_out, tlast, consumed, status, idv, beats)
     if rc == -2:
         raise RuntimeError(f"kernel wrote {n_out[0]} words, more than the {cap} its header allows")
     if rc == -3:
@@ -160,8 +162,9 @@ def run_mm(words: np.ndarray, *, limits: KernelLimits = FULL) -> Tuple[np.ndarra
     cap = max(_out_capacity(words), 2)
     out = np.zeros(cap, dtype=np.uint64)
     result = np.zeros(2, dtype=np.uint32)
-    lib.lowbit_mm_run(ffi.from_buffer("uint64_t[]", words), words.size, ffi.from_buffer("uint64_t[]", out), cap,
-                      ffi.from_buffer("uint32_t[]", result))
+    with _KERNEL_LOCK:
+        lib.lowbit_mm_run(ffi.from_buffer("uint64_t[]", words), words.size, ffi.from_buffer("uint64_t[]", out), cap,
+                          ffi.from_buffer("uint32_t[]", result))
     return out[: result[1]].copy(), Status(int(result[0]))
 
 
@@ -275,29 +278,17 @@ def tensor_scale_product(a: QTensor, b: QTensor) -> np.float32:
     return np.float32(sa * sb)
 
 
-def tiled_gemm(a: QTensor, b: QTensor, op: Op, run_call, limits: KernelLimits = FULL,
-               pool: Optional[ThreadPoolExecutor] = None, workers: int = 1) -> torch.Tensor:
-    """The shared host loop: ``run_call(header, a_tile, b_tile) -> C_tile [m, n] fp32``.
-
-    With a ``pool``, N is split into about ``workers`` parts per M-tile and the output tiles run
-    side by side (each keeps its K-tiles in ascending order, so the result is the same)."""
+def tiled_gemm(a: QTensor, b: QTensor, op: Op, run_call, limits: KernelLimits = FULL) -> torch.Tensor:
+    """The shared host loop: ``run_call(header, a_tile, b_tile) -> C_tile [m, n] fp32``."""
     check_operands(a, b)
     block = a.block if isinstance(a.fmt, MLS) else a.shape[1]
     oa, ob = operand_of(a), operand_of(b)
     out = np.zeros((a.shape[0], b.shape[0]), dtype=np.float32)
-    max_n = max(1, -(-b.shape[0] // workers)) if pool is not None else wire.MAX_N
-
-    def output_tile(calls):
+    for ms, ns, calls in gemm_tiles(a.fmt, oa, ob, block, op, limits):
         acc = None
         for hdr, at, bt in calls:
             part = run_call(hdr, at, bt)
             acc = part if acc is None else (acc + part).astype(np.float32)
-        return acc
-
-    tiles_ = list(gemm_tiles(a.fmt, oa, ob, block, op, limits, max_n=max_n))
-    results = pool.map(lambda t: output_tile(t[2]), tiles_) if pool is not None and len(tiles_) > 1 \
-        else (output_tile(t[2]) for t in tiles_)
-    for (ms, ns, _), acc in zip(tiles_, results):
         out[ms, ns] = acc
     out *= tensor_scale_product(a, b)
     return torch.from_numpy(out).to(device=a.device)
@@ -318,15 +309,11 @@ class EmulationBackend(Backend):
 
     name = "emulation"
 
-    def __init__(self, config="full", threads: Optional[int] = None) -> None:
+    def __init__(self, config="full") -> None:
         if not isinstance(config, KernelLimits) and config not in CONFIGS:
             raise ValueError(f"unknown kernel config {config!r}; choose one of {sorted(CONFIGS)} or a KernelLimits")
         self.limits = config if isinstance(config, KernelLimits) else CONFIGS[config]
         kernel_lib(self.limits)  # build now: a missing compiler or header fails here, with its message
-        # Independent output tiles can emulate side by side (threads=, $LOWBIT_EMU_THREADS). Default 1:
-        # on the loaded 2-core development machine 2 threads measured 0.86-0.98x (no idle core).
-        self.threads = max(1, int(threads or os.environ.get("LOWBIT_EMU_THREADS") or 1))
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lowbit-emu") if self.threads > 1 else None
 
     def capabilities(self) -> Capabilities:
         return Capabilities(self.name, ("mls", "pot", "mogami"), True, ("cpu", "cuda"),
@@ -334,10 +321,4 @@ class EmulationBackend(Backend):
 
     def gemm(self, a: QTensor, b: QTensor, *, op: Op = Op.FORWARD) -> torch.Tensor:
         limits = self.limits
-        return tiled_gemm(a, b, op, lambda hdr, at, bt: _emulated_call(hdr, at, bt, limits), limits,
-                          pool=self._pool, workers=self.threads)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        return tiled_gemm(a, b, op, lambda hdr, at, bt: _emulated_call(hdr, at, bt, limits), limits)
