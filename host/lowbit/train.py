@@ -461,18 +461,14 @@ def _start(cfg, out, model, optimizer, scheduler) -> tuple:
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     checkpoint.set_rng_state(state["rng"])
-    _truncate_metrics(out / METRICS, state["epoch"])
+    _rewrite_metrics(out / METRICS, state["history"])
     return state["epoch"], list(state["history"])
 
 
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Drop metric lines of epochs after the checkpoint (a crash between the two writes)."""
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln)["epoch"] <= epochs_done]
-    if len(kept) != len(lines):
-        path.write_text("".join(ln + "\n" for ln in kept))
+def _rewrite_metrics(path: Path, history: list) -> None:
+    """metrics.jsonl from the checkpoint's history, the source of truth: a crash between the
+    checkpoint and the metrics write can leave a line missing or one too many."""
+    path.write_text("".join(json.dumps(record) + "\n" for record in history))
 
 
 def _persist(cfg, out, model, optimizer, scheduler, epochs_done, history, record) -> None:

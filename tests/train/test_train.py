@@ -45,6 +45,7 @@ def test_resume_is_bit_for_bit(tmp_path, fmt):
     assert all(torch.equal(straight[k], weights[k]) for k in straight)
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]
+    assert json.loads(lines[0]) == resumed.history[0]
     saved = checkpoint.load(tmp_path / "resumed" / "last.pt")
     assert saved["epoch"] == 2 and set(saved) >= {"model", "optimizer", "scheduler", "rng"}
 
@@ -230,3 +231,28 @@ def test_cli_trains_resnet20_on_an_extracted_cifar_folder(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model"] == "resnet20" and summary["epochs"] == 1
     assert json.loads((tmp_path / "run" / "config.json").read_text())["milestones"] == [0.5, 0.75]
+
+
+def test_resume_restores_metrics_lost_between_checkpoint_and_metrics_write(tmp_path):
+    out = tmp_path / "run"
+    first = fit(**{**QUICK, "epochs": 1}, out=str(out)).history
+    (out / "metrics.jsonl").write_text("")  # as if the crash came right after the checkpoint's rename
+    cfg = {**QUICK, "epochs": 1}
+    fit(**cfg, out=str(out), resume=True)
+    assert [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()] == first
+
+
+def test_cli_trains_resnet18_on_an_image_folder(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("data_tests", Path(__file__).parents[1] / "data" / "test_data.py")
+    data_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data_tests)
+    data_tests.write_fake_imagefolder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=2, size=(40, 36))
+    argv = ["--data", f"imagenet:{tmp_path / 'imgs'}", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
+            "--quiet", "--threads", "1"]
+    assert train.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model"] == "resnet18" and 0 <= summary["test_acc"] <= 100
