@@ -224,33 +224,65 @@ def grads_finite(model: nn.Module) -> bool:
 # per-layer quantization error
 
 
-def layer_quant_errors(model: nn.Module) -> dict:
-    """Per quantized layer, the error its quantizers measured (when a layer exposes ``quant_error()``
-    or ``last_quant_error``), else {"W": ARE of the weight} from lowbit.stats.quant_error
-    (nearest rounding, so logging consumes no random numbers and resume stays bit-exact)."""
+def quantized_modules(model: nn.Module) -> list:
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and str(getattr(m, "fmt", "fp32")) != "fp32"]
+
+
+def layer_quant_errors(model: nn.Module, probe: Optional[tuple] = None) -> dict:
+    """Per quantized layer, the average relative error (lowbit.stats.quant_error) of its operands:
+    "W" the weight, and with a ``probe`` batch (x, y) "A" its input activation and "E" the error
+    dL/dZ arriving at it, from one extra forward/backward in eval mode (no optimizer step).
+    Nearest rounding, so the figures are deterministic. A layer exposing ``quant_error()`` or
+    ``last_quant_error`` is asked instead."""
+    layers = quantized_modules(model)
+    if not layers:
+        return {}
+    from .stats import quant_error
+
+    operands = {name: {"W": module.weight.detach()} for name, module in layers}
+    if probe is not None:
+        _capture_operands(model, layers, probe, operands)
     errors = {}
-    for name, module in model.named_modules():
-        fmt = getattr(module, "fmt", None) or getattr(module, "format", None)
-        if fmt is None or not isinstance(module, (nn.Conv2d, nn.Linear)):
-            continue
-        value = _module_error(module, fmt)
-        if value is not None:
-            errors[name] = value
+    for name, module in layers:
+        exposed = _exposed_error(module)
+        errors[name] = exposed if exposed is not None else {
+            op: float(quant_error(t.float(), module.fmt, rounding="nearest")) for op, t in operands[name].items()}
     return errors
 
 
-def _module_error(module: nn.Module, fmt) -> Optional[dict]:
+def _capture_operands(model: nn.Module, layers: list, probe: tuple, operands: dict) -> None:
+    def on_input(name):
+        def hook(module, inputs):
+            operands[name]["A"] = inputs[0].detach()
+        return hook
+
+    def on_grad(name):
+        def hook(module, grad_output):
+            operands[name]["E"] = grad_output[0].detach()
+        return hook
+
+    handles = [m.register_forward_pre_hook(on_input(n)) for n, m in layers]
+    handles += [m.register_full_backward_pre_hook(on_grad(n)) for n, m in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.enable_grad():
+            x, y = probe
+            F.cross_entropy(model(x), y).backward()
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+
+
+def _exposed_error(module: nn.Module) -> Optional[dict]:
     if callable(getattr(module, "quant_error", None)):
         return _jsonable(module.quant_error())
     if getattr(module, "last_quant_error", None) is not None:
         return _jsonable(module.last_quant_error)
-    if str(fmt) == "fp32":
-        return None
-    try:
-        from .stats import quant_error
-    except ImportError:
-        return None
-    return {"W": _jsonable(quant_error(module.weight.detach(), fmt, rounding="nearest"))}
+    return None
 
 
 def _jsonable(value):
@@ -356,6 +388,12 @@ def evaluate(model: nn.Module, split, cfg: TrainConfig) -> dict:
     return {"test_loss": total_loss / seen, "test_acc": 100.0 * correct / seen}
 
 
+def _probe_batch(dataset, cfg: TrainConfig) -> tuple:
+    """The first (unshuffled, unaugmented) training batch: the same probe every epoch."""
+    x, y = next(dataset.train.batches(min(cfg.batch_size, 256)))
+    return x.to(cfg.device), y.to(cfg.device)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig):
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestone_epochs(), gamma=cfg.gamma)
@@ -423,7 +461,7 @@ def _fit(cfg: TrainConfig, model, dataset, on_epoch_end) -> FitResult:
             scheduler.step()
             metrics.update(evaluate(model, dataset.test, cfg))
             record = {"epoch": epoch + 1, "lr": lr, **metrics, "time_s": time.perf_counter() - t0}
-            record["quant_error"] = layer_quant_errors(model)
+            record["quant_error"] = layer_quant_errors(model, _probe_batch(dataset, cfg))
             if recorder is not None:
                 record.update(epoch_energy(recorder, first_mark))
             history.append(record)
