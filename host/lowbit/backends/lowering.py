@@ -89,14 +89,17 @@ def _upsample_pad(codes: torch.Tensor, size_in: Tuple[int, int], kernel, geom: C
     flipped kernel yields the input's spatial size (negative padding crops)."""
     n, c, ho, wo = codes.shape
     s, d, p = geom.stride, geom.dilation, geom.padding
-    up = torch.zeros((n, c, (ho - 1) * s[0] + 1, (wo - 1) * s[1] + 1), dtype=codes.dtype, device=codes.device)
-    up[:, :, :: s[0], :: s[1]] = codes
+    if tuple(s) == (1, 1):
+        up = codes
+    else:
+        up = torch.zeros((n, c, (ho - 1) * s[0] + 1, (wo - 1) * s[1] + 1), dtype=codes.dtype, device=codes.device)
+        up[:, :, :: s[0], :: s[1]] = codes
     pads = []
     for axis in (1, 0):  # F.pad order: last dim first
         before = d[axis] * (kernel[axis] - 1) - p[axis]
         after = size_in[axis] - up.shape[2 + axis] - before + d[axis] * (kernel[axis] - 1)
         pads += [before, after]
-    return F.pad(up, pads)
+    return F.pad(up, pads) if any(pads) else up
 
 
 def conv2d_backward_data(backend, qe: QTensor, qw: QTensor, geom: ConvGeometry,
