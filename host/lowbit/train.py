@@ -265,6 +265,7 @@ def _capture_operands(model: nn.Module, layers: list, probe: tuple, operands: di
     handles = [m.register_forward_pre_hook(on_input(n)) for n, m in layers]
     handles += [m.register_full_backward_pre_hook(on_grad(n)) for n, m in layers]
     was_training = model.training
+    rng = checkpoint.rng_state()  # logging must not shift the training run's random numbers
     try:
         model.eval()
         with torch.enable_grad():
@@ -275,6 +276,7 @@ def _capture_operands(model: nn.Module, layers: list, probe: tuple, operands: di
             h.remove()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+        checkpoint.set_rng_state(rng)
 
 
 def _exposed_error(module: nn.Module) -> Optional[dict]:

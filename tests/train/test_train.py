@@ -257,3 +257,11 @@ def test_cli_trains_resnet18_on_an_image_folder(tmp_path, capsys):
     assert train.main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model"] == "resnet18" and 0 <= summary["test_acc"] <= 100
+
+
+def test_quant_error_probe_does_not_change_the_training_run(monkeypatch):
+    pytest.importorskip("lowbit.nn")
+    with_probe = fit(**QUICK, format="mls:2,1").model.state_dict()
+    monkeypatch.setattr(train, "_probe_batch", lambda dataset, cfg: None)  # weight errors only
+    without = fit(**QUICK, format="mls:2,1").model.state_dict()
+    assert all(torch.equal(with_probe[k], without[k]) for k in with_probe)
