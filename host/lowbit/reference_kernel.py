@@ -206,7 +206,7 @@ def check_header(h: dict) -> Status:
         return Status.BAD_FORMAT
     if not (1 <= h["m"] <= wire.MAX_M and 1 <= h["n"] <= wire.MAX_N and 1 <= h["k"] <= wire.MAX_K):
         return Status.BAD_DIMS
-    if not 1 <= h["block"] <= h["k"] or (not mls and h["block"] != h["k"]):
+    if not 1 <= h["block"] <= wire.MAX_K or (not mls and h["block"] != h["k"]):
         return Status.BAD_DIMS
     nb = -(-h["k"] // h["block"])
     if mls and max(h["m"], h["n"]) * nb > SCALE_BUF:
@@ -355,6 +355,7 @@ def golden_cases(seed: int = 4) -> List[Tuple[str, np.ndarray]]:
         ("mls44_widest_accumulation", _case_words(rng, W, MLS(4, 7), 1, 2, wire.MAX_K, wire.MAX_K, fill="max")),
         ("mls21_wgrad_long_block", _case_words(rng, W, parse("mls:2,1"), 2, 3, 1024, 1024, fill="max")),
         ("mls21_max_m", _case_words(rng, F, parse("mls:2,1"), wire.MAX_M, 3, 18, 9)),
+        ("mls24_block_longer_than_k", _case_words(rng, F, parse("mls:2,4"), 5, 4, 5, 9)),
         ("pot_fwd_divides", _case_words(rng, F, PoT(), 16, 16, 64, 64)),
         ("pot_ragged_zero_rows", _case_words(rng, W, PoT(), 7, 9, 37, 37, zero_rows=(1, 3))),
         ("pot_largest_accumulation", _case_words(rng, F, PoT(), 2, 3, wire.MAX_K, wire.MAX_K, fill="max")),
@@ -369,6 +370,7 @@ def golden_cases(seed: int = 4) -> List[Tuple[str, np.ndarray]]:
         ("bad_dims_absurd_k", _patch_header(good, k=0xFFFFFFF0)),
         ("bad_dims_absurd_n", _patch_header(good, n=0x7FFFFFFF)),
         ("bad_dims_block", _patch_header(good, block=0)),
+        ("bad_dims_block_over_max_k", _patch_header(good, block=wire.MAX_K + 1)),
         ("bad_format_ex", _patch_header(good, ex=5)),
         ("bad_format_arith", _patch_header(good, arith=9)),
         ("truncated_header", good[:2]),

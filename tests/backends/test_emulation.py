@@ -278,3 +278,12 @@ def test_cuda_operands_come_back_on_cuda(backend):
                                 q.tensor_scale.cuda(), q.dtype, q.block)
     got = backend.gemm(to_cuda(qa), to_cuda(qb))
     assert got.device.type == "cuda" and torch.equal(got.cpu(), backend.gemm(qa, qb))
+
+
+def test_last_k_tile_shorter_than_a_block():
+    """K = 512 blocks of 9 (what the A-scale buffer allows for 128 rows) + 5: the last K-tile is one
+    partial block (header block 9 > k 5, which the kernel accepts as a single block)."""
+    qa, qb = _pair("mls:2,1", 128, 3, 512 * 9 + 5, seed=41, block=9)
+    calls = next(iter(em.gemm_tiles(qa.fmt, em.operand_of(qa), em.operand_of(qb), 9, Op.FORWARD)))[2]
+    assert [(h.k, h.block, h.nblocks) for h, _, _ in calls] == [(4608, 9, 512), (5, 9, 1)]
+    assert torch.equal(em.EmulationBackend().gemm(qa, qb), rk.gemm(qa, qb))

@@ -83,7 +83,8 @@ inline uint32_t check_header(const Header& h) {
             return STATUS_BAD_FORMAT;
     }
     if (h.m < 1 || h.m > MAX_M || h.n < 1 || h.n > MAX_N || h.k < 1 || h.k > MAX_K) return STATUS_BAD_DIMS;
-    if (h.block < 1 || h.block > h.k) return STATUS_BAD_DIMS;
+    // block > k is one partial block (the last K-tile of a tiled GEMM can be shorter than a block)
+    if (h.block < 1 || h.block > MAX_K) return STATUS_BAD_DIMS;
     if (h.arith != ARITH_MLS && h.block != h.k) return STATUS_BAD_DIMS;
     if (h.arith == ARITH_MLS) {
         uint32_t nb = nblocks_of(h);
