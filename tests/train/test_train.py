@@ -265,3 +265,24 @@ def test_quant_error_probe_does_not_change_the_training_run(monkeypatch):
     monkeypatch.setattr(train, "_probe_batch", lambda dataset, cfg: None)  # weight errors only
     without = fit(**QUICK, format="mls:2,1").model.state_dict()
     assert all(torch.equal(with_probe[k], without[k]) for k in with_probe)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("fmt", ["fp32", "mls:2,1"])
+def test_fit_on_cuda_and_resume(tmp_path, fmt):
+    if fmt != "fp32":
+        pytest.importorskip("lowbit.nn")
+    straight = fit(**QUICK, format=fmt, device="cuda", out=str(tmp_path / "straight"))
+    assert next(straight.model.parameters()).is_cuda and 0 <= straight.final["test_acc"] <= 100
+
+    def crash_after_first(epoch, record):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(**QUICK, format=fmt, device="cuda", out=str(tmp_path / "resumed"), on_epoch_end=crash_after_first)
+    resumed = fit(**QUICK, format=fmt, device="cuda", out=str(tmp_path / "resumed"), resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same GPU, the same kernels: bit for bit
