@@ -555,7 +555,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="software", choices=BACKENDS)
     p.add_argument("--quantize-first-last", action="store_true", help="also quantize the first and last layers")
     p.add_argument("--override", action="append", default=[], metavar="LAYER=FORMAT",
-                   help="per-layer format by module name or type, e.g. layer1.0.conv1=fp32 (repeatable)")
+                   help="per-layer format by module name, e.g. conv2=mls:2,4 or conv3=none to keep the "
+                        "torch layer (repeatable)")
     p.add_argument("--out", help="run folder for metrics.jsonl and last.pt (default: keep nothing)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.add_argument("--power", default="off", choices=("off", "auto"), help="auto: log joules per epoch via lowbit.power")
@@ -574,7 +575,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         layer, sep, fmt = item.partition("=")
         if not sep or not layer or not fmt:
             raise ValueError(f"--override {item!r}: expected LAYER=FORMAT, e.g. layer1.0.conv1=fp32")
-        overrides[layer] = fmt
+        overrides[layer] = None if fmt.lower() in ("none", "torch") else fmt  # None: keep the torch layer
     milestones = None
     if args.milestones:
         try:

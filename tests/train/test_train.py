@@ -287,3 +287,12 @@ def test_fit_on_cuda_and_resume(tmp_path, fmt):
     # bit-for-bit equality is not asserted: cuDNN's default conv backward kernels are not
     # deterministic (torch.use_deterministic_algorithms(True) makes them so, at a cost)
     assert all(torch.isfinite(v).all() for v in resumed.model.state_dict().values() if v.is_floating_point())
+
+
+def test_cli_overrides_reach_convert(capsys):
+    pytest.importorskip("lowbit.nn")
+    argv = ["--format", "mls:2,1", "--override", "conv3=none", "--override", "conv2=mls:2,4", "--epochs", "1",
+            "--limit-train", "64", "--limit-test", "32", "--threads", "1"]
+    assert train.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "conv2  QConv2d  mls:2,4" in err and "conv3  Conv2d   fp32 (torch)" in err
