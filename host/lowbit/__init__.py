@@ -22,9 +22,14 @@ _LAZY = {
 }
 
 
+_SUBMODULES = ("models", "data", "nn", "backends", "energy", "power", "wire", "reference", "train")
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lowbit.{name}")
     raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
 
 
