@@ -212,3 +212,13 @@ def test_fused_conv_backward_equals_the_two_methods(fmt):
     torch.testing.assert_close(dw, be.conv2d_weight_grad(qe, qa, g, qw.shape), rtol=1e-6, atol=1e-6)
     da_only, dw_none = be.conv2d_backward(qe, qw, qa, g, need_weight=False)
     assert dw_none is None and torch.equal(da_only, da)
+
+
+@pytest.mark.parametrize("geom", [ConvGeometry(), ConvGeometry((2, 1), (1, 2), (1, 2)), ConvGeometry((1, 3), (0, 1), (2, 1))])
+def test_native_im2col_equals_unfold(geom):
+    from lowbit.backends.software import _unfold
+
+    x = torch.randn(3, 4, 9, 10, generator=torch.Generator().manual_seed(60))
+    ref = F.unfold(x, (3, 2), dilation=geom.dilation, padding=geom.padding, stride=geom.stride)
+    assert torch.equal(_unfold(x, (3, 2), geom), ref)
+    assert torch.equal(_unfold(x, (3, 2), geom, transposed=True), ref.transpose(1, 2))

@@ -29,6 +29,9 @@ void mogami_grad_fixed_col(const float* G, const uint32_t* P, const uint32_t* Q,
                            int64_t m_rows, int64_t n_cols, int64_t k_red, int64_t sgb);
 void mogami_grad_reduce(const float* G, const uint32_t* X, const uint32_t* W, float* C, int64_t batch,
                         int64_t m_rows, int64_t n_cols, int64_t k_red, int64_t sgb, int64_t sgi, int64_t sxb);
+void im2col(const float* x, float* cols, int64_t n_batch, int64_t channels, int64_t height, int64_t width,
+            int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+            int64_t out_h, int64_t out_w, int transposed);
 void mogami_mul_bits(const uint32_t* a, const uint32_t* b, uint32_t* out, int64_t n, uint32_t max_finite);
 """
 _FLAGS = ("-fopenmp", "-march=native", "-fno-fast-math", "-std=c++17")
@@ -176,8 +179,21 @@ def _geom_kwargs(geom: ConvGeometry) -> dict:
     return dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation)
 
 
-def _unfold(x: torch.Tensor, kernel, geom: ConvGeometry) -> torch.Tensor:
-    return F.unfold(x, kernel, dilation=geom.dilation, padding=geom.padding, stride=geom.stride)
+def _unfold(x: torch.Tensor, kernel, geom: ConvGeometry, *, transposed: bool = False) -> torch.Tensor:
+    """im2col as F.unfold ([N, K, L]; transposed: [N, L, K]); native on CPU."""
+    if x.device.type != "cpu":
+        cols = F.unfold(x, kernel, dilation=geom.dilation, padding=geom.padding, stride=geom.stride)
+        return cols.transpose(1, 2).contiguous() if transposed else cols
+    x = x.float().contiguous()
+    n, c, h, w = x.shape
+    ho, wo = _out_hw((h, w), kernel, geom)
+    k, l = c * kernel[0] * kernel[1], ho * wo
+    cols = torch.empty((n, l, k) if transposed else (n, k, l), dtype=torch.float32)
+    ffi, lib = native()
+    lib.im2col(_ptr(ffi, x, "float*"), _ptr(ffi, cols, "float*"), n, c, h, w, kernel[0], kernel[1],
+               geom.stride[0], geom.stride[1], geom.padding[0], geom.padding[1], geom.dilation[0],
+               geom.dilation[1], ho, wo, int(transposed))
+    return cols
 
 
 def _out_hw(in_hw, kernel, geom: ConvGeometry):
@@ -238,7 +254,7 @@ class SoftwareBackend(Backend):
             with exact_fp32(e.device):
                 return conv2d_weight(a, tuple(weight_shape), e, **_geom_kwargs(geom))
         n, co = e.shape[:2]
-        cols_t = _unfold(a, weight_shape[2:], geom).transpose(1, 2).contiguous()  # [N, L, K]
+        cols_t = _unfold(a, weight_shape[2:], geom, transposed=True)  # [N, L, K]
         dw = mogami_bmm(e.reshape(n, co, -1), cols_t, reduce_batch=True, max_finite=max_finite_bits(qe.fmt))
         return dw.view(weight_shape)
 
@@ -270,7 +286,7 @@ class SoftwareBackend(Backend):
         """dW[co,k] = SUM_{n,l} E[n,co,l] * d(A[n,k,l] (x) W[co,k])/dW."""
         e, w, a = qe.dequantize().float(), qw.dequantize().float(), qa.dequantize().float()
         n, co = e.shape[:2]
-        cols_t = _unfold(a, w.shape[2:], geom).transpose(1, 2).contiguous()
+        cols_t = _unfold(a, w.shape[2:], geom, transposed=True)
         return mogami_grad_reduce(e.reshape(n, co, -1), cols_t, w.reshape(co, -1)).view(w.shape)
 
     @staticmethod

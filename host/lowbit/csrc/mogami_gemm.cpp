@@ -128,6 +128,31 @@ void mogami_grad_reduce(const float* G, const uint32_t* X, const uint32_t* W, fl
     }
 }
 
+// im2col of x [N, C, H, W] (zero padding), the layout of F.unfold: cols[n][k][l] with
+// k = (c, i, j) and l = (oy, ox); transposed = 1 writes cols[n][l][k] instead (weight gradient).
+void im2col(const float* x, float* cols, int64_t n_batch, int64_t channels, int64_t height, int64_t width,
+            int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+            int64_t out_h, int64_t out_w, int transposed) {
+    const int64_t k_len = channels * kh * kw, l_len = out_h * out_w;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < n_batch; ++n) {
+        for (int64_t k = 0; k < k_len; ++k) {
+            const int64_t c = k / (kh * kw), i = (k / kw) % kh, j = k % kw;
+            const float* plane = x + (n * channels + c) * height * width;
+            float* out = cols + n * k_len * l_len;
+            for (int64_t oy = 0; oy < out_h; ++oy) {
+                const int64_t y = oy * sh - ph + i * dh;
+                for (int64_t ox = 0; ox < out_w; ++ox) {
+                    const int64_t xx = ox * sw - pw + j * dw;
+                    const float v = (y >= 0 && y < height && xx >= 0 && xx < width) ? plane[y * width + xx] : 0.0f;
+                    const int64_t l = oy * out_w + ox;
+                    out[transposed ? l * k_len + k : k * l_len + l] = v;
+                }
+            }
+        }
+    }
+}
+
 // Elementwise products (tests and the scalar reference): out[i] = a[i] (x) b[i].
 void mogami_mul_bits(const uint32_t* a, const uint32_t* b, uint32_t* out, int64_t n, uint32_t max_finite) {
     for (int64_t i = 0; i < n; ++i) out[i] = mogami_bits(a[i], b[i], max_finite);
