@@ -67,7 +67,7 @@ void mogami_gemm(const uint32_t* A, const uint32_t* B, float* C, int64_t batch, 
                  int64_t n_cols, int64_t k_red, int64_t sab, int64_t sam, int64_t sbb, int reduce_batch,
                  uint32_t max_finite) {
     const int64_t outer = reduce_batch ? m_rows : batch * m_rows;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 16)
     for (int64_t o = 0; o < outer; ++o) {
         const int64_t m = reduce_batch ? o : o % m_rows;
         float* c = C + o * n_cols;
