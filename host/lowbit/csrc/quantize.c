@@ -11,7 +11,7 @@
 #include <string.h>
 
 /* Below this many elements one thread is faster than waking (and waiting for) a team. */
-#define PARALLEL_MIN (1 << 21)
+#define PARALLEL_MIN (1 << 15)
 
 static inline uint32_t hash32(uint32_t x) {
     x ^= x >> 16;
