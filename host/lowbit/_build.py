@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -34,6 +35,14 @@ def find_compiler(cplus: bool = True) -> str:
     )
 
 
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return platform.processor()
+
+
 def build_shared(name: str, sources: Sequence[Path], *, include_dirs: Iterable[Path] = (),
                  system_include_dirs: Iterable[Path] = (), flags: Sequence[str] = (),
                  cplus: bool = True) -> Path:
@@ -43,6 +52,8 @@ def build_shared(name: str, sources: Sequence[Path], *, include_dirs: Iterable[P
     args = ["-O3", "-shared", "-fPIC", *flags]
     args += [f"-I{d}" for d in include_dirs] + [f"-isystem{d}" for d in system_include_dirs]
     digest = hashlib.sha256(" ".join([compiler, *args]).encode())
+    if "-march=native" in args:  # a cache shared between machines must not hand one CPU's code to another
+        digest.update(_cpu_flags().encode())
     for src in sources:
         digest.update(Path(src).read_bytes())
     for d in include_dirs:

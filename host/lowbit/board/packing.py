@@ -79,7 +79,8 @@ _LIB = []
 
 def _lib():
     if not _LIB:  # built once per source hash (lowbit._build), looked up once per process
-        _LIB.append(load("lowbit_board_pack", _CDEF, [Path(__file__).with_name("pack.c")], cplus=False))
+        _LIB.append(load("lowbit_board_pack", _CDEF, [Path(__file__).with_name("pack.c")], cplus=False,
+                         flags=["-march=native"]))
     return _LIB[0]
 
 
