@@ -326,11 +326,12 @@ def open_recorder(cfg: TrainConfig):
 
 def epoch_energy(recorder, first_mark: int) -> dict:
     """Joules of this epoch's training steps (step marks from ``first_mark`` on), summed over sensors,
-    and the median per step; evaluation and checkpointing are not counted."""
+    and the mean per step (coarse counters such as NVML's update every ~100 ms, so a median of single
+    steps reads 0 J); evaluation and checkpointing are not counted."""
     per = recorder.energy_per_mark("step").iloc[first_mark:]
     columns = [c for c in per.columns if c.endswith("_J")]
     per_step = per[columns].sum(axis=1, min_count=1)
-    return {"energy_j": float(per_step.sum()), "joules_per_step": float(per_step.median()),
+    return {"energy_j": float(per_step.sum()), "joules_per_step": float(per_step.sum() / max(len(per_step), 1)),
             "power_sensors": [c[:-2] for c in columns]}
 
 
@@ -370,6 +371,8 @@ def train_epoch(model, optimizer, dataset, cfg: TrainConfig, epoch: int, recorde
             raise NonFiniteError(epoch + 1, step, first_nonfinite_module(model, x, y, rng))
         optimizer.step()
         if recorder is not None:
+            if x.is_cuda:  # mark when the step's GPU work is done, not when it was queued
+                torch.cuda.synchronize(x.device)
             recorder.mark("step")
         total_loss += float(loss.detach()) * y.numel()
         correct += int((logits.argmax(1) == y).sum())

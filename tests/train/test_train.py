@@ -296,3 +296,18 @@ def test_cli_overrides_reach_convert(capsys):
     assert train.main(argv) == 0
     err = capsys.readouterr().err
     assert "conv2  QConv2d  mls:2,4" in err and "conv3  Conv2d   fp32 (torch)" in err
+
+
+def test_epoch_energy_is_the_mean_over_steps_of_a_coarse_counter():
+    import pandas as pd
+
+    from lowbit.train import epoch_energy
+
+    class CoarseCounter:  # NVML-like: the counter moves on one step in three
+        def energy_per_mark(self, label):
+            return pd.DataFrame({"gpu_J": [9.0, 0.0, 0.0, 3.0], "t": [0, 1, 2, 3]})
+
+    e = epoch_energy(CoarseCounter(), first_mark=1)
+    assert e["energy_j"] == 3.0
+    assert e["joules_per_step"] == 1.0
+    assert e["power_sensors"] == ["gpu"]
