@@ -227,6 +227,9 @@ def test_cuda_equals_cpu():
 def test_large_outputs_on_huge_pages_behave_like_tensors(monkeypatch, tmp_path):
     if not native_available():
         pytest.skip("native kernel unavailable")
+    import lowbit.quant
+
+    monkeypatch.setattr(lowbit.quant, "_HUGE_MIN_BYTES", 1 << 20)  # take the huge-page path at this size
     # 4.9 MB of values (huge pages); odd H*W puts groups off vector bounds
     x = torch.randn(2, 2, 511, 601, generator=torch.Generator().manual_seed(8))
     for fmt in ("mls:2,1", "pot:4"):

@@ -530,7 +530,7 @@ def native_available() -> bool:
     return _native_state["ok"]
 
 
-_HUGE_MIN_BYTES = 4 << 20
+_HUGE_MIN_BYTES = 32 << 20  # glibc serves smaller blocks from its heap, reused without page faults
 
 
 def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
