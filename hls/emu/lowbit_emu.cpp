@@ -15,17 +15,7 @@ int lowbit_axis_run(const uint64_t* in, uint64_t n_in, uint64_t* out, uint64_t o
                     uint32_t* beats) {
     if (n_in == 0) return -1;
     hls::stream<axis_word> s_in, s_out;
-    for (uint64_t i = 0; i < n_in; i++) {
-        axis_word w;
-        w.data = in[i];
-        w.keep = 0xFF;
-        w.strb = 0xFF;
-        w.user = 0;
-        w.id = 0;
-        w.dest = 0;
-        w.last = (i + 1 == n_in) ? 1 : 0;
-        s_in.write(w);
-    }
+    dma_mm2s(in, n_in, s_in);
     lowbit_gemm_axis(s_in, s_out, *status, *id_version, *beats);
     *consumed = n_in - (uint64_t)s_in.size();
     *tlast_index = -1;

@@ -10,17 +10,7 @@ static int run_case(const std::string& dir, const std::string& name) {
     if (!read_words(dir + "/" + name + ".in.bin", in) || !read_words(dir + "/" + name + ".out.bin", expected))
         return 1;
     hls::stream<axis_word> s_in, s_out;
-    for (size_t i = 0; i < in.size(); i++) {
-        axis_word w;
-        w.data = in[i];
-        w.keep = 0xFF;
-        w.strb = 0xFF;
-        w.user = 0;
-        w.id = 0;
-        w.dest = 0;
-        w.last = (i + 1 == in.size()) ? 1 : 0;
-        s_in.write(w);
-    }
+    dma_mm2s(in.data(), in.size(), s_in);
     uint32_t status = 0xFFFFFFFFu, id_version = 0, cycles = 0;
     lowbit_gemm_axis(s_in, s_out, status, id_version, cycles);
     if (!s_in.empty()) {
