@@ -492,19 +492,6 @@ _native_state: dict = {}
 _CHUNK = 1 << 16  # elements per parallel block of a whole-tensor reduction
 
 
-def _cpu_tag() -> str:
-    """Names the build after the CPU's feature flags: the kernel is compiled with -march=native."""
-    import hashlib
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        flags = ""
-    return platform.machine() + "-" + hashlib.sha256(flags.encode()).hexdigest()[:8]
-
-
 def _native_lib():
     """(ffi, lib) of csrc/quantize.c, built once per source hash; raises RuntimeError if no compiler."""
     if "lib" not in _native_state:
@@ -514,7 +501,7 @@ def _native_lib():
 
         src = Path(__file__).resolve().parent / "csrc" / "quantize.c"
         flags = ["-fopenmp", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-std=c11"]
-        _native_state["lib"] = load(f"quantize-{_cpu_tag()}", _NATIVE_CDEF, [src], flags=flags, cplus=False)
+        _native_state["lib"] = load("quantize", _NATIVE_CDEF, [src], flags=flags, cplus=False)
     return _native_state["lib"]
 
 

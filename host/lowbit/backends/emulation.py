@@ -13,7 +13,6 @@ never changes a result.
 """
 from __future__ import annotations
 
-import subprocess
 import threading
 from dataclasses import dataclass
 from typing import Iterator, List, Tuple
@@ -69,26 +68,6 @@ void lowbit_kernel_limits(uint32_t* out);
 """
 
 
-_ARCH_FLAGS: list = []
-
-
-def _arch_flags() -> list:
-    """``-march=<this CPU>`` spelled out (not ``native``), so the build cache, keyed by the flags,
-    never hands a binary to a different CPU; empty if the compiler cannot tell."""
-    if not _ARCH_FLAGS:
-        from .._build import find_compiler
-
-        try:
-            out = subprocess.run([find_compiler(), "-march=native", "-Q", "--help=target"], capture_output=True,
-                                 text=True, timeout=60).stdout
-            arch = next((ln.split()[1] for ln in out.splitlines() if ln.strip().startswith("-march=")
-                         and len(ln.split()) > 1), None)
-        except (OSError, RuntimeError, subprocess.TimeoutExpired):
-            arch = None
-        _ARCH_FLAGS.append([f"-march={arch}"] if arch and arch != "native" else [])
-    return _ARCH_FLAGS[0]
-
-
 def kernel_lib(limits: KernelLimits = FULL):
     """(ffi, lib) of the compiled kernel; built once per source hash (and limits) into the cache.
 
@@ -102,7 +81,7 @@ def kernel_lib(limits: KernelLimits = FULL):
     return load(name, _CDEF, hls_headers.kernel_sources(),
                 include_dirs=[include, hls_headers.csim_include_dir(), hls_headers.HLS_DIR / "kernels"],
                 system_include_dirs=[hls_headers.ap_types_dir()],
-                flags=[hls_headers.CXX_FLAGS[0], *hls_headers.CXX_FLAGS[2:], "-DLOWBIT_FAST_CSIM", *_arch_flags(), *config])
+                flags=[hls_headers.CXX_FLAGS[0], *hls_headers.CXX_FLAGS[2:], "-DLOWBIT_FAST_CSIM", "-march=native", *config])
 
 
 @dataclass(frozen=True)
