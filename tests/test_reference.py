@@ -57,6 +57,15 @@ def test_mls_2d_matches_reference(fmt, rounding, block, impl):
 
 @pytest.mark.parametrize("impl", _impls())
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_groups_straddling_parallel_tasks_match_reference(rounding, impl):
+    """Larger than one task of the native kernel (4096 elements), with groups (323 elements;
+    2-D blocks of 32 and a partial 6) that cross the task boundaries."""
+    assert_matches_reference(_spread((3, 7, 17, 19), (0, 1), 5), "mls:2,1", rounding, impl)
+    assert_matches_reference(_spread((150, 70), (0,), 6), "mls:2,4", rounding, impl, block=32)
+
+
+@pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("clip", [None, 0.5, 0.3])
 def test_pot_matches_reference(rounding, clip, impl):
     x = _spread((50, 30), (0,), 3)

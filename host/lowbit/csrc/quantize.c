@@ -60,22 +60,23 @@ static inline int32_t clampi(int32_t v, int32_t lo, int32_t hi) { return v < lo 
 
 typedef struct {
     int32_t ex, mx, exmin, emax, qmax;
-    float lsb, inv, sg, st;
+    float lsb, st;
     uint32_t k0, k1;
 } mls_params;
 
-static inline __attribute__((always_inline)) void mls_run(const float *x, int16_t *codes, float *values,
-                                                         int64_t i0, int32_t count, const mls_params *P,
-                                                         const int stochastic) {
+/* inv_e, sg_e: 1/(Sg St) and Sg of each element of the run (its group's) */
+static inline __attribute__((always_inline)) void mls_run(const float *x, const float *inv_e, const float *sg_e,
+                                                         int16_t *codes, float *values, int64_t i0, int32_t count,
+                                                         const mls_params *P, const int stochastic) {
     const int32_t ex = P->ex, mx = P->mx, exmin = P->exmin, emax = P->emax, qmax = P->qmax;
-    const float lsb = P->lsb, inv = P->inv, sg = P->sg, st = P->st;
+    const float lsb = P->lsb, st = P->st;
     const uint32_t lo0 = (uint32_t)i0, hi_key = (uint32_t)(i0 >> 32) ^ P->k1, k0 = P->k0;
     const float *xs = x + i0;
     int16_t *cs = codes + i0;
     float *vs = values + i0;
     for (int32_t j = 0; j < count; j++) {
         float v = xs[j];
-        float ratio = fabsf(v) * inv;
+        float ratio = fabsf(v) * inv_e[j];
         ratio = ratio < 2.0f ? ratio : 2.0f;
         int32_t e = clampi(float_exponent(ratio), exmin, emax);
         uint32_t r = stochastic ? hash32(hash32((lo0 + (uint32_t)j) ^ k0) ^ hi_key) : 0u;
@@ -90,16 +91,18 @@ static inline __attribute__((always_inline)) void mls_run(const float *x, int16_
         int32_t sign = (v < 0.0f) & (q > 0);
         cs[j] = (int16_t)((sign << (ex + mx)) | (exp_code << mx) | man);
         float mag = (float)(q << (e - exmin)) * lsb;
-        vs[j] = ((sign ? -mag : mag) * sg) * st;
+        vs[j] = ((sign ? -mag : mag) * sg_e[j]) * st;
     }
 }
 
-static void mls_run_sr(const float *x, int16_t *c, float *v, int64_t i0, int32_t n, const mls_params *P) {
-    mls_run(x, c, v, i0, n, P, 1);
+static void mls_run_sr(const float *x, const float *inv_e, const float *sg_e, int16_t *c, float *v, int64_t i0,
+                       int32_t n, const mls_params *P) {
+    mls_run(x, inv_e, sg_e, c, v, i0, n, P, 1);
 }
 
-static void mls_run_rn(const float *x, int16_t *c, float *v, int64_t i0, int32_t n, const mls_params *P) {
-    mls_run(x, c, v, i0, n, P, 0);
+static void mls_run_rn(const float *x, const float *inv_e, const float *sg_e, int16_t *c, float *v, int64_t i0,
+                       int32_t n, const mls_params *P) {
+    mls_run(x, inv_e, sg_e, c, v, i0, n, P, 0);
 }
 
 /* Max |x| of each block of `block` elements along rows of length `len` ([rows][nblocks] out).
@@ -124,22 +127,36 @@ int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t b
     return bad;
 }
 
-/* MLS elements. inv/sg: per (row, block), 1/(Sg*St) and Sg; st: tensor scale. */
+/* Elements per parallel task of the MLS quantizer: long enough that the vector loop's set-up is
+ * paid once per task, not once per group (a 3x3 weight's groups hold 9 elements). */
+#define MLS_CHUNK 4096
+
+/* MLS elements. inv/sg: per (row, block), 1/(Sg*St) and Sg; st: tensor scale. Each task copies
+ * its elements' group scales into per-element arrays, then runs one flat loop over them. */
 void lowbit_mls_quantize(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
                          const float *sg, float st, int ex, int mx, int stochastic, uint64_t seed,
                          int16_t *codes, float *values) {
-    mls_params base = {ex, mx, 1 - (1 << ex), ex >= 1 ? -1 : 0, ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1,
-                       pow2i(-(1 << ex) + 1 - mx), 0.0f, 0.0f, st, (uint32_t)seed, (uint32_t)(seed >> 32)};
-    int64_t nblocks = (len + block - 1) / block;
-#pragma omp parallel for schedule(dynamic, 16) if (rows * len >= PARALLEL_MIN)
-    for (int64_t t = 0; t < rows * nblocks; t++) {
-        int64_t row = t / nblocks, b = t % nblocks;
-        int64_t start = row * len + b * block;
-        int64_t stop = row * len + (b * block + block < len ? b * block + block : len);
-        mls_params P = base;
-        P.inv = inv[t];
-        P.sg = sg[t];
-#define MLS_BODY(i0, n) (stochastic ? mls_run_sr : mls_run_rn)(x, codes, values, i0, n, &P)
+    const mls_params P = {ex, mx, 1 - (1 << ex), ex >= 1 ? -1 : 0, ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1,
+                          pow2i(-(1 << ex) + 1 - mx), st, (uint32_t)seed, (uint32_t)(seed >> 32)};
+    const int64_t n = rows * len, nblocks = (len + block - 1) / block;
+#pragma omp parallel for schedule(dynamic, 4) if (n >= PARALLEL_MIN)
+    for (int64_t start = 0; start < n; start += MLS_CHUNK) {
+        const int64_t stop = start + MLS_CHUNK < n ? start + MLS_CHUNK : n;
+        float inv_e[MLS_CHUNK], sg_e[MLS_CHUNK];
+        int64_t row = start / len, col = start - row * len, b = col / block;
+        for (int64_t i = start; i < stop;) { /* one group's stretch at a time */
+            int64_t group_end = row * len + ((b + 1) * block < len ? (b + 1) * block : len);
+            int64_t seg_end = group_end < stop ? group_end : stop;
+            const float g_inv = inv[row * nblocks + b], g_sg = sg[row * nblocks + b];
+            for (int64_t k = i - start; k < seg_end - start; k++) inv_e[k] = g_inv, sg_e[k] = g_sg;
+            if (seg_end == group_end) {
+                b += 1;
+                if (b == nblocks) b = 0, row += 1;
+            }
+            i = seg_end;
+        }
+#define MLS_BODY(i0, cnt) \
+    (stochastic ? mls_run_sr : mls_run_rn)(x, inv_e + ((i0) - start), sg_e + ((i0) - start), codes, values, i0, cnt, &P)
         FOR_COUNTER_RUNS(start, stop, MLS_BODY)
 #undef MLS_BODY
     }
