@@ -59,17 +59,21 @@ static inline int32_t clampi(int32_t v, int32_t lo, int32_t hi) { return v < lo 
     }
 
 typedef struct {
-    int32_t ex, mx, exmin, emax, qmax;
-    float lsb, st;
+    int32_t ex, mx, exmin, emax, code_max;
+    float mag_max, st;
     uint32_t k0, k1;
 } mls_params;
 
-/* inv_e, sg_e: 1/(Sg St) and Sg of each element of the run (its group's) */
+/* inv_e, sg_e: 1/(Sg St) and Sg of each element of the run (its group's).
+ * With q the grid integer in binade e (q in [2^mx, 2^(mx+1)] above the underflow range), the
+ * magnitude code is ((e - exmin) << mx) + q: q's leading bit lands in the exponent field, and a
+ * carry to 2^(mx+1) is the next binade's code. Codes and magnitudes grow together, so saturation
+ * is a min on each. */
 static inline __attribute__((always_inline)) void mls_run(const float *x, const float *inv_e, const float *sg_e,
                                                          int16_t *codes, float *values, int64_t i0, int32_t count,
                                                          const mls_params *P, const int stochastic) {
-    const int32_t ex = P->ex, mx = P->mx, exmin = P->exmin, emax = P->emax, qmax = P->qmax;
-    const float lsb = P->lsb, st = P->st;
+    const int32_t ex = P->ex, mx = P->mx, exmin = P->exmin, emax = P->emax, code_max = P->code_max;
+    const float mag_max = P->mag_max, st = P->st;
     const uint32_t lo0 = (uint32_t)i0, hi_key = (uint32_t)(i0 >> 32) ^ P->k1, k0 = P->k0;
     const float *xs = x + i0;
     int16_t *cs = codes + i0;
@@ -81,16 +85,12 @@ static inline __attribute__((always_inline)) void mls_run(const float *x, const 
         int32_t e = clampi(float_exponent(ratio), exmin, emax);
         uint32_t r = stochastic ? hash32(hash32((lo0 + (uint32_t)j) ^ k0) ^ hi_key) : 0u;
         int32_t q = round_grid(ratio * pow2i(mx - e), stochastic, r);
-        int32_t carry = (q == (2 << mx)) & (e < emax);
-        e += carry;
-        q = carry ? (1 << mx) : q;
-        q = (e == emax) & (q > qmax) ? qmax : q;
-        int32_t normal = (ex >= 1) & (q >= (1 << mx));
-        int32_t exp_code = normal ? e - exmin + 1 : 0;
-        int32_t man = normal ? q - (1 << mx) : q;
-        int32_t sign = (v < 0.0f) & (q > 0);
-        cs[j] = (int16_t)((sign << (ex + mx)) | (exp_code << mx) | man);
-        float mag = (float)(q << (e - exmin)) * lsb;
+        int32_t code = ((e - exmin) << mx) + q;
+        code = code < code_max ? code : code_max;
+        int32_t sign = (v < 0.0f) & (code > 0);
+        cs[j] = (int16_t)((sign << (ex + mx)) | code);
+        float mag = (float)q * pow2i(e - mx);
+        mag = mag < mag_max ? mag : mag_max;
         vs[j] = ((sign ? -mag : mag) * sg_e[j]) * st;
     }
 }
@@ -136,8 +136,9 @@ int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t b
 void lowbit_mls_quantize(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
                          const float *sg, float st, int ex, int mx, int stochastic, uint64_t seed,
                          int16_t *codes, float *values) {
-    const mls_params P = {ex, mx, 1 - (1 << ex), ex >= 1 ? -1 : 0, ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1,
-                          pow2i(-(1 << ex) + 1 - mx), st, (uint32_t)seed, (uint32_t)(seed >> 32)};
+    const int32_t emax = ex >= 1 ? -1 : 0, qmax = ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1;
+    const mls_params P = {ex, mx, 1 - (1 << ex), emax, (1 << (ex + mx)) - 1, (float)qmax * pow2i(emax - mx), st,
+                          (uint32_t)seed, (uint32_t)(seed >> 32)};
     const int64_t n = rows * len, nblocks = (len + block - 1) / block;
 #pragma omp parallel for schedule(dynamic, 4) if (n >= PARALLEL_MIN)
     for (int64_t start = 0; start < n; start += MLS_CHUNK) {
