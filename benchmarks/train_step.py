@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import lowbit.nn as lnn
+from lowbit.memory import keep_freed_memory
 from lowbit.models import get as get_model
 
 DEFAULT_FORMATS = ("mls:2,1", "pot:4", "mogami:fp32")
@@ -64,6 +65,7 @@ def build_configs(args, device):
 
 def run(args) -> dict:
     device = torch.device(args.device)
+    heap_kept = keep_freed_memory()  # as `lowbit train` does; LOWBIT_KEEP_FREED_MEMORY=0 to compare
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     configs = build_configs(args, device)
@@ -87,12 +89,13 @@ def run(args) -> dict:
         rows.append(dict(config=c.label, median_s=med, ratio=med / base, steps=len(c.times),
                          target=targets.get(kind)))
     return dict(device=str(device), threads=torch.get_num_threads(), batch=args.batch, model=args.model,
-                torch=torch.__version__, rows=rows)
+                torch=torch.__version__, heap_kept=heap_kept, rows=rows)
 
 
 def print_report(report: dict) -> None:
     print(f"{report['model']} batch {report['batch']} on {report['device']} "
-          f"({report['threads']} threads, torch {report['torch']}): median step time")
+          f"({report['threads']} threads, torch {report['torch']}, freed memory "
+          f"{'kept in the heap' if report['heap_kept'] else 'returned to the OS'}): median step time")
     print(f"{'config':<22}{'median s':>10}{'x fp32':>9}{'target':>9}{'steps':>7}")
     for r in report["rows"]:
         target = "" if r["target"] is None else f"<={r['target']:g}"

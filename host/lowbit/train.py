@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from . import checkpoint, formats
 from . import data as datasets
 from . import models
+from .memory import keep_freed_memory
 
 CHECKPOINT = "last.pt"
 METRICS = "metrics.jsonl"
@@ -433,6 +434,7 @@ def fit(
     if config is not None and options:
         raise TypeError("pass either a TrainConfig or keyword options, not both")
     cfg = (config or TrainConfig(**options)).resolved()
+    keep_freed_memory()
     previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
