@@ -136,6 +136,47 @@ def test_ddp_world_size_one_matches_plain(tmp_path):
         assert torch.equal(p.grad, r.grad), n  # same seed: same stochastic rounding, same sums
 
 
+_DDP_RANK = r"""
+import sys, torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+sys.path.insert(0, sys.argv[3])
+from test_convert import _net
+from lowbit.nn import convert
+rank, out = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=2)
+ddp = DDP(convert(_net(), "mls:2,1"))
+x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))[4 * rank:4 * rank + 4]
+torch.manual_seed(7 + rank)
+ddp(x).square().sum().backward()
+torch.save({n: p.grad for n, p in ddp.module.named_parameters()}, f"{out}/rank{rank}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_two_processes_average_the_quantized_gradients(tmp_path):
+    """Two gloo ranks, each on half the batch with its own stochastic rounding: both end with the
+    mean of the two half-batch gradients that plain (undistributed) layers compute."""
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(__file__)
+    procs = [subprocess.Popen([sys.executable, "-c", _DDP_RANK, str(r), str(tmp_path), here]) for r in (0, 1)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    grads = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    halves = []
+    for r in (0, 1):
+        plain = convert(_net(), "mls:2,1")
+        torch.manual_seed(7 + r)
+        plain(x[4 * r:4 * r + 4]).square().sum().backward()
+        halves.append({n: p.grad for n, p in plain.named_parameters()})
+    for name, g0 in grads[0].items():
+        assert torch.equal(g0, grads[1][name]), name  # the ranks agree exactly
+        expected = (halves[0][name] + halves[1][name]) / 2
+        torch.testing.assert_close(g0, expected, rtol=1e-6, atol=0, msg=name)  # allreduce order: fp32 rounding only
+
+
 def test_torch_compile_matches_eager():
     q = convert(_net(), "mls:2,1")
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
