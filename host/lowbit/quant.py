@@ -266,26 +266,29 @@ def group_scale_values(codes: torch.Tensor, mg: int) -> torch.Tensor:
 # ---------------------------------------------------------------- MLS
 
 
+def _mls_grid(xf_ratio: torch.Tensor, fmt: MLS, rounding: str, rbits: Optional[torch.Tensor]):
+    """(binade e, grid integer q) of X_f = |x| / (Sg St) (fp32, clamped to [0, 2]); q is in
+    [2^mx, 2^(mx+1)] above the underflow range, 2^(mx+1) being a carry into binade e + 1."""
+    e = float_exponent(xf_ratio).clamp(fmt.exmin, -1 if fmt.ex >= 1 else 0)
+    return e, round_grid(xf_ratio * pow2(fmt.mx - e), rounding, rbits)
+
+
+def _mls_magnitude_code(e: torch.Tensor, q: torch.Tensor, fmt: MLS) -> torch.Tensor:
+    """((e - exmin) << mx) + q: q's leading bit lands in the exponent field and a carry is the
+    next binade's code; codes grow with the magnitude, so saturation is a min."""
+    return (((e - fmt.exmin) << fmt.mx) + q).clamp(max=(1 << (fmt.ex + fmt.mx)) - 1)
+
+
+def _signed_codes(code: torch.Tensor, sign: torch.Tensor, fmt) -> torch.Tensor:
+    return ((sign.to(torch.int32) << (fmt.code_bits - 1)) | code).to(torch.int16)
+
+
 def mls_element_codes(xf_ratio: torch.Tensor, negative: torch.Tensor, fmt: MLS, rounding: str,
                       rbits: Optional[torch.Tensor]) -> torch.Tensor:
     """Round X_f = |x| / (Sg St) (fp32, clamped to [0, 2]) onto the <ex, mx> grid; int16 codes."""
-    ex, mx, exmin = fmt.ex, fmt.mx, fmt.exmin
-    emax = -1 if ex >= 1 else 0
-    e = float_exponent(xf_ratio).clamp(exmin, emax)
-    q = round_grid(xf_ratio * pow2(mx - e), rounding, rbits)
-    carry = (q == (1 << (mx + 1))) & (e < emax)
-    e = e + carry.to(torch.int32)
-    q = torch.where(carry, torch.full_like(q, 1 << mx), q)
-    qmax = (1 << (mx + 1)) - 1 if ex >= 1 else (1 << mx) - 1
-    q = torch.where(e == emax, q.clamp(max=qmax), q)
-    if ex >= 1:
-        normal = q >= (1 << mx)
-        exp_code = torch.where(normal, e - exmin + 1, torch.zeros_like(e))
-        man = torch.where(normal, q - (1 << mx), q)
-    else:
-        exp_code, man = torch.zeros_like(q), q
-    sign = (negative & (q > 0)).to(torch.int32)
-    return ((sign << (ex + mx)) | (exp_code << mx) | man).to(torch.int16)
+    e, q = _mls_grid(xf_ratio, fmt, rounding, rbits)
+    code = _mls_magnitude_code(e, q, fmt)
+    return _signed_codes(code, negative & (code > 0), fmt)
 
 
 def _mls_torch(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optional[int]) -> QTensor:
@@ -319,20 +322,18 @@ def _mls_elements(view, inv, sg, st, keys, row_len: int, fmt: MLS, stochastic: b
     ratio = (view.abs() * inv).clamp(max=2.0)
     rbits = None
     if stochastic:
-        p, q, b = view.shape
+        n_p, n_q, n_b = view.shape
         dev = view.device
-        idx = (torch.arange(p, device=dev, dtype=torch.int32)[:, None, None] * row_len
-               + torch.arange(q, device=dev, dtype=torch.int32)[None, :, None] * b
-               + torch.arange(b, device=dev, dtype=torch.int32))
+        idx = (torch.arange(n_p, device=dev, dtype=torch.int32)[:, None, None] * row_len
+               + torch.arange(n_q, device=dev, dtype=torch.int32)[None, :, None] * n_b
+               + torch.arange(n_b, device=dev, dtype=torch.int32))
         r = _hash32_int32(_hash32_int32(idx ^ keys[0]) ^ keys[1])
         rbits = (r >> 8) & 0xFFFFFF
-    codes = mls_element_codes(ratio, view < 0, fmt, "stochastic" if stochastic else "nearest", rbits)
-    c = codes.to(torch.int32)
-    e, man = (c >> fmt.mx) & ((1 << fmt.ex) - 1), c & ((1 << fmt.mx) - 1)
-    qint = torch.where(e == 0, man, ((1 << fmt.mx) + man) << (e - 1).clamp(min=0))
-    sign = 1.0 - 2.0 * ((c >> (fmt.code_bits - 1)) & 1).to(torch.float32)
-    mag = qint.to(torch.float32) * 2.0 ** (fmt.exmin - fmt.mx)  # exact, as decode()'s ldexp
-    return codes, ((sign * mag) * sg) * st
+    e, q = _mls_grid(ratio, fmt, "stochastic" if stochastic else "nearest", rbits)
+    code = _mls_magnitude_code(e, q, fmt)
+    sign = (view < 0) & (code > 0)
+    mag = (q.to(torch.float32) * pow2(e - fmt.mx)).clamp(max=fmt.max_int * 2.0 ** (fmt.exmin - fmt.mx))  # exact
+    return _signed_codes(code, sign, fmt), (torch.where(sign, -mag, mag) * sg) * st
 
 
 _compiled: dict = {}
