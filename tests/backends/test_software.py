@@ -222,3 +222,127 @@ def test_native_im2col_equals_unfold(geom):
     ref = F.unfold(x, (3, 2), dilation=geom.dilation, padding=geom.padding, stride=geom.stride)
     assert torch.equal(_unfold(x, (3, 2), geom), ref)
     assert torch.equal(_unfold(x, (3, 2), geom, transposed=True), ref.transpose(1, 2))
+
+
+# ---- the native fast paths (no Inf/NaN, no product near saturation) ------------------------
+
+def benign_operands(shape, seed, *, lo=-30, hi=30, dtype=torch.float32):
+    """Zeros, -0, subnormals and magnitudes 2^lo..2^hi (products flush to zero, none saturate)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * torch.ldexp(torch.ones(shape), torch.randint(lo, hi, shape, generator=g))
+    pick = torch.rand(shape, generator=g)
+    x = torch.where(pick < 0.25, torch.zeros_like(x), x)
+    x = torch.where((pick >= 0.25) & (pick < 0.3), -torch.zeros_like(x), x)
+    x = torch.where((pick >= 0.3) & (pick < 0.33), x * 1e-39, x)  # subnormal (or zero)
+    return x.to(dtype).float()
+
+
+GENERAL = 0x7F800000  # b_max_bits that forces mogami_bmm's general loop
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("lo,hi", [(-30, 30), (-75, -5), (-20, 62)])
+def test_fast_gemm_equals_general_and_reference(dtype, lo, hi):
+    max_bits = 0x7F7F0000 if dtype == torch.bfloat16 else 0x7F7FFFFF
+    for (ba, bb, m, k, n), seed in zip([(1, 3, 5, 37, 19), (2, 2, 9, 16, 33), (1, 1, 1, 1, 1), (3, 3, 8, 64, 48)],
+                                       range(0, 100, 10)):
+        a = benign_operands((ba, m, k), seed, lo=lo, hi=hi, dtype=dtype)
+        b = benign_operands((bb, k, n), seed + 1, lo=lo, hi=hi, dtype=dtype)
+        fast = mogami_bmm(a, b, max_finite=max_bits)
+        assert torch.equal(fast.view(torch.int32), mogami_bmm(a, b, max_finite=max_bits, b_max_bits=GENERAL).view(torch.int32))
+        assert torch.equal(fast, mogami_ref_bmm(a.expand(bb, -1, -1), b, dtype))
+        if ba == bb:
+            red = mogami_bmm(a, b, reduce_batch=True, max_finite=max_bits)
+            prods = mogami_mul(a[:, :, :, None].to(dtype), b[:, None, :, :].to(dtype)).float()
+            ref = seq_sum(prods.permute(1, 0, 2, 3).reshape(m, ba * k, n), 1)
+            assert torch.equal(red, ref)
+            assert torch.equal(red, mogami_bmm(a, b, reduce_batch=True, max_finite=max_bits, b_max_bits=GENERAL))
+
+
+def test_fast_gemm_at_the_saturation_boundary():
+    # |a|max (x) |b|max == max_finite exactly: fast path; one ulp more: the general loop saturates
+    big = torch.tensor(2.0**64)
+    edge = torch.tensor(FLT_MAX) / 2.0**64  # the product of the patterns is FLT_MAX
+    a = torch.stack([big, torch.tensor(1.5), torch.tensor(-0.75)]).view(1, 1, 3)
+    for top in (edge, torch.nextafter(edge, torch.tensor(float("inf")))):
+        b = torch.stack([top, torch.tensor(3.0), torch.tensor(0.0)]).view(1, 3, 1)
+        assert torch.equal(mogami_bmm(a, b), mogami_ref_bmm(a, b))
+
+
+def test_fast_gemm_products_at_the_flush_boundary():
+    # one product per output column (as test_mogami_known_products_through_gemm), all on the fast
+    # path: results at, just below and just above the smallest normal, zero and subnormal operands
+    tiny = torch.finfo(torch.float32).tiny
+    pairs = [(2.0**-63, 2.0**-63), (2.0**-63, -(2.0**-64)), (1.5 * 2.0**-64, 1.5 * 2.0**-63),
+             (1.25 * 2.0**-64, 1.5 * 2.0**-63), (-tiny, 1.0), (tiny, 0.9999999), (1e-39, 2.0**40),
+             (-0.0, 5.0), (0.0, -0.0), (3.0, -1e-40), (2.0**63, -(2.0**64)), (-1.75, -1.5), (2.0**-100, 2.0**-27)]
+    a = torch.tensor([[p[0] for p in pairs]])
+    b = torch.tensor([p[1] for p in pairs])
+    out = mogami_bmm(a[None], torch.diag_embed(b)[None])[0, 0]
+    expect = mogami_mul(a[0], b)
+    assert torch.equal(out, expect + 0.0)  # a flushed product sums to +0
+    assert expect[0] == tiny and expect[1] == 0 and expect[2] == tiny and expect[3] == 0 and expect[4] == -tiny
+
+
+CONV_CASES = [  # (N, C, H, W, Co, kh, kw, stride, padding, dilation)
+    (2, 3, 9, 16, 5, 3, 3, (1, 1), (1, 1), (1, 1)),
+    (1, 4, 8, 13, 7, 3, 2, (2, 1), (1, 2), (1, 2)),
+    (2, 5, 11, 24, 4, 1, 3, (1, 2), (0, 1), (2, 1)),
+    (3, 2, 7, 33, 9, 2, 5, (2, 3), (2, 2), (1, 2)),
+    (1, 6, 16, 16, 16, 3, 3, (2, 2), (1, 1), (1, 1)),
+    (2, 3, 5, 9, 1, 1, 1, (1, 1), (0, 0), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_direct_mogami_convs_equal_the_unfold_lowering(case, monkeypatch):
+    import lowbit.backends.software as sw
+
+    n, c, h, w, co, kh, kw, stride, padding, dilation = case
+    geom = ConvGeometry(stride, padding, dilation)
+    be, seed = SoftwareBackend(), sum(case[:7])
+    qw = quantize(benign_operands((co, c, kh, kw), seed, lo=-12, hi=4), "mogami:fp32")
+    qa = quantize(benign_operands((n, c, h, w), seed + 1, lo=-8, hi=8), "mogami:fp32")
+    wv, av = qw.values, qa.values
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    assert wo >= 8  # the direct kernels' range
+    qe = quantize(benign_operands((n, co, ho, wo), seed + 2, lo=-30, hi=-2), "mogami:fp32")
+    ev = qe.values.reshape(n, co, -1)
+    calls = []
+    direct = sw._direct_conv
+    monkeypatch.setattr(sw, "_direct_conv", lambda *a, **k: calls.append(direct(*a, **k)) or calls[-1])
+    z = be.conv2d_forward(qw, qa, geom)
+    da = be.conv2d_backward_data(qe, qw, geom, qa.shape)
+    dw = be.conv2d_weight_grad(qe, qa, geom, qw.shape)
+    assert len(calls) == 3 and all(r is not None for r in calls)  # the direct kernels ran
+    # the reference: F.unfold columns, products summed in increasing k, F.fold for backward-data
+    kwargs = dict(dilation=dilation, padding=padding, stride=stride)
+    cols = F.unfold(av, (kh, kw), **kwargs)
+    assert torch.equal(z, mogami_ref_bmm(wv.reshape(1, co, -1).expand(n, -1, -1), cols).view(z.shape))
+    dcols = mogami_ref_bmm(wv.reshape(co, -1).t()[None].expand(n, -1, -1), ev)
+    assert torch.equal(da, F.fold(dcols, (h, w), (kh, kw), **kwargs))
+    prods = mogami_mul(ev[:, :, :, None], cols.transpose(1, 2)[:, None, :, :])  # [N, Co, L, K]
+    assert torch.equal(dw, seq_sum(prods.permute(1, 0, 2, 3).reshape(co, -1, cols.shape[1]), 1).view(dw.shape))
+    # and the GEMM lowering the backend falls back to gives the same bits
+    monkeypatch.setattr(sw, "_direct_conv", lambda *a, **k: None)
+    for got, ref in ((z, be.conv2d_forward(qw, qa, geom)), (da, be.conv2d_backward_data(qe, qw, geom, qa.shape)),
+                     (dw, be.conv2d_weight_grad(qe, qa, geom, qw.shape))):
+        assert torch.equal(got.view(torch.int32), ref.view(torch.int32))
+
+
+def test_direct_mogami_conv_declines_where_products_could_saturate():
+    from lowbit.backends.software import _CONV_FORWARD, _direct_conv
+
+    geom = ConvGeometry(padding=(1, 1))
+    w = torch.full((2, 1, 3, 3), 2.0**70)
+    x = benign_operands((1, 1, 4, 8), 3)
+    assert _direct_conv(_CONV_FORWARD, x, w, (1, 2, 4, 8), x.shape, w.shape, geom, 0x7F7FFFFF) is not None
+    x[0, 0, 1, 1] = 2.0**60
+    assert _direct_conv(_CONV_FORWARD, x, w, (1, 2, 4, 8), x.shape, w.shape, geom, 0x7F7FFFFF) is None
+    be = SoftwareBackend()
+    qw, qa = quantize(w, "mogami:fp32"), quantize(x, "mogami:fp32")
+    z = be.conv2d_forward(qw, qa, geom)  # the GEMM lowering: saturated products
+    cols = F.unfold(x, (3, 3), padding=1)
+    assert torch.equal(z, mogami_ref_bmm(w.reshape(1, 2, -1), cols).view(z.shape))
+    assert (z.abs() == FLT_MAX).any()

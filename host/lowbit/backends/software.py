@@ -3,8 +3,9 @@
 MLS and PoT products are exact in fp32 (few-bit significands), so F.conv2d / matmul on the
 dequantized operands is the exact product set summed in fp32 (summation order: the BLAS's).
 Mogami products are computed by ``csrc/mogami_gemm.cpp`` (OpenMP, vectorised over output
-columns, fixed order: each output adds its products in increasing reduction index) on CPU,
-and by chunked torch integer ops on CUDA.
+elements, fixed order: each output adds its products in increasing reduction index) on CPU:
+convolutions run as direct kernels (no im2col / col2im buffers) where no operand is Inf/NaN and
+no product can saturate, else as im2col + GEMM (+ F.fold); on CUDA by chunked torch integer ops.
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ _CSRC = Path(__file__).resolve().parent.parent / "csrc" / "mogami_gemm.cpp"
 _CDEF = """
 void mogami_gemm(const uint32_t* A, const uint32_t* B, float* C, int64_t batch, int64_t m_rows,
                  int64_t n_cols, int64_t k_red, int64_t sab, int64_t sam, int64_t sbb, int reduce_batch,
-                 uint32_t max_finite);
+                 uint32_t max_finite, uint32_t max_b);
+int mogami_conv2d(int which, const uint32_t* p, const uint32_t* q, float* out, const int64_t* geo,
+                  uint32_t max_finite);
 void mogami_grad_fixed_col(const float* G, const uint32_t* P, const uint32_t* Q, float* C, int64_t batch,
                            int64_t m_rows, int64_t n_cols, int64_t k_red, int64_t sgb);
 void mogami_grad_reduce(const float* G, const uint32_t* X, const uint32_t* W, float* C, int64_t batch,
@@ -91,9 +94,11 @@ def _torch_dy_bits(ux: torch.Tensor, uy: torch.Tensor) -> torch.Tensor:
 
 
 def mogami_bmm(a: torch.Tensor, b: torch.Tensor, *, reduce_batch: bool = False,
-               max_finite: int = _MAX_FINITE) -> torch.Tensor:
+               max_finite: int = _MAX_FINITE, b_max_bits: int | None = None) -> torch.Tensor:
     """C[b] = A[b] (x) B[b] for a [Ba|1, M, K], b [Bb, K, N] fp32; reduce_batch sums over b too.
-    ``max_finite``: saturation bits (``max_finite_bits(fmt)``)."""
+    ``max_finite``: saturation bits (``max_finite_bits(fmt)``). ``b_max_bits``: an upper bound of
+    b's magnitude patterns (bits & 0x7FFFFFFF) if known, else the kernel scans b to decide between
+    its fast path and the general loop (>= 0x7F800000 forces the general loop; same results)."""
     batch = b.shape[0]
     if a.device.type == "cpu":
         a_bits, b_bits = _bits(a), _bits(b)
@@ -103,7 +108,8 @@ def mogami_bmm(a: torch.Tensor, b: torch.Tensor, *, reduce_batch: bool = False,
         ffi, lib = native()
         sab = 0 if a.shape[0] == 1 and batch > 1 else m * k
         lib.mogami_gemm(_ptr(ffi, a_bits, "uint32_t*"), _ptr(ffi, b_bits, "uint32_t*"),
-                        _ptr(ffi, out, "float*"), batch, m, n, k, sab, k, k * n, int(reduce_batch), max_finite)
+                        _ptr(ffi, out, "float*"), batch, m, n, k, sab, k, k * n, int(reduce_batch), max_finite,
+                        0xFFFFFFFF if b_max_bits is None else b_max_bits)
         return out
     return _torch_bmm(a, b, reduce_batch, max_finite)
 
@@ -196,6 +202,32 @@ def _unfold(x: torch.Tensor, kernel, geom: ConvGeometry, *, transposed: bool = F
     return cols
 
 
+_CONV_FORWARD, _CONV_BACKWARD_DATA, _CONV_WEIGHT_GRAD = 0, 1, 2
+
+
+def _direct_conv(which: int, p: torch.Tensor, q: torch.Tensor, out_shape, x_shape, w_shape, geom: ConvGeometry,
+                 max_finite: int):
+    """The native direct convolution kernels (fast path, no im2col / col2im) on CPU: the output,
+    or None where they do not apply (an Inf/NaN operand, a product that could saturate, narrow
+    outputs); the caller then lowers to the GEMM."""
+    if p.device.type != "cpu":
+        return None
+    n, c, h, w = x_shape
+    co, _, kh, kw = w_shape
+    ho, wo = _out_hw((h, w), (kh, kw), geom)
+    if wo < 8 or ho < 1 or n == 0:
+        return None
+    p, q = _bits(p), _bits(q)
+    out = torch.empty(tuple(out_shape), dtype=torch.float32)
+    ffi, lib = native()
+    geo = ffi.new("int64_t[15]", [n, c, h, w, co, kh, kw, *geom.stride, *geom.padding, *geom.dilation, ho, wo])
+    status = lib.mogami_conv2d(which, _ptr(ffi, p, "uint32_t*"), _ptr(ffi, q, "uint32_t*"), _ptr(ffi, out, "float*"),
+                               geo, max_finite)
+    if status == 2:
+        raise MemoryError("mogami_conv2d: out of memory for its scratch buffers")
+    return out if status == 0 else None
+
+
 def _out_hw(in_hw, kernel, geom: ConvGeometry):
     return tuple((in_hw[i] + 2 * geom.padding[i] - geom.dilation[i] * (kernel[i] - 1) - 1) // geom.stride[i] + 1
                  for i in range(2))
@@ -230,6 +262,9 @@ class SoftwareBackend(Backend):
                 return F.conv2d(a, w, None, **_geom_kwargs(geom))
         n, co, kernel = a.shape[0], w.shape[0], w.shape[2:]
         ho, wo = _out_hw(a.shape[2:], kernel, geom)
+        z = _direct_conv(_CONV_FORWARD, a, w, (n, co, ho, wo), a.shape, w.shape, geom, max_finite_bits(qw.fmt))
+        if z is not None:
+            return z
         cols = _unfold(a, kernel, geom)  # [N, K, L]
         z = mogami_bmm(w.reshape(1, co, -1), cols, max_finite=max_finite_bits(qw.fmt))
         return z.view(n, co, ho, wo)
@@ -242,6 +277,10 @@ class SoftwareBackend(Backend):
             with exact_fp32(e.device):
                 return conv2d_input(tuple(input_shape), w, e, **_geom_kwargs(geom))
         n, co = e.shape[:2]
+        dx = _direct_conv(_CONV_BACKWARD_DATA, e, w, tuple(input_shape), tuple(input_shape), w.shape, geom,
+                          max_finite_bits(qe.fmt))
+        if dx is not None:
+            return dx
         wt = w.reshape(co, -1).t().contiguous()[None]  # [1, K, Co]
         dcols = mogami_bmm(wt, e.reshape(n, co, -1), max_finite=max_finite_bits(qe.fmt))
         return self._fold(dcols, input_shape, w.shape[2:], geom)
@@ -254,6 +293,10 @@ class SoftwareBackend(Backend):
             with exact_fp32(e.device):
                 return conv2d_weight(a, tuple(weight_shape), e, **_geom_kwargs(geom))
         n, co = e.shape[:2]
+        dw = _direct_conv(_CONV_WEIGHT_GRAD, e, a, tuple(weight_shape), a.shape, tuple(weight_shape), geom,
+                          max_finite_bits(qe.fmt))
+        if dw is not None:
+            return dw
         cols_t = _unfold(a, weight_shape[2:], geom, transposed=True)  # [N, L, K]
         dw = mogami_bmm(e.reshape(n, co, -1), cols_t, reduce_batch=True, max_finite=max_finite_bits(qe.fmt))
         return dw.view(weight_shape)
