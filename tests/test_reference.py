@@ -56,6 +56,17 @@ def test_mls_2d_matches_reference(fmt, rounding, block, impl):
 
 
 @pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("ratio", [3e-39, 1e-44, 2.0 ** -126, 1.7e-38])
+def test_group_to_tensor_ratio_below_the_normal_range_matches_reference(ratio, impl):
+    """Group max / St subnormal in fp32: the scale exponent goes below -126 (<8,m> scales reach -255)."""
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(7))
+    x[1, 2] *= ratio / float(x[1, 2].abs().max())
+    x[0, 0, 0, 0] = 1.0 + float(x.abs().max())
+    for fmt in ("mls:2,1,g=8,1,group=nc", "mls:2,3,g=8,0,group=nc"):
+        assert_matches_reference(x, fmt, "nearest", impl)
+
+
+@pytest.mark.parametrize("impl", _impls())
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 def test_groups_straddling_parallel_tasks_match_reference(rounding, impl):
     """Larger than one task of the native kernel (4096 elements), with groups (323 elements;

@@ -322,6 +322,23 @@ static float pow2_any(int32_t k) {
     return k >= -149 ? bits_to_float(1u << (k + 149)) : 0.0f;
 }
 
+/* Normalised significand of v > 0 (subnormals too) as a 24-bit integer with its leading bit
+ * set, and floor(log2 v) in *exp. Zero gives 0. */
+static uint32_t significand24(float v, int32_t *exp) {
+    uint32_t u = float_to_bits(v), biased = u >> 23, man = u & 0x7FFFFFu;
+    if (biased != 0) {
+        *exp = (int32_t)biased - 127;
+        return man | 0x800000u;
+    }
+    if (man == 0) {
+        *exp = -127;
+        return 0;
+    }
+    int32_t top = 31 - __builtin_clz(man); /* v = man 2^-149, leading bit at `top` */
+    *exp = top - 149;
+    return man << (23 - top);
+}
+
 /* MLS group scales from block maxima bmax [P][Q] (4-D: [N][C]; 2-D: [rows][nblocks]).
  * group: 0 nc, 1 n, 2 c, 3 none. Writes St, the scale codes in the QTensor layout
  * [P|1][Q|1], and per (p, q) block Sg and 1/(Sg St) (clamped to the largest float). */
@@ -337,9 +354,9 @@ void lowbit_mls_scales(const float *bmax, int64_t P, int64_t Q, int group, int e
             for (int64_t q = keep_q ? t % gq : 0; q < (keep_q ? t % gq + 1 : Q); q++)
                 gmax = bmax[p * Q + q] > gmax ? bmax[p * Q + q] : gmax;
         float ratio = gmax / (st > 0.0f ? st : 1.0f);
-        int e2;
-        double man = frexp((double)ratio, &e2); /* ratio = man 2^e2, man in [0.5, 1) */
-        int32_t exp = e2 - 1, q = (int32_t)ceil(man * (double)(2 << mg)), low = 1 - (1 << eg);
+        int32_t exp, low = 1 - (1 << eg);
+        uint32_t m24 = significand24(ratio, &exp); /* ratio = m24 2^(exp - 23), m24 in [2^23, 2^24) */
+        int32_t q = (int32_t)((m24 + (1u << (23 - mg)) - 1u) >> (23 - mg)); /* ceil to mg fraction bits */
         if (q == (2 << mg)) q = 1 << mg, exp += 1;
         if (exp < low || ratio == 0.0f) exp = low, q = 1 << mg;
         scale_codes[t] = (int16_t)(((-exp) << mg) | (q - (1 << mg)));
