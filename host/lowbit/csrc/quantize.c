@@ -217,11 +217,6 @@ void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int
     }
 }
 
-/* Max |x| over the whole tensor; returns the number of NaN/Inf elements. */
-int64_t lowbit_absmax(const float *x, int64_t n, float *out) {
-    return lowbit_block_absmax(x, 1, n, n, out);
-}
-
 /* fp32 -> bf16 bit patterns: nearest even, or stochastic (add r >> 16 below the cut);
  * saturates at the largest finite bf16. Returns the number of NaN/Inf inputs. */
 int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t seed, int16_t *codes, float *values) {
