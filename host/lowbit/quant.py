@@ -306,6 +306,9 @@ def _mls_torch(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optio
         ratio = (view.abs() * inv).clamp(max=2.0)
         codes = _ungroup(mls_element_codes(ratio, view < 0, fmt, rounding, rbits), xf.shape)
         return _with_values(QTensor(fmt, codes, scale_codes[:, :, 0], st.clone(), x.dtype, block))
+    fused = _run_triton("mls", xf, lambda kernels: kernels.mls_elements(xf, inv, sg, st, seed, fmt, stochastic, block))
+    if fused is not None:
+        return QTensor(fmt, fused[0], scale_codes[:, :, 0], st.clone(), x.dtype, block, values=fused[1].to(x.dtype))
     keys = torch.tensor([_signed32(seed & M32), _signed32((seed >> 32) & M32)], dtype=torch.int32, device=xf.device)
     codes, values = _elementwise_mls(xf.device)(view, inv, sg, st, keys, xf.shape[-1] if xf.dim() == 2 else
                                                 view.shape[1] * view.shape[2], fmt, stochastic)
@@ -368,6 +371,41 @@ def _maybe_compiled(name: str, fn, device: torch.device):
     return run
 
 
+# ---------------------------------------------------------------- Triton (CUDA)
+
+_TRITON_DEVICE_TYPES = ("cuda",)  # where the fused Triton element pass is used (tests add "cpu" + interpreter)
+_triton_state: dict = {}
+
+
+def _triton_kernels():
+    """``lowbit.quant_triton``, or None when triton does not import here (checked once)."""
+    if "module" not in _triton_state:
+        try:
+            from . import quant_triton
+        except Exception:  # no triton (or a broken install): the torch path is the same arithmetic
+            quant_triton = None
+        _triton_state["module"] = quant_triton
+    return _triton_state["module"]
+
+
+def _run_triton(name: str, xf: torch.Tensor, launch):
+    """``launch(quant_triton)`` -> (codes, values) from one fused Triton kernel, or None for the torch
+    path: not on CUDA, LOWBIT_TRITON=0, no triton, more elements than int32 counters cover, or a
+    failed launch (warned once per quantizer; that quantizer then stays on the torch path)."""
+    if (xf.device.type not in _TRITON_DEVICE_TYPES or os.environ.get("LOWBIT_TRITON", "1") == "0"
+            or name in _triton_state.setdefault("failed", set())):
+        return None
+    kernels = _triton_kernels()
+    if kernels is None or xf.numel() > kernels.MAX_ELEMENTS:
+        return None
+    try:
+        return launch(kernels)
+    except Exception as err:  # a kernel that does not build must not stop training
+        _triton_state["failed"].add(name)
+        warnings.warn(f"lowbit: the Triton {name} quantizer failed ({err!r}); using torch ops from now on")
+        return None
+
+
 # ---------------------------------------------------------------- PoT
 
 
@@ -409,6 +447,9 @@ def _pot_torch(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio: 
         rbits = random_bits(xf.numel(), seed, xf.device).view(xf.shape)
         codes = pot_element_codes(z, xf < 0, fmt.max_code, rounding, rbits)
         return _with_values(QTensor(fmt, codes, None, scale, x.dtype, None))
+    fused = _run_triton("pot", xf, lambda kernels: kernels.pot_elements(xf, seed, s, fmt, stochastic))
+    if fused is not None:
+        return QTensor(fmt, fused[0], None, scale, x.dtype, None, values=fused[1].to(x.dtype))
     keys = torch.tensor([_signed32(seed & M32), _signed32((seed >> 32) & M32)], dtype=torch.int32, device=xf.device)
     codes, values = _maybe_compiled("pot", _pot_elements, xf.device)(
         xf.reshape(-1), keys, float(2.0 ** (-s // 2)), float(2.0 ** (-s - (-s // 2))), float(2.0 ** s),
