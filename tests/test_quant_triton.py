@@ -269,3 +269,63 @@ def test_pot_exact_ties_round_up(calls):
     x = torch.cat([1.5 * 2.0 ** -j, -1.5 * 2.0 ** -j, torch.tensor([2.0 ** -14, -(2.0 ** -14), 2.0 ** -15])])
     assert_matches_reference(x, "pot:4", "nearest", "torch")
     assert calls["pot"] == 1
+
+
+_COMPILE_SCRIPT = r"""
+import json, sys
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from lowbit import quant_triton as qt
+
+FLOAT_ARGS = {"mag_max", "step1", "step2", "scale"}
+
+def ptx(kernel, constexprs):
+    sig = {}
+    for p in kernel.params:
+        name = p.name
+        if p.is_constexpr:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = "*i16" if name == "codes_ptr" else "*fp32"
+        else:
+            sig[name] = "fp32" if name in FLOAT_ARGS else "i32"
+    src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=qt._launch_options(torch.device("cuda"))).asm["ptx"]
+
+out = {}
+for stochastic in (True, False):
+    for split in (True, False):
+        out[f"mls-{stochastic}-{split}"] = ptx(qt._mls_kernel, dict(MX=3, EXMIN=-3, EMAX=-1, CODE_MAX=31, SIGN_SHIFT=5,
+            STOCHASTIC=stochastic, SPLIT_ROWS=split, BLOCK_SIZE=qt.BLOCK))
+    out[f"pot-{stochastic}"] = ptx(qt._pot_kernel, dict(MAX_CODE=15, STOCHASTIC=stochastic, BLOCK_SIZE=qt.BLOCK))
+json.dump(out, open(sys.argv[1], "w"))
+"""
+
+
+def test_kernels_compile_for_sm90_without_fma_or_flush_to_zero(tmp_path):
+    """The real compiler pipeline (not the interpreter) for an H100: the kernels build, products are
+    not contracted into FMAs, subnormals are not flushed, the hash shifts are logical."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
+    script = tmp_path / "compile.py"
+    script.write_text(_COMPILE_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "ptx.json")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode != 0 and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
+        pytest.skip(f"triton's CUDA toolchain is missing here: {proc.stderr[-300:]}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kernels = json.loads((tmp_path / "ptx.json").read_text())
+    assert len(kernels) == 6
+    for name, text in kernels.items():
+        assert "fma." not in text, name
+        assert ".ftz" not in text, name
+        assert "cvt.rzi.s32.f32" in text or name.startswith("pot"), name  # float -> int truncates
+        if "True" in name.split("-")[1]:  # stochastic: the hash's unsigned shifts and wrapping multiplies
+            assert "shr.u32" in text and "mul.lo" in text, name

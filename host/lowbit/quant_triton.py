@@ -19,6 +19,7 @@ interpreter cannot call when triton itself was imported before the variable was 
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Tuple
 
 import torch
@@ -158,6 +159,11 @@ def _launch_options(device: torch.device) -> dict:
     return {"enable_fp_fusion": False} if device.type == "cuda" else {}
 
 
+def _on_device(device: torch.device):
+    """Triton launches on the current CUDA device: make it the tensor's (cuda:1 under cuda:0)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def mls_elements(xf: torch.Tensor, inv: torch.Tensor, sg: torch.Tensor, st: torch.Tensor, seed: int, fmt: MLS,
                  stochastic: bool, block: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Codes (int16) and values (fp32) of MLS elements, shaped like ``xf``.
@@ -191,12 +197,13 @@ def mls_elements(xf: torch.Tensor, inv: torch.Tensor, sg: torch.Tensor, st: torc
     values = torch.empty(xf.shape, dtype=torch.float32, device=xf.device)
     k0, k1 = _keys(seed)
     numel = xf.numel()
-    _mls_kernel[(triton.cdiv(numel, BLOCK),)](
-        xf, inv_full, sg_full, st32, codes, values, numel, row_len, blk, nblocks, k0, k1,
-        float(fmt.max_int * 2.0 ** (fmt.exmin - fmt.mx)),
-        MX=fmt.mx, EXMIN=fmt.exmin, EMAX=-1 if fmt.ex >= 1 else 0, CODE_MAX=(1 << (fmt.ex + fmt.mx)) - 1,
-        SIGN_SHIFT=fmt.code_bits - 1, STOCHASTIC=bool(stochastic), SPLIT_ROWS=nblocks > 1, BLOCK_SIZE=BLOCK,
-        **_launch_options(xf.device))
+    with _on_device(xf.device):
+        _mls_kernel[(triton.cdiv(numel, BLOCK),)](
+            xf, inv_full, sg_full, st32, codes, values, numel, row_len, blk, nblocks, k0, k1,
+            float(fmt.max_int * 2.0 ** (fmt.exmin - fmt.mx)),
+            MX=fmt.mx, EXMIN=fmt.exmin, EMAX=-1 if fmt.ex >= 1 else 0, CODE_MAX=(1 << (fmt.ex + fmt.mx)) - 1,
+            SIGN_SHIFT=fmt.code_bits - 1, STOCHASTIC=bool(stochastic), SPLIT_ROWS=nblocks > 1, BLOCK_SIZE=BLOCK,
+            **_launch_options(xf.device))
     return codes, values
 
 
@@ -213,7 +220,8 @@ def pot_elements(xf: torch.Tensor, seed: int, s: int, fmt: PoT, stochastic: bool
     values = torch.empty(xf.shape, dtype=torch.float32, device=xf.device)
     k0, k1 = _keys(seed)
     numel = xf.numel()
-    _pot_kernel[(triton.cdiv(numel, BLOCK),)](
-        xf, codes, values, numel, k0, k1, float(2.0 ** half), float(2.0 ** (-s - half)), float(2.0 ** s),
-        MAX_CODE=fmt.max_code, STOCHASTIC=bool(stochastic), BLOCK_SIZE=BLOCK, **_launch_options(xf.device))
+    with _on_device(xf.device):
+        _pot_kernel[(triton.cdiv(numel, BLOCK),)](
+            xf, codes, values, numel, k0, k1, float(2.0 ** half), float(2.0 ** (-s - half)), float(2.0 ** s),
+            MAX_CODE=fmt.max_code, STOCHASTIC=bool(stochastic), BLOCK_SIZE=BLOCK, **_launch_options(xf.device))
     return codes, values
