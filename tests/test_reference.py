@@ -80,6 +80,8 @@ def test_groups_straddling_parallel_tasks_match_reference(rounding, impl):
 @pytest.mark.parametrize("clip", [None, 0.5, 0.3])
 def test_pot_matches_reference(rounding, clip, impl):
     x = _spread((50, 30), (0,), 3)
+    x[4, :7] = 0.0  # exact zeros (ReLU outputs): code 0, not the binade frexp(0) suggests
+    x[5, :3] = -0.0
     assert_matches_reference(x, "pot:4", rounding, impl, clip_ratio=clip)
 
 

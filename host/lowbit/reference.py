@@ -180,9 +180,9 @@ def pot_quantize(x: np.ndarray, fmt="pot:4", rounding: str = "nearest", seed: in
     s = -126 if limit == 0 else _ceil_log2(float(limit))
     half = -s // 2
     z = np.ldexp(np.ldexp(mag, half).astype(np.float32), -s - half).astype(np.float32)
-    _, e2 = np.frexp(z)
-    k = e2.astype(np.int64) - 1  # z in [2^k, 2^(k+1))
     lowest = 1 - top  # 2^lowest is the smallest nonzero magnitude relative to 2^s
+    _, e2 = np.frexp(z)
+    k = np.where(z == 0, lowest - 1, e2.astype(np.int64) - 1)  # z in [2^k, 2^(k+1)); frexp(0) has e2 = 0
     below = k < lowest
     p = np.where(below, np.ldexp(z, -lowest), np.ldexp(z, (-k).astype(np.int32)) - np.float32(1.0)).astype(np.float32)
     if rounding == "nearest":
