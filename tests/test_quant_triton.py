@@ -115,17 +115,16 @@ def test_pot_matches_reference(rounding, clip, calls):
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)
 def test_pot_zeros_equal_the_torch_path(rounding, calls, monkeypatch):
-    """Exact zeros get code 0 and value +0.0, as on the torch path and the native kernel.
-    (Not compared with lowbit.reference: its np.frexp(0) puts 0.0 in binade -1, so the reference
-    itself gives code 14 for an exact zero.)"""
+    """Exact zeros get code 0 and value +0.0, as on the torch path, the native kernel and the reference."""
     x = _spread((50, 30), (0,), 3)
     x[0, :4] = torch.tensor([0.0, -0.0, 0.0, -0.0])
+    assert_matches_reference(x, "pot:4", rounding, "torch")
     gen = torch.Generator().manual_seed(5)
     q = quant.quantize(x, "pot:4", rounding=rounding, generator=gen, impl="torch")
-    assert calls["pot"] == 1
+    assert calls["pot"] == 2
     monkeypatch.setenv("LOWBIT_TRITON", "0")
     want = quant.quantize(x, "pot:4", rounding=rounding, generator=gen.manual_seed(5), impl="torch")
-    assert calls["pot"] == 1
+    assert calls["pot"] == 2
     assert q.codes[0, :4].tolist() == [0, 0, 0, 0]
     assert torch.equal(q.codes, want.codes)
     assert torch.equal(q.values.view(torch.int32), want.values.view(torch.int32))
