@@ -136,8 +136,8 @@ def _use_native(x: torch.Tensor, impl: str) -> bool:
 def draw_seed(generator: Optional[torch.Generator] = None) -> int:
     """A 64-bit seed from ``generator`` (or torch's default generator)."""
     device = generator.device if generator is not None else "cpu"
-    hi = torch.randint(0, 1 << 32, (2,), generator=generator, device=device, dtype=torch.int64)
-    return (int(hi[0]) << 32) | int(hi[1])
+    hi, lo = torch.randint(0, 1 << 32, (2,), generator=generator, device=device, dtype=torch.int64).tolist()
+    return (hi << 32) | lo
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -518,17 +518,15 @@ def _with_values(qt: QTensor) -> QTensor:
 
 _NATIVE_CDEF = """
 int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t block, float *out);
-void lowbit_mls_quantize(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
-                         const float *sg, float st, int ex, int mx, int stochastic, uint64_t seed,
-                         int16_t *codes, float *values);
+int lowbit_mls(const float *x, int64_t rows, int64_t len, int64_t block, int64_t P, int64_t Q, int group, int eg,
+               int mg, int ex, int mx, int stochastic, uint64_t seed, float *st_out, int16_t *scale_codes,
+               int16_t *codes, float *values);
 void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int max_code,
                          int stochastic, uint64_t seed, int16_t *codes, float *values);
 int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t seed, int16_t *codes, float *values);
 int64_t lowbit_mogami_mul_f32(const uint32_t *a, const uint32_t *b, int64_t n, uint32_t *out);
 int64_t lowbit_mogami_mul_bf16(const uint16_t *a, const uint16_t *b, int64_t n, uint16_t *out);
 int64_t lowbit_pack_codes(const uint16_t *codes, int64_t n, int lane_bits, int code_bits, uint8_t *out);
-void lowbit_mls_scales(const float *bmax, int64_t P, int64_t Q, int group, int eg, int mg, float *st_out,
-                       int16_t *scale_codes, float *sg_full, float *inv_full);
 """
 _native_state: dict = {}
 _CHUNK = 1 << 16  # elements per parallel block of a whole-tensor reduction
@@ -598,21 +596,19 @@ def _mls_native(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Opti
         rows, length = xf.shape
         blk = block
         grid = (rows, -(-length // block))
-    bmax, sg_full, inv_full = (torch.empty(grid, dtype=torch.float32) for _ in range(3))
-    if lib.lowbit_block_absmax(_ptr(ffi, xf, "float *"), rows, length, blk, _ptr(ffi, bmax, "float *")):
-        _raise_nonfinite(x)
     layout = (grid[0] if fmt.group in ("nc", "n") else 1, grid[1] if fmt.group in ("nc", "c") else 1)
     scale_codes = torch.empty(layout, dtype=torch.int16)
-    st = ffi.new("float *")
-    lib.lowbit_mls_scales(_ptr(ffi, bmax, "float *"), grid[0], grid[1], GROUPINGS.index(fmt.group), fmt.eg, fmt.mg,
-                          st, _ptr(ffi, scale_codes, "int16_t *"), _ptr(ffi, sg_full, "float *"),
-                          _ptr(ffi, inv_full, "float *"))
     codes = _empty(xf.shape, torch.int16)
     values = _empty(xf.shape, torch.float32)
-    lib.lowbit_mls_quantize(_ptr(ffi, xf, "float *"), rows, length, blk, _ptr(ffi, inv_full, "float *"),
-                            _ptr(ffi, sg_full, "float *"), st[0], fmt.ex, fmt.mx,
-                            int(rounding == "stochastic"), seed, _ptr(ffi, codes, "int16_t *"),
+    st = ffi.new("float *")
+    status = lib.lowbit_mls(_ptr(ffi, xf, "float *"), rows, length, blk, grid[0], grid[1],
+                            GROUPINGS.index(fmt.group), fmt.eg, fmt.mg, fmt.ex, fmt.mx, int(rounding == "stochastic"),
+                            seed, st, _ptr(ffi, scale_codes, "int16_t *"), _ptr(ffi, codes, "int16_t *"),
                             _ptr(ffi, values, "float *"))
+    if status == -1:
+        _raise_nonfinite(x)
+    if status == -2:
+        raise MemoryError(f"MLS quantizer: no memory for the group maxima of a {tuple(x.shape)} tensor")
     return QTensor(fmt, codes, scale_codes, torch.tensor(st[0], dtype=torch.float32), x.dtype, block,
                    values=values.to(x.dtype))
 

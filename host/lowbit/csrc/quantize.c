@@ -8,6 +8,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Below this many elements one thread is faster than waking (and waiting for) a team. */
@@ -133,7 +134,7 @@ int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t b
 
 /* MLS elements. inv/sg: per (row, block), 1/(Sg*St) and Sg; st: tensor scale. Each task copies
  * its elements' group scales into per-element arrays, then runs one flat loop over them. */
-void lowbit_mls_quantize(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
+static void mls_quantize(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
                          const float *sg, float st, int ex, int mx, int stochastic, uint64_t seed,
                          int16_t *codes, float *values) {
     const int32_t emax = ex >= 1 ? -1 : 0, qmax = ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1;
@@ -337,7 +338,7 @@ static uint32_t significand24(float v, int32_t *exp) {
 /* MLS group scales from block maxima bmax [P][Q] (4-D: [N][C]; 2-D: [rows][nblocks]).
  * group: 0 nc, 1 n, 2 c, 3 none. Writes St, the scale codes in the QTensor layout
  * [P|1][Q|1], and per (p, q) block Sg and 1/(Sg St) (clamped to the largest float). */
-void lowbit_mls_scales(const float *bmax, int64_t P, int64_t Q, int group, int eg, int mg, float *st_out,
+static void mls_scales(const float *bmax, int64_t P, int64_t Q, int group, int eg, int mg, float *st_out,
                        int16_t *scale_codes, float *sg_full, float *inv_full) {
     const int keep_p = group == 0 || group == 1, keep_q = group == 0 || group == 2;
     const int64_t gp = keep_p ? P : 1, gq = keep_q ? Q : 1;
@@ -366,4 +367,23 @@ void lowbit_mls_scales(const float *bmax, int64_t P, int64_t Q, int group, int e
             inv_full[p * Q + q] = inv < 3.4028234663852886e38f ? inv : 3.4028234663852886e38f;
         }
     *st_out = st;
+}
+
+/* The whole MLS quantizer in one call: block maxima, group scales, then the elements. The blocks
+ * form the grid [P][Q] ([N][C] for 4-D sources, [rows][nblocks] for 2-D). Returns -1 when x holds
+ * NaN/Inf (nothing else written), -2 when out of memory, else 0. */
+int lowbit_mls(const float *x, int64_t rows, int64_t len, int64_t block, int64_t P, int64_t Q, int group, int eg,
+               int mg, int ex, int mx, int stochastic, uint64_t seed, float *st_out, int16_t *scale_codes,
+               int16_t *codes, float *values) {
+    float *scratch = (float *)malloc((size_t)(3 * P * Q) * sizeof(float));
+    if (scratch == NULL) return -2;
+    float *bmax = scratch, *sg = scratch + P * Q, *inv = scratch + 2 * P * Q;
+    int status = -1;
+    if (lowbit_block_absmax(x, rows, len, block, bmax) == 0) {
+        mls_scales(bmax, P, Q, group, eg, mg, st_out, scale_codes, sg, inv);
+        mls_quantize(x, rows, len, block, inv, sg, *st_out, ex, mx, stochastic, seed, codes, values);
+        status = 0;
+    }
+    free(scratch);
+    return status;
 }
