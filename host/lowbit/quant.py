@@ -567,7 +567,7 @@ def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
     the time of a streaming kernel (and of ``clone()``). With 2 MiB pages it is ~1/512 of that.
     LOWBIT_HUGEPAGES=0 turns this off.
     """
-    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    nbytes = torch.Size(shape).numel() * dtype.itemsize
     if nbytes < _HUGE_MIN_BYTES or os.environ.get("LOWBIT_HUGEPAGES", "1") == "0" or not hasattr(mmap, "MADV_HUGEPAGE"):
         return torch.empty(shape, dtype=dtype)
     buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
