@@ -2,8 +2,8 @@
 
 A training step frees and re-allocates the same multi-MB tensors every step. glibc's defaults
 hand large freed blocks back to the kernel (munmap, heap trimming), so the next step takes one
-page fault per 4 KiB to get them back: for a ResNet-20 MLS step on CPU 11,000-14,000 faults, about 10%
-of the step. ``keep_freed_memory()`` raises glibc's mmap and trim thresholds so that freed blocks
+page fault per 4 KiB to get them back: 11,000-14,000 faults, about 10% of a ResNet-20 MLS step
+on CPU. ``keep_freed_memory()`` raises glibc's mmap and trim thresholds so that freed blocks
 are reused instead; the process keeps its peak heap (as PyTorch's CUDA caching allocator does).
 ``lowbit train`` and ``benchmarks/train_step.py`` call it; LOWBIT_KEEP_FREED_MEMORY=0 turns it off.
 """
