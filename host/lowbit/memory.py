@@ -26,7 +26,9 @@ def keep_freed_memory() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    mmap_ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+    trim_ok = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    return bool(mmap_ok and trim_ok)
 
 
 def _glibc():
