@@ -89,13 +89,28 @@ def run(args) -> dict:
         rows.append(dict(config=c.label, median_s=med, ratio=med / base, steps=len(c.times),
                          target=targets.get(kind)))
     return dict(device=str(device), threads=torch.get_num_threads(), batch=args.batch, model=args.model,
-                torch=torch.__version__, heap_kept=heap_kept, rows=rows)
+                torch=torch.__version__, heap_kept=heap_kept, quantizer=_quantizer_path(device), rows=rows)
+
+
+def _quantizer_path(device) -> str:
+    """Which element pass the MLS quantizer ran (CUDA: the Triton kernel or torch's fallbacks)."""
+    import os
+
+    from lowbit import quant
+
+    if device.type == "cpu":
+        return "native CPU kernel" if quant.native_available() else "torch ops"
+    state = quant._triton_state
+    if os.environ.get("LOWBIT_TRITON", "1") == "0" or state.get("module") is None:
+        return "torch ops (no Triton)"
+    return "torch ops (the Triton kernel failed)" if "mls" in state.get("failed", ()) else "Triton kernel"
 
 
 def print_report(report: dict) -> None:
     print(f"{report['model']} batch {report['batch']} on {report['device']} "
           f"({report['threads']} threads, torch {report['torch']}, freed memory "
-          f"{'kept in the heap' if report['heap_kept'] else 'returned to the OS'}): median step time")
+          f"{'kept in the heap' if report['heap_kept'] else 'returned to the OS'}; quantizer: "
+          f"{report['quantizer']}): median step time")
     print(f"{'config':<22}{'median s':>10}{'x fp32':>9}{'target':>9}{'steps':>7}")
     for r in report["rows"]:
         target = "" if r["target"] is None else f"<={r['target']:g}"
