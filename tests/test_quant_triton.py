@@ -202,6 +202,28 @@ def test_kernel_failure_falls_back_with_one_warning(kernels, monkeypatch):
     assert calls == [1]
 
 
+def test_first_call_per_format_is_checked_and_a_wrong_kernel_is_replaced(kernels, monkeypatch):
+    """A kernel that runs but computes other bits (a GPU miscompile) is caught on its first call."""
+    monkeypatch.setattr(quant, "_TRITON_DEVICE_TYPES", ("cuda", "cpu"))
+    monkeypatch.setattr(quant, "_triton_state", {})
+    x = _spread((3, 5, 4, 6), (0, 1), 1)
+    assert_matches_reference(x, "mls:2,1", "stochastic", "torch")
+    assert quant._triton_state["checked"] == {(parse("mls:2,1"), True)}
+    real, calls = kernels.mls_elements, []
+
+    def off_by_one(*args, **kw):
+        calls.append(1)
+        codes, values = real(*args, **kw)
+        return codes ^ 1, values
+
+    monkeypatch.setattr(kernels, "mls_elements", off_by_one)
+    with pytest.warns(UserWarning, match=r"Triton mls quantizer gave other codes or values than torch ops"):
+        assert_matches_reference(x, "mls:2,4", "nearest", "torch")  # a new key: checked, replaced
+    assert quant._triton_state["failed"] == {"mls"}
+    assert_matches_reference(x, "mls:2,4", "nearest", "torch")
+    assert calls == [1]  # the torch path from then on
+
+
 def test_triton_path_is_skipped_when_disabled_or_too_large(calls, monkeypatch, kernels):
     x = _spread((3, 5, 4, 6), (0, 1), 1)
     monkeypatch.setenv("LOWBIT_TRITON", "0")

@@ -306,14 +306,17 @@ def _mls_torch(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optio
         ratio = (view.abs() * inv).clamp(max=2.0)
         codes = _ungroup(mls_element_codes(ratio, view < 0, fmt, rounding, rbits), xf.shape)
         return _with_values(QTensor(fmt, codes, scale_codes[:, :, 0], st.clone(), x.dtype, block))
-    fused = _run_triton("mls", xf, lambda kernels: kernels.mls_elements(xf, inv, sg, st, seed, fmt, stochastic, block))
-    if fused is not None:
-        return QTensor(fmt, fused[0], scale_codes[:, :, 0], st.clone(), x.dtype, block, values=fused[1].to(x.dtype))
-    keys = torch.tensor([_signed32(seed & M32), _signed32((seed >> 32) & M32)], dtype=torch.int32, device=xf.device)
-    codes, values = _elementwise_mls(xf.device)(view, inv, sg, st, keys, xf.shape[-1] if xf.dim() == 2 else
-                                                view.shape[1] * view.shape[2], fmt, stochastic)
-    return QTensor(fmt, _ungroup(codes, xf.shape), scale_codes[:, :, 0], st.clone(), x.dtype, block,
-                   values=_ungroup(values, xf.shape).to(x.dtype))
+    row_len = xf.shape[-1] if xf.dim() == 2 else view.shape[1] * view.shape[2]
+
+    def torch_elements(fn):
+        codes, values = fn(view, inv, sg, st, _keys_tensor(seed, xf.device), row_len, fmt, stochastic)
+        return _ungroup(codes, xf.shape), _ungroup(values, xf.shape)
+
+    codes, values = (_run_triton("mls", (fmt, stochastic), xf,
+                                 lambda kernels: kernels.mls_elements(xf, inv, sg, st, seed, fmt, stochastic, block),
+                                 lambda: torch_elements(_mls_elements))
+                     or torch_elements(_elementwise_mls(xf.device)))
+    return QTensor(fmt, codes, scale_codes[:, :, 0], st.clone(), x.dtype, block, values=values.to(x.dtype))
 
 
 def _mls_elements(view, inv, sg, st, keys, row_len: int, fmt: MLS, stochastic: bool):
@@ -388,10 +391,14 @@ def _triton_kernels():
     return _triton_state["module"]
 
 
-def _run_triton(name: str, xf: torch.Tensor, launch):
+def _run_triton(name: str, key, xf: torch.Tensor, launch, torch_elements):
     """``launch(quant_triton)`` -> (codes, values) from one fused Triton kernel, or None for the torch
     path: not on CUDA, LOWBIT_TRITON=0, no triton, more elements than int32 counters cover, or a
-    failed launch (warned once per quantizer; that quantizer then stays on the torch path)."""
+    failed launch (warned once per quantizer; that quantizer then stays on the torch path).
+
+    The first call per ``key`` (format, rounding) is checked against ``torch_elements()`` (eager torch
+    ops) bit for bit: a kernel that compiles but computes differently on this GPU is caught there,
+    warned about, and replaced by the torch path."""
     if (xf.device.type not in _TRITON_DEVICE_TYPES or os.environ.get("LOWBIT_TRITON", "1") == "0"
             or name in _triton_state.setdefault("failed", set())):
         return None
@@ -399,11 +406,28 @@ def _run_triton(name: str, xf: torch.Tensor, launch):
     if kernels is None or xf.numel() > kernels.MAX_ELEMENTS:
         return None
     try:
-        return launch(kernels)
+        codes, values = launch(kernels)
     except Exception as err:  # a kernel that does not build must not stop training
-        _triton_state["failed"].add(name)
-        warnings.warn(f"lowbit: the Triton {name} quantizer failed ({err!r}); using torch ops from now on")
+        _triton_failed(name, f"failed ({err!r})")
         return None
+    checked = _triton_state.setdefault("checked", set())
+    if key not in checked:
+        want_codes, want_values = torch_elements()
+        if not (torch.equal(codes, want_codes) and torch.equal(values.view(torch.int32), want_values.view(torch.int32))):
+            _triton_failed(name, "gave other codes or values than torch ops on its first call")
+            return want_codes, want_values
+        checked.add(key)
+    return codes, values
+
+
+def _triton_failed(name: str, what: str) -> None:
+    _triton_state["failed"].add(name)
+    warnings.warn(f"lowbit: the Triton {name} quantizer {what}; using torch ops from now on")
+
+
+def _keys_tensor(seed: int, device) -> torch.Tensor:
+    """The 64-bit seed as the two int32 words the torch element functions take."""
+    return torch.tensor([_signed32(seed & M32), _signed32((seed >> 32) & M32)], dtype=torch.int32, device=device)
 
 
 # ---------------------------------------------------------------- PoT
@@ -447,14 +471,17 @@ def _pot_torch(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio: 
         rbits = random_bits(xf.numel(), seed, xf.device).view(xf.shape)
         codes = pot_element_codes(z, xf < 0, fmt.max_code, rounding, rbits)
         return _with_values(QTensor(fmt, codes, None, scale, x.dtype, None))
-    fused = _run_triton("pot", xf, lambda kernels: kernels.pot_elements(xf, seed, s, fmt, stochastic))
-    if fused is not None:
-        return QTensor(fmt, fused[0], None, scale, x.dtype, None, values=fused[1].to(x.dtype))
-    keys = torch.tensor([_signed32(seed & M32), _signed32((seed >> 32) & M32)], dtype=torch.int32, device=xf.device)
-    codes, values = _maybe_compiled("pot", _pot_elements, xf.device)(
-        xf.reshape(-1), keys, float(2.0 ** (-s // 2)), float(2.0 ** (-s - (-s // 2))), float(2.0 ** s),
-        fmt.max_code, stochastic)
-    return QTensor(fmt, codes.view(xf.shape), None, scale, x.dtype, None, values=values.view(xf.shape).to(x.dtype))
+
+    def torch_elements(fn):
+        codes, values = fn(xf.reshape(-1), _keys_tensor(seed, xf.device), float(2.0 ** (-s // 2)),
+                           float(2.0 ** (-s - (-s // 2))), float(2.0 ** s), fmt.max_code, stochastic)
+        return codes.view(xf.shape), values.view(xf.shape)
+
+    codes, values = (_run_triton("pot", (fmt, stochastic), xf,
+                                 lambda kernels: kernels.pot_elements(xf, seed, s, fmt, stochastic),
+                                 lambda: torch_elements(_pot_elements))
+                     or torch_elements(_maybe_compiled("pot", _pot_elements, xf.device)))
+    return QTensor(fmt, codes, None, scale, x.dtype, None, values=values.to(x.dtype))
 
 
 def _pot_elements(flat, keys, step1: float, step2: float, scale: float, max_code: int, stochastic: bool):
