@@ -425,9 +425,14 @@ def _triton_failed(name: str, what: str) -> None:
     warnings.warn(f"lowbit: the Triton {name} quantizer {what}; using torch ops from now on")
 
 
+def seed_words(seed: int) -> tuple:
+    """The 64-bit seed as its two 32-bit words (k0 low, k1 high), each as a signed int32."""
+    return _signed32(seed & M32), _signed32((seed >> 32) & M32)
+
+
 def _keys_tensor(seed: int, device) -> torch.Tensor:
-    """The 64-bit seed as the two int32 words the torch element functions take."""
-    return torch.tensor([_signed32(seed & M32), _signed32((seed >> 32) & M32)], dtype=torch.int32, device=device)
+    """The seed words as the int32 tensor the torch element functions take."""
+    return torch.tensor(seed_words(seed), dtype=torch.int32, device=device)
 
 
 # ---------------------------------------------------------------- PoT

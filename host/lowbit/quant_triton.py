@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from .formats import MLS, PoT
+from .quant import seed_words
 
 BLOCK = 1024  # elements per program
 # int32 offsets, including the masked lanes of the last program, must not wrap
@@ -139,12 +140,6 @@ def _pot_kernel(x_ptr, codes_ptr, values_ptr, n, k0, k1, step1, step2, scale, MA
 # ---------------------------------------------------------------- launchers
 
 
-def _keys(seed: int) -> Tuple[int, int]:
-    """The seed's two 32-bit words as signed int32 kernel arguments (bit-cast to uint32 inside)."""
-    k0, k1 = seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF
-    return tuple(k - (1 << 32) if k >= 1 << 31 else k for k in (k0, k1))
-
-
 def _check_source(xf: torch.Tensor) -> None:
     if xf.dtype != torch.float32 or not xf.is_contiguous():
         raise ValueError(f"the Triton quantizer takes a contiguous fp32 tensor, got {xf.dtype} "
@@ -195,7 +190,7 @@ def mls_elements(xf: torch.Tensor, inv: torch.Tensor, sg: torch.Tensor, st: torc
     st32 = st.to(device=xf.device, dtype=torch.float32).reshape(1)
     codes = torch.empty(xf.shape, dtype=torch.int16, device=xf.device)
     values = torch.empty(xf.shape, dtype=torch.float32, device=xf.device)
-    k0, k1 = _keys(seed)
+    k0, k1 = seed_words(seed)  # signed int32 arguments, bit-cast to uint32 inside
     numel = xf.numel()
     with _on_device(xf.device):
         _mls_kernel[(triton.cdiv(numel, BLOCK),)](
@@ -218,7 +213,7 @@ def pot_elements(xf: torch.Tensor, seed: int, s: int, fmt: PoT, stochastic: bool
     half = -s // 2
     codes = torch.empty(xf.shape, dtype=torch.int16, device=xf.device)
     values = torch.empty(xf.shape, dtype=torch.float32, device=xf.device)
-    k0, k1 = _keys(seed)
+    k0, k1 = seed_words(seed)  # signed int32 arguments, bit-cast to uint32 inside
     numel = xf.numel()
     with _on_device(xf.device):
         _pot_kernel[(triton.cdiv(numel, BLOCK),)](

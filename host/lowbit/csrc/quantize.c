@@ -23,6 +23,11 @@ static inline uint32_t hash32(uint32_t x) {
     return x;
 }
 
+/* The counter-based random bits of element lo32(i), with hi_key = hi32(i) ^ k1. */
+static inline uint32_t counter_random(uint32_t lo, uint32_t k0, uint32_t hi_key) {
+    return hash32(hash32(lo ^ k0) ^ hi_key);
+}
+
 static inline float bits_to_float(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);
@@ -84,7 +89,7 @@ static inline __attribute__((always_inline)) void mls_run(const float *x, const 
         float ratio = fabsf(v) * inv_e[j];
         ratio = ratio < 2.0f ? ratio : 2.0f;
         int32_t e = clampi(float_exponent(ratio), exmin, emax);
-        uint32_t r = stochastic ? hash32(hash32((lo0 + (uint32_t)j) ^ k0) ^ hi_key) : 0u;
+        uint32_t r = stochastic ? counter_random(lo0 + (uint32_t)j, k0, hi_key) : 0u;
         int32_t q = round_grid(ratio * pow2i(mx - e), stochastic, r);
         int32_t code = ((e - exmin) << mx) + q;
         code = code < code_max ? code : code_max;
@@ -186,7 +191,7 @@ static inline __attribute__((always_inline)) void pot_run(const float *x, int16_
         int32_t k = clampi(float_exponent(z), lowest - 1, 0);
         int32_t below = k < lowest;
         float p = below ? z * below_scale : z * pow2i(-k) - 1.0f;
-        uint32_t r = stochastic ? hash32(hash32((lo0 + (uint32_t)j) ^ k0) ^ hi_key) : 0u;
+        uint32_t r = stochastic ? counter_random(lo0 + (uint32_t)j, k0, hi_key) : 0u;
         int32_t up = stochastic ? ((float)(int32_t)(r >> 8) < p * 16777216.0f) : (p >= 0.5f);
         int32_t code = (below ? 0 : k + max_code) + up;
         code = k >= 0 ? max_code : code;
@@ -237,7 +242,7 @@ int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t se
                 uint32_t bits = float_to_bits(x[run + j]);
                 uint32_t mag = bits & 0x7FFFFFFFu;
                 nonfinite += mag >= 0x7F800000u;
-                uint32_t add = stochastic ? hash32(hash32((lo0 + (uint32_t)j) ^ k0) ^ hi_key) >> 16
+                uint32_t add = stochastic ? counter_random(lo0 + (uint32_t)j, k0, hi_key) >> 16
                                           : 0x7FFFu + ((mag >> 16) & 1u);
                 uint32_t top = (mag + add) >> 16;
                 top = top > 0x7F7Fu ? 0x7F7Fu : top;
