@@ -35,7 +35,7 @@ class FP32:
 class MLS:
     """Multi-level scaling: <ex,mx> elements, <eg,mg> group scales, fp32 tensor scale.
 
-    Element code (see DESIGN.md "Number semantics"): sign bit, exponent code ``e`` in
+    Element code (docs/formats.md): sign bit, exponent code ``e`` in
     [0, 2^ex - 1] and mantissa ``m`` in [0, 2^mx - 1]. ``e == 0`` is gradual underflow,
     value m * 2^(exmin - mx); otherwise value (1 + m/2^mx) * 2^(exmin + e - 1).
     Group-scale code: exponent code ``eg_code`` in [0, 2^eg - 1] and mantissa bit, value

@@ -111,7 +111,7 @@ def mls_scale_value(code: int, mg: int) -> np.float32:
 
 def mls_quantize(x: np.ndarray, fmt, rounding: str = "nearest", seed: int = 0,
                  block: Optional[int] = 32) -> RefResult:
-    """Algorithm 1 (DESIGN.md's reading): tensor scale, group scales rounded up, element rounding."""
+    """Algorithm 1 (the reading docs/formats.md states): tensor scale, group scales rounded up, element rounding."""
     fmt = parse(fmt)
     x = np.ascontiguousarray(x, dtype=np.float32)
     flat = x.reshape(-1)

@@ -1,7 +1,7 @@
 """The backend interface every GEMM engine implements (software, emulation, board).
 
 A quantized layer hands the backend quantized operands and gets fp32 results back. The
-primitive is one block-scaled GEMM (DESIGN.md, "The one kernel")::
+primitive is one block-scaled GEMM (docs/wire-format.md)::
 
     gemm(a, b) -> C [M, N],  C[m, n] = St_a * St_b * SUM_b Sa[m,b] Sb[n,b] SUM_{k in b} A[m,k] B[n,k]
 

@@ -1,6 +1,6 @@
 """Default lowering of the three training convolutions to ``Backend.gemm`` (im2col on codes).
 
-Every conv becomes ``C = gemm(a, b)`` with a [M, K], b [N, K] grouped along K (notes.md A.4):
+Every conv becomes ``C = gemm(a, b)`` with a [M, K], b [N, K] grouped along K (docs/layers.md):
 
 =================  ==============================  =================  ==========================
 conv               a (rows, groups along K)        b (rows)           block (intra-group sum)

@@ -16,7 +16,7 @@ Counting rules (MLS paper, Appendix C and Alg. 2; our readings are marked):
   mls:    lowbit_mul = macs, int_add = macs - G (local accumulation), group_scale = G (Eq. 8
           shift-add), tree_add = G (fp32 adder tree).  Eq. 9: per 9 MULs 8 / 1 / 1.
           Groups: K*K taps for forward and backward-data, H_out*W_out (one sample) for the
-          weight gradient (DESIGN.md), ``linear_block`` (default: the whole row) for linear.
+          weight gradient (docs/layers.md), ``linear_block`` (default: the whole row) for linear.
   pot:    xor = macs, int4_add = macs (exponent add), int_add = macs (shifted integer
           accumulate), group_scale = outputs (one power-of-two rescale per output) [ours].
   mogami: mogami_add = macs (integer add of bit patterns), fp32_add = macs.
@@ -285,7 +285,7 @@ def trace(model: nn.Module, input_shape, batch: int = 1) -> _Trace:
 
 
 def _layer_gemms(call: _Call, linear_block: "int | None") -> dict[str, Gemm]:
-    """The GEMMs of one conv / linear call (im2col view, DESIGN.md "The one kernel")."""
+    """The GEMMs of one conv / linear call (im2col view, docs/layers.md)."""
     m = call.module
     out = math.prod(call.out_shape)
     if call.kind == "conv":

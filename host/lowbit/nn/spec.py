@@ -18,7 +18,7 @@ MOGAMI_BACKWARD = ("approx", "exact")
 
 def default_rounding(fmt: Format) -> Dict[str, str]:
     """MLS: stochastic for W, A and E (Alg. 1 applies SRound in every DQ call of Alg. 2).
-    PoT: nearest (linear domain) for W and A, unbiased stochastic for E (DESIGN.md).
+    PoT: nearest (linear domain) for W and A, unbiased stochastic for E (docs/layers.md).
     Mogami bf16 / fp32: nearest (only bf16 rounds at all)."""
     if isinstance(fmt, MLS):
         return dict(W="stochastic", A="stochastic", E="stochastic")
