@@ -21,7 +21,8 @@ def test_defaults_and_short_forms():
     assert parse("mogami:bf16") == Mogami("bf16") and str(parse("mogami:fp32")) == "mogami:fp32"
     assert parse("fp32") == FP32() and str(FP32()) == "fp32"
     assert parse(" MLS:2, 4 ") == MLS(2, 4)
-    assert parse(MLS(1, 1)) is not None
+    fmt = MLS(1, 1)
+    assert parse(fmt) is fmt  # a parsed format passes through unchanged
 
 
 def test_properties():
