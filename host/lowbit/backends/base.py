@@ -46,7 +46,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def gemm(self, a: QTensor, b: QTensor, *, op: Op = Op.FORWARD) -> torch.Tensor:
-        """C = A @ B^T as fp32 [M, N], tensor scales included."""
+        """C = A @ B^T as fp32 [M, N], tensor scales included.
+
+        Result ownership (every backend): the returned tensor belongs to the caller. It never
+        aliases a buffer the backend reuses (DMA buffers, kernel scratch, a previous call's
+        output), so no later call changes it; partial results kept between kernel calls are
+        copies too."""
 
     def conv2d_forward(self, qw: QTensor, qa: QTensor, geom: ConvGeometry) -> torch.Tensor:
         """Z = conv2d(A, W): qw [Co, Ci, kh, kw], qa [N, Ci, H, W] -> [N, Co, Ho, Wo]."""

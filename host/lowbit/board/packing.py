@@ -165,5 +165,7 @@ def output_words(header: Header) -> int:
 
 
 def unpack_call(words: np.ndarray, m: int, n: int) -> np.ndarray:
-    """C [m, n] fp32 (a copy) from the kernel's C^T [n][m] output words."""
-    return np.ascontiguousarray(words.view(np.float32)[: m * n].reshape(n, m).T)
+    """C [m, n] fp32 from the kernel's C^T [n][m] output words: always a fresh array, never a view
+    of ``words`` (the DMA buffer is reused two calls later; ``ascontiguousarray`` of the transpose
+    was a view whenever m == 1 or n == 1)."""
+    return words.view(np.float32)[: m * n].reshape(n, m).T.copy()
