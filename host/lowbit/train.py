@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import math
 import sys
@@ -74,6 +75,7 @@ class TrainConfig:
         models.info(cfg.model)
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise ValueError(f"epochs and batch size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
+        _check_hyperparameters(cfg)
         if cfg.backend not in BACKENDS:
             raise ValueError(f"unknown backend {cfg.backend!r}; accepted: {', '.join(BACKENDS)}")
         if cfg.power not in ("off", "auto"):
@@ -88,12 +90,43 @@ class TrainConfig:
         return sorted({max(1, int(round(f * self.epochs))) for f in self.milestones})
 
 
-class NonFiniteError(RuntimeError):
-    """Training produced NaN/Inf; the message names the epoch, step and first offending layer."""
+def _check_hyperparameters(cfg: TrainConfig) -> None:
+    """NaN/Inf or negative rates would only show up as poisoned weights steps later."""
+    for option, value, low in (("--lr", cfg.lr, 0.0), ("--momentum", cfg.momentum, 0.0),
+                               ("--weight-decay", cfg.weight_decay, 0.0), ("gamma", cfg.gamma, 0.0)):
+        if not (math.isfinite(value) and value >= low):
+            raise ValueError(f"{option} {value}: expected a finite number >= {low:g}")
+    for option, value in (("--limit-train", cfg.limit_train), ("--limit-test", cfg.limit_test)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} {value}: expected a number of samples >= 1 (leave it out to use them all)")
 
-    def __init__(self, epoch: int, step: int, where: str) -> None:
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN/Inf; the message names the epoch, step and the first offending layer or
+    tensor. ``step`` is None when the check before saving the checkpoint found it."""
+
+    def __init__(self, epoch: int, step: Optional[int], where: str) -> None:
         self.epoch, self.step, self.where = epoch, step, where
-        super().__init__(f"non-finite loss/gradient at epoch {epoch}, step {step}: {where}")
+        at = f"step {step}" if step is not None else "before saving its checkpoint"
+        super().__init__(f"non-finite values at epoch {epoch}, {at}: {where}")
+
+
+class RunFolderError(OSError):
+    """The run folder (--out) cannot be written: read-only, a file in the way, a full disk."""
+
+
+def run_folder_error(out: Path, what: str, exc: OSError) -> RunFolderError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free some space or choose another --out; a checkpoint already there is untouched"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        advice = "a file is in the way: --out must name a folder (or a path where one can be made)"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = "choose a folder you can write to"
+    else:
+        advice = "check the folder, or choose another --out"
+    error = RunFolderError(f"--out {str(out)!r}: cannot write {what} ({exc.strerror or exc}); {advice}")
+    error.errno = exc.errno
+    return error
 
 
 @dataclass
@@ -211,6 +244,17 @@ def first_nonfinite_module(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r
 def _is_nonfinite_error(exc: Exception) -> bool:
     text = str(exc)
     return "NaN" in text or "Inf" in text or "non-finite" in text
+
+
+def nonfinite_tensor(model: nn.Module) -> Optional[str]:
+    """'parameter NAME' or 'buffer NAME' of the first floating tensor holding NaN/Inf, else None
+    (one synchronisation for all of them; names are looked up only when something is wrong)."""
+    named = [("parameter", n, t) for n, t in model.named_parameters()]
+    named += [("buffer", n, t) for n, t in model.named_buffers() if t.is_floating_point()]
+    if not named or bool(torch.stack([torch.isfinite(t.detach()).all() for _, _, t in named]).all()):
+        return None
+    kind, name, _ = next(item for item in named if not bool(torch.isfinite(item[2].detach()).all()))
+    return f"{kind} {name!r}"
 
 
 def grads_finite(model: nn.Module) -> bool:
@@ -371,6 +415,9 @@ def train_epoch(model, optimizer, dataset, cfg: TrainConfig, epoch: int, recorde
         if not finite:
             raise NonFiniteError(epoch + 1, step, first_nonfinite_module(model, x, y, rng))
         optimizer.step()
+        poisoned = nonfinite_tensor(model)  # the step (or BN's running statistics) can overflow
+        if poisoned is not None:
+            raise NonFiniteError(epoch + 1, step, f"{poisoned} after the optimizer step")
         if recorder is not None:
             if x.is_cuda:  # mark when the step's GPU work is done, not when it was queued
                 torch.cuda.synchronize(x.device)
@@ -493,12 +540,20 @@ def _start(cfg, out, model, optimizer, scheduler) -> tuple:
     if not cfg.resume:
         if ckpt_path.exists():
             raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str) + "\n")
-        (out / METRICS).write_text("")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str) + "\n")
+            (out / METRICS).write_text("")
+        except OSError as exc:
+            raise run_folder_error(out, "the run folder", exc) from exc
         torch.manual_seed(cfg.seed)
         return 0, []
+    checkpoint.remove_stale_temps(ckpt_path)
     state = checkpoint.load(ckpt_path, map_location=cfg.device)
+    missing = [k for k in RUN_STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"--resume: {ckpt_path} is a lowbit checkpoint but not of a training run (it lacks "
+                         f"{missing}); resume from the last.pt that lowbit train wrote")
     if state["identity"] != _identity(cfg):
         diff = {k: (state["identity"].get(k), v) for k, v in _identity(cfg).items() if state["identity"].get(k) != v}
         raise ValueError(f"--resume: {ckpt_path} was trained with different settings (checkpoint, now): {diff}")
@@ -516,6 +571,9 @@ def _rewrite_metrics(path: Path, history: list) -> None:
     path.write_text("".join(json.dumps(record) + "\n" for record in history))
 
 
+RUN_STATE_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "history", "identity")
+
+
 def _persist(cfg, out, model, optimizer, scheduler, epochs_done, history, record) -> None:
     state = {
         "model": model.state_dict(),
@@ -527,9 +585,14 @@ def _persist(cfg, out, model, optimizer, scheduler, epochs_done, history, record
         "identity": _identity(cfg),
         "config": asdict(cfg),
     }
-    checkpoint.save(out / CHECKPOINT, state)
-    with open(out / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        checkpoint.save(out / CHECKPOINT, state)
+        with open(out / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except checkpoint.NonFiniteStateError as exc:
+        raise NonFiniteError(epochs_done, None, exc.where) from None
+    except OSError as exc:
+        raise run_folder_error(out, CHECKPOINT, exc) from exc
 
 
 def _epoch_line(r: dict) -> str:
@@ -603,11 +666,10 @@ def main(argv=None) -> int:
         cfg = config_from_args(args).resolved()
         result = fit(cfg)
     except NonFiniteError as exc:
-        print(f"lowbit train: stopped: {exc}. The last good checkpoint is untouched"
-              f"{' in ' + args.out if args.out else ''}.", file=sys.stderr)
+        print(f"lowbit train: stopped: {exc}. {_what_is_kept(args.out)}", file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as exc:
-        print(f"lowbit train: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:
+        print(f"lowbit train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     final = result.final
     print(json.dumps({"model": cfg.model, "format": cfg.format, "backend": backends_used(result.model) or cfg.backend,
@@ -615,6 +677,19 @@ def main(argv=None) -> int:
                       "test_acc": round(final.get("test_acc", math.nan), 2),
                       "train_loss": round(final.get("train_loss", math.nan), 4)}))
     return 0
+
+
+def _what_is_kept(out: Optional[str]) -> str:
+    if out and (Path(out) / CHECKPOINT).is_file():
+        return f"The last good checkpoint is untouched: {Path(out) / CHECKPOINT}."
+    if out:
+        return f"No checkpoint was written to {out} (the run stopped before its first epoch ended)."
+    return "Nothing was saved (no --out)."
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":
