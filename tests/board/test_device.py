@@ -7,10 +7,10 @@ import types
 import pytest
 
 from lowbit import wire
-from lowbit.board import compat
+from lowbit.board import compat, simulated_overlay
 from lowbit.device import ManifestMismatch, open_device, read_manifest
 
-FIXTURE = "tests/board/fixtures/zcu104"
+FIXTURE = str(simulated_overlay("zcu104").parent)
 
 
 def copy_fixture(tmp_path, **manifest_changes):
@@ -168,7 +168,7 @@ def test_a_file_replaced_after_the_build_is_refused(tmp_path):
 def test_manifest_kernel_limits_reach_the_backend_with_a_warning(tmp_path):
     from lowbit.board.sim import SimulatedBoard
 
-    folder = copy_fixture(tmp_path, a_elems=16384, scale_buf=8192)
+    folder = copy_fixture(tmp_path, kernel_limits={"a_elems": 16384, "scale_buf": 8192})
     with pytest.warns(UserWarning, match="A_ELEMS=16384.*not bit for bit"):
         backend = open_device("pynq", bitstream=folder, device=SimulatedBoard())
     assert (backend.limits.a_elems, backend.limits.scale_buf) == (16384, 8192)

@@ -5,7 +5,7 @@ import torch
 
 from lowbit import wire
 from lowbit.board import (BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput,
-                          open_simulated)
+                          open_simulated, simulated_overlay)
 from lowbit.board.axi_dma import SR_DEC_ERR, SR_SLV_ERR
 from lowbit.backends.emulation import run_axis_stream
 
@@ -99,10 +99,10 @@ def test_wrong_version_register_is_refused_with_a_build_hint():
     device = SimulatedBoard()
     device.faults.id_version = (wire.IP_ID << 16) | (wire.WIRE_VERSION + 1)
     with pytest.raises(VersionMismatch, match=r"wire version 2.*lowbit build --board zcu104"):
-        open_pynq("tests/board/fixtures/zcu104/lowbit_gemm.bit", device=device)
+        open_pynq(str(simulated_overlay("zcu104")), device=device)
     device.faults.id_version = 0xDEAD0001
     with pytest.raises(VersionMismatch, match="not a lowbit overlay"):
-        open_pynq("tests/board/fixtures/zcu104/lowbit_gemm.bit", device=device)
+        open_pynq(str(simulated_overlay("zcu104")), device=device)
 
 
 def test_buffer_allocation_failure_keeps_the_backend_usable(board, emulation, operands):

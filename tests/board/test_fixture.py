@@ -8,11 +8,12 @@ import pytest
 
 from lowbit import wire
 
-FIXTURES = Path(__file__).parent / "fixtures"
+GENERATOR = Path(__file__).parent / "fixtures" / "make_fixture.py"
+FIXTURES = Path(__file__).resolve().parents[2] / "host" / "lowbit" / "board" / "overlays"
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_fixture", FIXTURES / "make_fixture.py")
+    spec = importlib.util.spec_from_file_location("make_fixture", GENERATOR)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

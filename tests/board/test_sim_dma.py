@@ -8,9 +8,10 @@ import pytest
 from lowbit import wire
 from lowbit.board.axi_dma import (CR_RESET, DmaReg, SR_DEC_ERR, SR_HALTED, SR_IDLE, SR_INT_ERR, SR_IOC_IRQ,
                                   SR_SLV_ERR)
+from lowbit.board import simulated_overlay
 from lowbit.board.sim import SimulatedBoard
 
-BIT = "tests/board/fixtures/zcu104/lowbit_gemm.bit"
+BIT = str(simulated_overlay("zcu104"))
 
 
 def echo_kernel(words):

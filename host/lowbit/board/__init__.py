@@ -9,7 +9,18 @@ from pathlib import Path
 
 from .errors import BoardError, BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput
 
-FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "board" / "fixtures"
+# The simulated boards' overlays (a .hwh, a placeholder .bit, manifest.json), package data written
+# by tests/board/fixtures/make_fixture.py.
+OVERLAYS = Path(__file__).resolve().parent / "overlays"
+
+
+def simulated_overlay(board: str = "zcu104") -> Path:
+    """The .bit (with its .hwh and manifest.json) of the simulated ``board``'s overlay."""
+    bit = OVERLAYS / board / "lowbit_gemm.bit"
+    if not bit.is_file():
+        boards = ", ".join(sorted(p.parent.name for p in OVERLAYS.glob("*/lowbit_gemm.bit")))
+        raise FileNotFoundError(f"no simulated overlay for board {board!r}; boards: {boards}")
+    return bit
 
 
 def open_simulated(board: str = "zcu104", *, bitstream=None, kernel=None, timeout_s: float = 10.0,
@@ -19,12 +30,12 @@ def open_simulated(board: str = "zcu104", *, bitstream=None, kernel=None, timeou
     from ..device import open_pynq
     from .sim import SimulatedBoard
 
-    bit = Path(bitstream) if bitstream is not None else FIXTURES / board / "lowbit_gemm.bit"
+    bit = Path(bitstream) if bitstream is not None else simulated_overlay(board)
     if not bit.exists():
         raise FileNotFoundError(f"no simulated overlay at {bit} (boards: zcu104, pynq-z2); pass bitstream=")
     device = SimulatedBoard(kernel=kernel, threaded=threaded, **device_kwargs)
     return open_pynq(bit, device=device, timeout_s=timeout_s)
 
 
-__all__ = ["open_simulated", "BoardError", "BoardTimeout", "BufferAllocationError", "DmaError", "KernelError",
+__all__ = ["open_simulated", "simulated_overlay", "BoardError", "BoardTimeout", "BufferAllocationError", "DmaError", "KernelError",
            "TruncatedOutput"]
