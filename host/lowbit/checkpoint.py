@@ -51,7 +51,7 @@ def save(path: "str | Path", state: dict) -> Path:
     payload = _serialise(state)
     _refuse_types_load_would_refuse(payload)
     blob = _serialise({"format": FORMAT, "version": VERSION, "sha256": hashlib.sha256(payload).hexdigest(),
-                       "state": payload})
+                       "state": torch.frombuffer(bytearray(payload), dtype=torch.uint8)})  # stored verbatim
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
@@ -131,10 +131,11 @@ def load(path: "str | Path", map_location: Any = "cpu") -> dict:
         raise CheckpointError(f"{shown} is not a lowbit checkpoint (it holds a {type(container).__name__}, not "
                               "what lowbit train saves: a plain state_dict or another program's file?); resume "
                               "from the last.pt of a lowbit run")
-    if container.get("version") != VERSION or not isinstance(container.get("state"), bytes):
+    stored = container.get("state")
+    if container.get("version") != VERSION or not (isinstance(stored, torch.Tensor) and stored.dtype == torch.uint8):
         raise CheckpointError(f"checkpoint {shown} has format version {container.get('version')!r}; this lowbit "
                               f"reads version {VERSION}: use the lowbit that wrote it")
-    payload = container["state"]
+    payload = stored.numpy().tobytes()
     if hashlib.sha256(payload).hexdigest() != container.get("sha256"):
         raise CheckpointError(f"checkpoint {shown} is corrupt: its SHA-256 does not match the one stored with it "
                               "(a changed or truncated byte); restore a backup or start the run again")
@@ -149,7 +150,7 @@ def _weights_only_load(blob: bytes, map_location, shown: str):
 
 
 def _why(exc: Exception) -> str:
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
     if found:
         return (f"it asks to import {found.group(1)}, which a lowbit checkpoint never holds; "
                 "nothing from it was run: do not trust this file")
