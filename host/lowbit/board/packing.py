@@ -6,7 +6,6 @@ board and the emulation run identical kernel calls in an identical order."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,50 +15,18 @@ from .._build import load
 from ..backends import emulation
 from ..backends.emulation import Operand
 from ..formats import MLS, PoT
+from ..kernel.boards import FULL_LIMITS, KernelLimits
 from ..qtensor import QTensor
 from ..wire import Arith, Header, Op
 
 
-@dataclass(frozen=True)
-class KernelLimits:
-    """On-chip buffers of the kernel a bitstream was built with (hls KernelConfig)."""
-
-    a_elems: int = emulation.A_ELEMS
-    scale_buf: int = emulation.SCALE_BUF
-
-    @classmethod
-    def from_manifest(cls, manifest: dict) -> "KernelLimits":
-        return cls(int(manifest.get("a_elems", emulation.A_ELEMS)), int(manifest.get("scale_buf", emulation.SCALE_BUF)))
-
-    @property
-    def same_as_emulation(self) -> bool:
-        return self == KernelLimits()
-
-
 def plan_calls(fmt, a: Operand, b: Operand, block: int, op: Op, limits: KernelLimits = KernelLimits()):
-    """``emulation.gemm_tiles`` for a kernel with ``limits``: (m-slice, n-slice, [(header, a_tile,
-    b_tile) per K-tile, ascending]). With the default limits it yields exactly the emulation's calls
-    (a test holds the two together)."""
-    m_total, k = a.codes.shape
-    scaled = isinstance(fmt, MLS)
-    if scaled and block > wire.MAX_K:
-        raise ValueError(f"block {block} is longer than the kernel's MAX_K={wire.MAX_K}; quantize with a smaller block")
-    for ms in emulation.tiles(m_total, wire.MAX_M):
-        rows = max(ms.stop - ms.start, 1)
-        if scaled:
-            blocks = min(wire.MAX_K // block, max(limits.scale_buf // rows, 1), max(limits.a_elems // rows // block, 1))
-            kt = min(k, blocks * block)
-        else:
-            kt = min(k, wire.MAX_K, max(limits.a_elems // rows, 1))
-        n_size = min(wire.MAX_N, limits.scale_buf // -(-kt // block)) if scaled else wire.MAX_N
-        for ns in emulation.tiles(b.codes.shape[0], n_size):
-            calls = []
-            for ks in emulation.tiles(k, kt):
-                bs = slice(ks.start // block, -(-ks.stop // block)) if scaled else slice(0, 0)
-                hdr = Header.for_gemm(op, fmt, ms.stop - ms.start, ns.stop - ns.start, ks.stop - ks.start,
-                                      block if scaled else ks.stop - ks.start)
-                calls.append((hdr, Operand(a.codes[ms, ks], a.scales[ms, bs]), Operand(b.codes[ns, ks], b.scales[ns, bs])))
-            yield ms, ns, calls
+    """(m-slice, n-slice, [(header, a_tile, b_tile) per K-tile, ascending]) for a kernel with
+    ``limits``: ``emulation.gemm_tiles`` itself, so the board and an emulation with the same limits
+    run the same calls (a copy of that tiler here kept 128-row M-tiles where the A buffer holds
+    fewer rows of one block)."""
+    return emulation.gemm_tiles(fmt, a, b, block, op,
+                                emulation.KernelLimits(scale_buf=limits.scale_buf, a_elems=limits.a_elems))
 
 
 @functools.lru_cache(maxsize=256)
