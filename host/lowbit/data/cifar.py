@@ -83,10 +83,63 @@ def _read_batches(source: Path, names: list) -> tuple:
                 blobs[name] = member.read()
     xs, ys = [], []
     for name in names:
-        batch = pickle.load(io.BytesIO(blobs[name]), encoding="bytes")
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        data, labels = read_batch(blobs[name], f"{source}/{name}" if source.is_dir() else f"{source}:{FOLDER}/{name}")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(labels)
     return np.concatenate(xs), np.concatenate(ys)
+
+
+class _NdarrayClass:
+    """Stands in for numpy.ndarray in a batch pickle: usable only as _reconstruct's first argument."""
+
+
+def _reconstruct(cls, shape, typecode):
+    if cls is not _NdarrayClass or tuple(shape) != (0,):  # numpy pickles every array as an empty one, then its state
+        raise pickle.UnpicklingError("numpy _reconstruct is admitted only as numpy pickles an ndarray")
+    return np.ndarray.__new__(np.ndarray, shape, typecode)
+
+
+def _uint8_dtype(name, align=False, copy=True):
+    if name not in ("u1", b"u1"):
+        raise pickle.UnpicklingError(f"dtype {name!r} (CIFAR-10 images are uint8 only)")
+    return np.dtype("u1", align, copy)
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Admits only what the python CIFAR-10 archive holds: dicts, lists, strings, bytes, ints and
+    uint8 numpy arrays (numpy's _reconstruct, ndarray and a uint8 dtype). Any other global, such as
+    os.system, is refused before it is imported."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): _NdarrayClass,
+        ("numpy", "dtype"): _uint8_dtype,
+    }
+
+    def find_class(self, module, name):
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR-10 batch never holds") from None
+
+
+def read_batch(blob: bytes, shown: str) -> tuple:
+    """(uint8 images [N, 3072], int64 labels [N]) of one batch file, or a ValueError saying why not."""
+    hint = "nothing from it was run; use the official archive (--download) or a clean copy of it"
+    try:
+        batch = BatchUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except Exception as exc:  # a refused global, a truncated or non-pickle file
+        raise ValueError(f"{shown} is not a CIFAR-10 batch: {exc}; {hint}") from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(b"labels") if isinstance(batch, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        raise ValueError(f"{shown} is not a CIFAR-10 batch: no uint8 b'data' array of N x 3072 pixels; {hint}")
+    if not (isinstance(labels, list) and len(labels) == len(data)
+            and all(type(v) is int and 0 <= v < len(CLASSES) for v in labels)):
+        raise ValueError(f"{shown} is not a CIFAR-10 batch: b'labels' is not a list of {len(data)} class "
+                         f"numbers 0..{len(CLASSES) - 1}; {hint}")
+    return data, np.asarray(labels, dtype=np.int64)
 
 
 def _normalise(x: np.ndarray) -> torch.Tensor:
