@@ -170,12 +170,8 @@ def test_stochastic_rounding_is_seeded():
 # ---- errors ---------------------------------------------------------------------------
 
 def test_unsupported_conv_options_raise():
-    with pytest.raises(ValueError, match="groups=1 only"):
-        QConv2d(4, 4, 3, groups=2)
-    with pytest.raises(ValueError, match="padding_mode='zeros' only"):
-        QConv2d(4, 4, 3, padding=1, padding_mode="reflect")
-    with pytest.raises(ValueError, match="asymmetric padding"):
-        QConv2d(4, 4, 2, padding="same")
+    with pytest.raises(ValueError, match="groups"):  # torch's own check, kept
+        QConv2d(4, 4, 3, groups=3)
     with pytest.raises(ValueError, match="rounding for E"):
         QConv2d(4, 4, 3, rounding={"E": "up"})
     with pytest.raises(ValueError, match="unknown number format"):

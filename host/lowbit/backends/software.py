@@ -253,6 +253,18 @@ class SoftwareBackend(Backend):
         with exact_fp32(a.device):
             return a.dequantize().float() @ b.dequantize().float().t()
 
+    def gemm_batched(self, a: QTensor, b: QTensor, batch: int, *, op: Op = Op.FORWARD) -> torch.Tensor:
+        """[batch, M, N]: slice i of a [batch*M, K] times slice i of b [batch*N, K]^T, the values
+        ``gemm`` gives each pair (one torch.bmm; Mogami: the native batched kernel)."""
+        _check_pair(a, b, "gemm_batched", 2)
+        k = a.shape[1]
+        va = a.dequantize().float().reshape(batch, -1, k)
+        vb = b.dequantize().float().reshape(batch, -1, k)
+        if isinstance(a.fmt, Mogami):
+            return mogami_bmm(va.contiguous(), vb.transpose(1, 2).contiguous(), max_finite=max_finite_bits(a.fmt))
+        with exact_fp32(a.device):
+            return torch.bmm(va, vb.transpose(1, 2))
+
     # -- convolutions ----------------------------------------------------------------------
     def conv2d_forward(self, qw: QTensor, qa: QTensor, geom: ConvGeometry) -> torch.Tensor:
         _check_pair(qw, qa, "conv2d_forward", 4)

@@ -1,7 +1,10 @@
-"""Quantized torch layers (Alg. 2 of the MLS paper), convert() and summary(). See docs/layers.md."""
-from .convert import convert, summary
-from .layers import QConv2d, QLinear, quantized_layers, set_generator
+"""Quantized torch layers (Alg. 2 of the MLS paper), convert(), plan() and summary(). See docs/layers.md."""
+from .attention import Matmul, QMatmul, QMultiheadAttention, qmatmul
+from .convert import convert, multiplying_modules, plan, summary
+from .layers import QConv1d, QConv2d, QConvTranspose1d, QConvTranspose2d, QLinear, quantized_layers, set_generator
+from .mode import quantized_matmuls
 from .spec import LayerSpec, default_rounding
 
-__all__ = ["QConv2d", "QLinear", "convert", "summary", "quantized_layers", "set_generator", "LayerSpec",
-           "default_rounding"]
+__all__ = ["QConv1d", "QConv2d", "QConvTranspose1d", "QConvTranspose2d", "QLinear", "QMultiheadAttention",
+           "QMatmul", "Matmul", "qmatmul", "quantized_matmuls", "convert", "plan", "summary",
+           "multiplying_modules", "quantized_layers", "set_generator", "LayerSpec", "default_rounding"]

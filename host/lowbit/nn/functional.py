@@ -6,12 +6,15 @@ The gradients pass straight through the quantizers (STE); bias is added in fp32 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
 from ..backends.base import ConvGeometry
 from ..formats import MLS, Mogami
 from ..qtensor import QTensor
+from ..wire import Op
 from .spec import LayerSpec, pow2_round
 
 
@@ -24,49 +27,122 @@ def _exact_mogami(spec: LayerSpec, method: str):
 
 
 class QConv2dFunction(torch.autograd.Function):
+    """A conv2d with ``groups`` groups: each group is its own GEMM triple on the group's slice of
+    the quantized W, A and E (one quantization per tensor; a group keeps the tensor's scales)."""
+
     @staticmethod
-    def forward(ctx, x, weight, spec: LayerSpec, geom: ConvGeometry):
+    def forward(ctx, x, weight, spec: LayerSpec, geom: ConvGeometry, groups: int = 1):
         qw, qa = spec.quantize(weight, "W"), spec.quantize(x, "A")
         wbc = None
         if spec.wbc:
             qw, wbc = _weight_bias_correction(spec, weight, qw)
-        z = spec.backend.conv2d_forward(qw, qa, geom)
+        z = torch.cat([spec.run("fwd", "conv2d_forward", w, a, geom)
+                       for w, a in zip(split_channels(qw, 0, groups), split_channels(qa, 1, groups))], dim=1)
         if wbc is not None:
-            z = z + wbc.view(1, -1, 1, 1) * _window_sum(qa.dequantize(), weight.shape, geom)
-        ctx.spec, ctx.geom, ctx.qw, ctx.qa, ctx.wbc = spec, geom, qw, qa, wbc
+            z = z + _wbc_term(wbc, _window_sum(qa.dequantize(), weight.shape, geom, groups))
+        ctx.spec, ctx.geom, ctx.qw, ctx.qa, ctx.wbc, ctx.groups = spec, geom, qw, qa, wbc, groups
         ctx.input_shape, ctx.weight_shape = x.shape, weight.shape
         return z
 
     @staticmethod
     def backward(ctx, dz):
-        spec, geom, qw, qa = ctx.spec, ctx.geom, ctx.qw, ctx.qa
+        spec, geom, groups = ctx.spec, ctx.geom, ctx.groups
         qe = spec.quantize(dz, "E")
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        fused = getattr(spec.backend, "conv2d_backward", None)
-        if fused is not None and not isinstance(spec.fmt, Mogami) and (need_x or need_w):
-            dx, dw = fused(qe, qw, qa, geom, need_input=need_x, need_weight=need_w)
-        else:
-            dx, dw = _conv_backward_unfused(spec, qe, qw, qa, geom, ctx.input_shape, ctx.weight_shape, need_x, need_w)
+        in_shape = _group_shape(ctx.input_shape, 1, groups)
+        w_shape = _group_shape(ctx.weight_shape, 0, groups)
+        parts = [_conv_backward(spec, e, w, a, geom, in_shape, w_shape, need_x, need_w)
+                 for e, w, a in zip(split_channels(qe, 1, groups), split_channels(ctx.qw, 0, groups),
+                                    split_channels(ctx.qa, 1, groups))]
+        dx = torch.cat([p[0] for p in parts], dim=1) if need_x else None
+        dw = torch.cat([p[1] for p in parts], dim=0) if need_w else None
         if need_x and ctx.wbc is not None:
-            dx = dx + _window_sum_input_grad(qe.dequantize(), ctx.wbc, ctx.input_shape, ctx.weight_shape, geom)
+            dx = dx + _window_sum_input_grad(qe.dequantize(), ctx.wbc, ctx.input_shape, ctx.weight_shape, geom,
+                                             groups)
         ctx.qw = ctx.qa = None
-        return dx, dw, None, None
+        return dx, dw, None, None, None
+
+
+def _conv_backward(spec, qe, qw, qa, geom, input_shape, weight_shape, need_x, need_w):
+    fused = getattr(spec.backend, "conv2d_backward", None)
+    if fused is not None and not isinstance(spec.fmt, Mogami) and (need_x or need_w):
+        spec.record("bwd_data", int(need_x))
+        spec.record("wgrad", int(need_w))
+        return fused(qe, qw, qa, geom, need_input=need_x, need_weight=need_w)
+    return _conv_backward_unfused(spec, qe, qw, qa, geom, input_shape, weight_shape, need_x, need_w)
 
 
 def _conv_backward_unfused(spec, qe, qw, qa, geom, input_shape, weight_shape, need_x, need_w):
     exact = isinstance(spec.fmt, Mogami) and spec.mogami_backward == "exact"
     dx = dw = None
     if need_x:
+        spec.record("bwd_data")
         if exact:
             dx = _exact_mogami(spec, "mogami_conv2d_backward_data_exact")(qe, qw, qa, geom)
         else:
             dx = spec.backend.conv2d_backward_data(qe, qw, geom, input_shape)
     if need_w:
+        spec.record("wgrad")
         if exact:
             dw = _exact_mogami(spec, "mogami_conv2d_weight_grad_exact")(qe, qa, qw, geom)
         else:
             dw = spec.backend.conv2d_weight_grad(qe, qa, geom, weight_shape)
     return dx, dw
+
+
+class QConvTranspose2dFunction(torch.autograd.Function):
+    """conv_transpose2d as the backward-data conv of a conv whose weight is W [Cin, Cout/g, kh, kw]:
+    forward Z = bwd_data(Q(A), Q(W)); backward dA = conv(Q(E), Q(W)) (that conv's forward) and
+    dW = wgrad(errors Q(A), inputs Q(E)). Three GEMMs in the format, groups as in QConv2dFunction."""
+
+    @staticmethod
+    def forward(ctx, x, weight, spec: LayerSpec, geom: ConvGeometry, groups: int, out_shape):
+        qw, qa = spec.quantize(weight, "W"), spec.quantize(x, "A")
+        group_out = _group_shape(out_shape, 1, groups)
+        z = torch.cat([spec.run("fwd", "conv2d_backward_data", a, w, geom, group_out)
+                       for a, w in zip(split_channels(qa, 1, groups), split_channels(qw, 0, groups))], dim=1)
+        ctx.spec, ctx.geom, ctx.groups, ctx.qw, ctx.qa, ctx.weight_shape = spec, geom, groups, qw, qa, weight.shape
+        return z
+
+    @staticmethod
+    def backward(ctx, dz):
+        spec, geom, groups = ctx.spec, ctx.geom, ctx.groups
+        qe = spec.quantize(dz, "E")
+        es, ws, as_ = (split_channels(qe, 1, groups), split_channels(ctx.qw, 0, groups),
+                       split_channels(ctx.qa, 1, groups))
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.cat([spec.run("bwd_data", "conv2d_forward", w, e, geom) for w, e in zip(ws, es)], dim=1)
+        if ctx.needs_input_grad[1]:
+            w_shape = _group_shape(ctx.weight_shape, 0, groups)
+            dw = torch.cat([spec.run("wgrad", "conv2d_weight_grad", a, e, geom, w_shape)
+                            for a, e in zip(as_, es)], dim=0)
+        ctx.qw = ctx.qa = None
+        return dx, dw, None, None, None, None
+
+
+def split_channels(q: QTensor, dim: int, groups: int) -> list:
+    """``groups`` equal slices of a 4-D QTensor along ``dim`` (0 or 1): codes, values and the MLS
+    group scales (their [N|1, C|1] layout) are sliced; the tensor scale is shared."""
+    if groups == 1:
+        return [q]
+    size = q.shape[dim] // groups
+    out = []
+    for g in range(groups):
+        sl = slice(g * size, (g + 1) * size)
+        pick = (lambda t: t[sl].contiguous()) if dim == 0 else (lambda t: t[:, sl].contiguous())
+        scales = q.scale_codes
+        if scales is not None and scales.shape[dim] > 1:
+            scales = pick(scales)
+        out.append(dataclasses.replace(q, codes=pick(q.codes), scale_codes=scales,
+                                       values=None if q.values is None else pick(q.values)))
+    return out
+
+
+def _group_shape(shape, dim: int, groups: int) -> torch.Size:
+    shape = list(shape)
+    shape[dim] //= groups
+    return torch.Size(shape)
 
 
 class QLinearFunction(torch.autograd.Function):
@@ -81,7 +157,7 @@ class QLinearFunction(torch.autograd.Function):
         wbc = None
         if spec.wbc:
             qw, wbc = _weight_bias_correction(spec, weight, qw)
-        z = spec.backend.gemm(qa, qw)
+        z = spec.run("fwd", "gemm", qa, qw)
         if wbc is not None:
             z = z + wbc * qa.dequantize().sum(dim=1, keepdim=True)
         ctx.spec, ctx.qa, ctx.qw, ctx.wbc = spec, qa, qw, wbc
@@ -97,13 +173,13 @@ class QLinearFunction(torch.autograd.Function):
         dx = dw = None
         if ctx.needs_input_grad[0]:
             qwt = spec.quantize(weight.t(), "W", block=spec.block) if grouped else _transpose(qw)
-            dx = spec.backend.gemm(qe, qwt)
+            dx = spec.run("bwd_data", "gemm", qe, qwt, op=Op.BACKWARD_DATA)
             if ctx.wbc is not None:
                 dx = dx + (qe.dequantize() * ctx.wbc).sum(dim=1, keepdim=True)
         if ctx.needs_input_grad[1]:
             qet = spec.quantize(dz.t(), "E", block=spec.block) if grouped else _transpose(qe)
             qat = spec.quantize(x.t(), "A", block=spec.block) if grouped else _transpose(qa)
-            dw = spec.backend.gemm(qet, qat)
+            dw = spec.run("wgrad", "gemm", qet, qat, op=Op.WEIGHT_GRAD)
         ctx.qa = ctx.qw = None
         return dx, dw, None
 
@@ -130,7 +206,7 @@ class QLinearMogamiFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dz):
         dz4 = dz.t().reshape(1, dz.shape[1], dz.shape[0], 1)
-        dx4, dw4, _, _ = QConv2dFunction.backward(ctx, dz4)
+        dx4, dw4 = QConv2dFunction.backward(ctx, dz4)[:2]
         dx = None if dx4 is None else dx4.reshape(dx4.shape[1], ctx.batch).t()
         dw = None if dw4 is None else dw4.reshape(dw4.shape[:2])
         return dx, dw, None
@@ -148,12 +224,21 @@ def _weight_bias_correction(spec: LayerSpec, weight: torch.Tensor, qw: QTensor):
     return qw, pow2_round(delta)
 
 
-def _window_sum(a: torch.Tensor, weight_shape, geom: ConvGeometry) -> torch.Tensor:
-    ones = torch.ones((1,) + tuple(weight_shape[1:]), dtype=a.dtype, device=a.device)
-    return F.conv2d(a, ones, None, geom.stride, geom.padding, geom.dilation)
+def _window_sum(a: torch.Tensor, weight_shape, geom: ConvGeometry, groups: int = 1) -> torch.Tensor:
+    """[N, groups, Ho, Wo]: each group's input summed under the window (additions only)."""
+    ones = torch.ones((groups,) + tuple(weight_shape[1:]), dtype=a.dtype, device=a.device)
+    return F.conv2d(a, ones, None, geom.stride, geom.padding, geom.dilation, groups)
 
 
-def _window_sum_input_grad(e, mu, input_shape, weight_shape, geom: ConvGeometry) -> torch.Tensor:
-    e_sum = (e * mu.view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
-    ones = torch.ones((1,) + tuple(weight_shape[1:]), dtype=e.dtype, device=e.device)
-    return torch.nn.grad.conv2d_input(tuple(input_shape), ones, e_sum, geom.stride, geom.padding, geom.dilation)
+def _wbc_term(mu: torch.Tensor, window_sums: torch.Tensor) -> torch.Tensor:
+    """mu_c times its group's window sum, per output channel c."""
+    n, groups, ho, wo = window_sums.shape
+    return (mu.view(1, groups, -1, 1, 1) * window_sums.unsqueeze(2)).reshape(n, -1, ho, wo)
+
+
+def _window_sum_input_grad(e, mu, input_shape, weight_shape, geom: ConvGeometry, groups: int = 1) -> torch.Tensor:
+    n, co, ho, wo = e.shape
+    e_sum = (e * mu.view(1, -1, 1, 1)).view(n, groups, co // groups, ho, wo).sum(dim=2)
+    ones = torch.ones((groups,) + tuple(weight_shape[1:]), dtype=e.dtype, device=e.device)
+    return torch.nn.grad.conv2d_input(tuple(input_shape), ones, e_sum, geom.stride, geom.padding, geom.dilation,
+                                      groups)

@@ -8,19 +8,25 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..backends.base import ConvGeometry
 from ..formats import Mogami
-from .functional import QConv2dFunction, QLinearFunction, QLinearMogamiFunction
+from .functional import QConv2dFunction, QConvTranspose2dFunction, QLinearFunction, QLinearMogamiFunction
 from .spec import LayerSpec
 
 
 # torch.compile: the quantized GEMMs (native quantizer, cffi kernels, QTensor dataclasses) stay
 # eager behind a clean graph break; everything around them (BN, activations, bias) compiles.
 @torch.compiler.disable
-def _apply_conv(x, weight, spec, geometry):
-    return QConv2dFunction.apply(x, weight, spec, geometry)
+def _apply_conv(x, weight, spec, geometry, groups=1):
+    return QConv2dFunction.apply(x, weight, spec, geometry, groups)
+
+
+@torch.compiler.disable
+def _apply_conv_transpose(x, weight, spec, geometry, groups, out_shape):
+    return QConvTranspose2dFunction.apply(x, weight, spec, geometry, groups, out_shape)
 
 
 @torch.compiler.disable
@@ -46,62 +52,141 @@ class _QuantMixin:
     def backend(self):
         return self.spec.backend
 
+    def _mark_mode(self) -> None:
+        self.spec.training = self.training  # eval(): deterministic rounding (spec.eval_rounding)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, fmt={self.spec.describe()}, backend={self.spec.backend.name}"
 
 
-class QConv2d(_QuantMixin, nn.Conv2d):
-    """nn.Conv2d with forward W*A, backward-data E*W and weight-gradient E*A in ``fmt``.
+class _QConvMixin(_QuantMixin):
+    """Shared by the conv twins: 1-D convs run as 2-D convs of height 1; padding other than
+    symmetric zeros (reflect / replicate / circular, asymmetric 'same') is applied to the input
+    first (F.pad moves values, it multiplies nothing) and the conv then runs unpadded."""
 
-    Extra keyword arguments: backend ("software" | "emulation" | "board" | Backend), rounding
-    ("nearest" | "stochastic" | {"W","A","E": mode}), mogami_backward ("approx" | "exact"),
-    wbc / prc (ALS-POTQ, pot formats), generator (torch.Generator for stochastic rounding).
-    """
+    _dims = 2
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None, *, fmt="mls:2,1",
-                 backend="software", **spec_kwargs):
-        if groups != 1:
-            raise ValueError(f"QConv2d supports groups=1 only (got groups={groups}); keep grouped/depthwise "
-                             "convolutions in fp32 with convert(..., overrides={name: None})")
-        if padding_mode != "zeros":
-            raise ValueError(f"QConv2d supports padding_mode='zeros' only (got {padding_mode!r}); pad the input "
-                             "explicitly (F.pad) before the layer instead")
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, device, dtype)
+    def _setup_quant(self, fmt, backend, spec_kwargs) -> None:
         self._init_spec(fmt, backend, spec_kwargs)
-        self.geometry = self._geometry()
+        if getattr(self, "transposed", False):
+            if self.spec.wbc:
+                raise ValueError("wbc (Weight Bias Correction) is implemented for Conv/Linear, not transposed "
+                                 "convolutions; convert without wbc or keep this layer fp32 (overrides={name: None})")
+            if isinstance(self.spec.fmt, Mogami) and self.spec.mogami_backward == "exact":
+                raise ValueError("mogami_backward='exact' is implemented for Conv/Linear; transposed convolutions "
+                                 "use 'approx' (pass overrides or mogami_backward='approx')")
+        self._pre_pad, pad = self._padding_plan()
+        one = lambda v: (1,) + tuple(v) if self._dims == 1 else tuple(v)  # noqa: E731
+        self.geometry = ConvGeometry(one(self.stride), (0,) + pad if self._dims == 1 else pad, one(self.dilation))
 
-    def _geometry(self) -> ConvGeometry:
+    def _padding_plan(self):
+        """(F.pad widths or None, symmetric zero padding the kernel does itself)."""
         if self.padding == "valid":
-            pad = (0, 0)
-        elif self.padding == "same":
-            pad = []
-            for d, k in zip(self.dilation, self.kernel_size):
+            return None, (0,) * self._dims
+        if self.padding == "same":
+            widths = []
+            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):  # F.pad: last dim first
                 total = d * (k - 1)
-                if total % 2:
-                    raise ValueError(f"padding='same' with kernel {self.kernel_size} and dilation {self.dilation} "
-                                     "needs asymmetric padding, which QConv2d does not support; pad explicitly")
-                pad.append(total // 2)
-            pad = tuple(pad)
-        else:
-            pad = _pair(self.padding)
-        return ConvGeometry(_pair(self.stride), pad, _pair(self.dilation))
+                widths += [total // 2, total - total // 2]
+            if self.padding_mode == "zeros" and all(widths[i] == widths[i + 1] for i in range(0, len(widths), 2)):
+                return None, tuple(widths[::2][::-1])
+            return (widths, "constant" if self.padding_mode == "zeros" else self.padding_mode), (0,) * self._dims
+        pad = tuple(self.padding)
+        if self.padding_mode == "zeros" or not any(pad):
+            return None, pad
+        widths = [p for p in reversed(pad) for _ in range(2)]
+        return (widths, self.padding_mode), (0,) * self._dims
+
+    def _as_2d(self, x: torch.Tensor, w: torch.Tensor):
+        if self._pre_pad is not None:
+            widths, mode = self._pre_pad
+            x = F.pad(x, widths, mode=mode)
+        if self._dims == 1:
+            return x.unsqueeze(2), w.unsqueeze(2)
+        return x, w
+
+    def _finish(self, z: torch.Tensor) -> torch.Tensor:
+        if self.bias is not None:
+            z = z + self.bias.view(1, -1, 1, 1)
+        return z.squeeze(2) if self._dims == 1 else z
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, fmt, backend="software", **spec_kwargs) -> "QConv2d":
-        """A QConv2d sharing ``conv``'s parameters (no copy)."""
-        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                conv.groups, conv.bias is not None, conv.padding_mode, device="meta", fmt=fmt, backend=backend,
-                **spec_kwargs)
+    def from_conv(cls, conv, fmt, backend="software", **spec_kwargs):
+        """A quantized twin sharing ``conv``'s parameters (no copy)."""
+        kwargs = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                      bias=conv.bias is not None, padding_mode=conv.padding_mode)
+        if getattr(conv, "transposed", False):
+            kwargs["output_padding"] = conv.output_padding
+        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, device="meta", fmt=fmt, backend=backend,
+                **kwargs, **spec_kwargs)
         _adopt(q, conv)
         return q
 
+
+class _QConvForward(_QConvMixin):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = _apply_conv(x, self.weight, self.spec, self.geometry)
-        if self.bias is not None:
-            z = z + self.bias.view(1, -1, 1, 1)
-        return z
+        self._mark_mode()
+        x, w = self._as_2d(x, self.weight)
+        return self._finish(_apply_conv(x, w, self.spec, self.geometry, self.groups))
+
+
+class _QConvTransposeForward(_QConvMixin):
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        self._mark_mode()
+        out_pad = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, self._dims,
+                                       self.dilation)
+        x, w = self._as_2d(x, self.weight)
+        n, _, h, wd = x.shape
+        kh, kw = w.shape[2:]
+        g, pads = self.geometry, tuple(self.geometry.padding)
+        outp = (0,) + tuple(out_pad) if self._dims == 1 else tuple(out_pad)
+        size = [(s - 1) * g.stride[i] - 2 * pads[i] + g.dilation[i] * (k - 1) + outp[i] + 1
+                for i, (s, k) in enumerate(((h, kh), (wd, kw)))]
+        out_shape = torch.Size((n, self.out_channels, *size))
+        return self._finish(_apply_conv_transpose(x, w, self.spec, self.geometry, self.groups, out_shape))
+
+
+def _conv_init(torch_cls, transposed: bool):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *args, fmt="mls:2,1",
+                 backend="software", **kwargs):
+        spec_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _SPEC_KEYS}
+        torch_cls.__init__(self, in_channels, out_channels, kernel_size, stride, padding, *args, **kwargs)
+        self._setup_quant(fmt, backend, spec_kwargs)
+    return __init__
+
+
+_SPEC_KEYS = ("rounding", "mogami_backward", "block", "wbc", "prc", "name", "generator", "eval_rounding")
+
+
+class QConv2d(_QConvForward, nn.Conv2d):
+    """nn.Conv2d (any groups, padding, padding_mode) with forward W*A, backward-data E*W and
+    weight-gradient E*A in ``fmt``; a grouped conv runs one GEMM triple per group.
+
+    Extra keyword arguments: backend ("software" | "emulation" | "board" | Backend), rounding
+    ("nearest" | "stochastic" | {"W","A","E": mode}), eval_rounding (the same, used in eval();
+    default nearest), mogami_backward ("approx" | "exact"), wbc / prc (ALS-POTQ, pot formats),
+    generator (torch.Generator for stochastic rounding).
+    """
+
+    __init__ = _conv_init(nn.Conv2d, False)
+
+
+class QConv1d(_QConvForward, nn.Conv1d):
+    """nn.Conv1d as a 2-D conv of height 1 (the same GEMMs, groups of k taps per (n|co, ci))."""
+
+    _dims = 1
+    __init__ = _conv_init(nn.Conv1d, False)
+
+
+class QConvTranspose2d(_QConvTransposeForward, nn.ConvTranspose2d):
+    """nn.ConvTranspose2d: its forward is the backward-data GEMM of a conv with this weight."""
+
+    __init__ = _conv_init(nn.ConvTranspose2d, True)
+
+
+class QConvTranspose1d(_QConvTransposeForward, nn.ConvTranspose1d):
+    _dims = 1
+    __init__ = _conv_init(nn.ConvTranspose1d, True)
 
 
 class QLinear(_QuantMixin, nn.Linear):
@@ -120,6 +205,7 @@ class QLinear(_QuantMixin, nn.Linear):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._mark_mode()
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
         fn = QLinearMogamiFunction if isinstance(self.spec.fmt, Mogami) else QLinearFunction
@@ -137,8 +223,8 @@ def _adopt(q: nn.Module, src: nn.Module) -> None:
 
 
 def quantized_layers(model: nn.Module):
-    """(name, layer) for every QConv2d / QLinear in ``model``."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (QConv2d, QLinear))]
+    """(name, layer) for every quantized twin (QConv*, QLinear, QMultiheadAttention, QMatmul...)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(getattr(m, "spec", None), LayerSpec)]
 
 
 def set_generator(model: nn.Module, generator: Optional[torch.Generator]) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Union
 
@@ -27,8 +28,8 @@ def default_rounding(fmt: Format) -> Dict[str, str]:
     return dict(W="nearest", A="nearest", E="nearest")
 
 
-def _resolve_rounding(fmt: Format, rounding) -> Dict[str, str]:
-    out = default_rounding(fmt)
+def _resolve_rounding(fmt: Format, rounding, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    out = dict(default_rounding(fmt) if base is None else base)
     if rounding is None:
         return out
     if isinstance(rounding, str):
@@ -52,13 +53,17 @@ class LayerSpec:
     mogami_backward: str = "approx"
     block: int = 32  # QLinear group length along each GEMM's reduction dim (MLS)
     wbc: bool = False  # PoT Weight Bias Correction (docs/layers.md)
+    eval_rounding: Dict[str, str] = field(default_factory=lambda: dict.fromkeys(OPERANDS, "nearest"))
+    training: bool = True  # set by the layer on every call: eval() rounds with eval_rounding
     prc: Optional[float] = None  # PoT Parameterized Ratio Clipping: clip ratio alpha in (0, 1]
     name: str = ""
     generator: Optional[torch.Generator] = field(default=None, repr=False)
+    # backend calls that ran, by (GEMM phase, format): what summary() reports
+    ran: Counter = field(default_factory=Counter, repr=False, compare=False)
 
     @classmethod
     def make(cls, fmt, backend="software", rounding=None, mogami_backward="approx", block=32,
-             wbc=False, prc=None, name="", generator=None) -> "LayerSpec":
+             wbc=False, prc=None, name="", generator=None, eval_rounding=None) -> "LayerSpec":
         fmt = parse(fmt)
         if mogami_backward not in MOGAMI_BACKWARD:
             raise ValueError(f"mogami_backward must be one of {MOGAMI_BACKWARD}, got {mogami_backward!r}")
@@ -68,8 +73,20 @@ class LayerSpec:
             raise ValueError(f"wbc / prc are ALS-POTQ techniques for pot formats; the format here is {fmt}")
         if prc is not None and not (0.0 < float(prc) <= 1.0):
             raise ValueError(f"prc is the clip ratio alpha in (0, 1], got {prc!r}")
+        evaluation = _resolve_rounding(fmt, eval_rounding, dict.fromkeys(OPERANDS, "nearest"))
         return cls(fmt, get_backend(backend), _resolve_rounding(fmt, rounding), mogami_backward, block,
-                   bool(wbc), None if prc is None else float(prc), name, generator)
+                   bool(wbc), eval_rounding=evaluation, prc=None if prc is None else float(prc), name=name,
+                   generator=generator)
+
+    def record(self, phase: str, calls: int = 1) -> None:
+        """Count ``calls`` backend GEMM calls of ``phase`` (fwd | bwd_data | wgrad) in this format."""
+        self.ran[(phase, str(self.fmt))] += calls
+
+    def run(self, phase: str, method: str, *args, **kwargs):
+        """backend.<method>(*args): one recorded GEMM call of ``phase``."""
+        self.record(phase)
+        with torch._C.DisableTorchFunction():  # a TorchFunctionMode around the model sees none of it
+            return getattr(self.backend, method)(*args, **kwargs)
 
     @property
     def label(self) -> str:
@@ -79,6 +96,8 @@ class LayerSpec:
         parts = [str(self.fmt)]
         if isinstance(self.fmt, (MLS, PoT)):
             parts.append("W/A/E " + "/".join(self.rounding[o][:4] for o in OPERANDS))
+            if any(self.eval_rounding[o] != "nearest" for o in OPERANDS):
+                parts.append("eval " + "/".join(self.eval_rounding[o][:4] for o in OPERANDS))
         if isinstance(self.fmt, Mogami):
             parts.append(f"bwd {self.mogami_backward}")
         if self.wbc:
@@ -97,7 +116,9 @@ class LayerSpec:
         if self.prc is not None and operand in ("W", "A"):
             kwargs["clip_ratio"] = self.prc
         try:
-            return quant.quantize(x, self.fmt, rounding=self.rounding[operand], generator=self.generator, **kwargs)
+            rounding = (self.rounding if self.training else self.eval_rounding)[operand]
+            with torch._C.DisableTorchFunction():
+                return quant.quantize(x, self.fmt, rounding=rounding, generator=self.generator, **kwargs)
         except ValueError as err:
             raise ValueError(f"layer {self.label!r}, operand {operand} ({_OPERAND_NAMES[operand]}): {err}") from err
 
