@@ -140,3 +140,24 @@ def test_numpy_packing_fallback_equals_native(fmt, monkeypatch):
     if q.fmt.kind in ("mls", "pot"):
         with pytest.raises(ValueError, match="exceed"):
             bad.pack()
+
+
+def test_unpack_rejects_scale_codes_wider_than_the_format():
+    """A 0xFFFF scale lane decoded to a group scale of 3.0 in software and 0 in the kernel (issue 14)."""
+    q = quantize(torch.randn(2, 8, generator=torch.Generator().manual_seed(0)), "mls:2,1", block=4)
+    data = bytearray(q.pack())
+    data[0:2] = b"\xff\xff"  # the first scale lane
+    with pytest.raises(ValueError, match="wider than the 9-bit group-scale codes"):
+        QTensor.unpack(bytes(data), q.fmt, q.shape, block=4)
+    data[0:2] = (1 << 9).to_bytes(2, "little")  # one bit past eg + mg
+    with pytest.raises(ValueError, match="1 scale lanes hold values wider"):
+        QTensor.unpack(bytes(data), q.fmt, q.shape, block=4)
+    data[0:2] = (1 << 9 - 1).to_bytes(2, "little")  # the widest valid code still reads back
+    assert QTensor.unpack(bytes(data), q.fmt, q.shape, block=4).scale_codes[0, 0] == 1 << 8
+
+
+def test_pack_rejects_scale_codes_wider_than_the_format():
+    q = quantize(torch.randn(2, 8, generator=torch.Generator().manual_seed(0)), "mls:2,4,g=4,0", block=4)
+    bad = QTensor(q.fmt, q.codes, torch.full_like(q.scale_codes, -1), q.tensor_scale, q.dtype, q.block)
+    with pytest.raises(ValueError, match="scale_codes hold values wider than the 4-bit"):
+        bad.pack()

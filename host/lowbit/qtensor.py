@@ -150,6 +150,7 @@ class QTensor:
         if isinstance(self.fmt, MLS):
             nb = -(-k // block)
             scales = np.broadcast_to(self.scale_codes.detach().cpu().numpy().view("<u2"), (rows, nb))
+            _check_scale_width(scales, self.fmt, "scale_codes hold")
             pos = _write_lanes(span, pos, scales, wire.SCALE_LANE_BITS)
         codes = self.codes.detach().cpu().contiguous().numpy().reshape(-1).view(_UNSIGNED[self.codes.dtype])
         lane = wire.elem_lane_bits(self.fmt)
@@ -181,6 +182,7 @@ class QTensor:
         scale_codes = None
         if isinstance(fmt, MLS):
             grid = wire.unpack_lanes(words[:scale_words], wire.SCALE_LANE_BITS, rows * nb).reshape(rows, nb)
+            _check_scale_width(grid, fmt, "scale lanes hold")
             scale_codes = torch.from_numpy(_group_layout(grid, fmt.group).astype(np.int16))
         if tensor_scale is None:
             tensor_scale = 1.0
@@ -203,6 +205,15 @@ def _operand_geometry(fmt, shape: Tuple[int, ...], block: Optional[int]) -> Tupl
     if isinstance(fmt, MLS) and (block is None or block < 1):
         raise ValueError(f"an MLS 2-D operand needs its block (group length along K), got {block!r}")
     return shape[0], shape[1], block if block is not None else shape[1]
+
+
+def _check_scale_width(lanes: np.ndarray, fmt: MLS, what: str) -> None:
+    """Group-scale codes are ``eg + mg`` bits; a wider lane would decode differently in software
+    (a signed int16) and in the kernel (its low bits), so it is refused."""
+    wide = int(np.count_nonzero(lanes >> fmt.scale_bits))
+    if wide:
+        raise ValueError(f"{wide} {what} values wider than the {fmt.scale_bits}-bit group-scale codes of {fmt} "
+                         f"(eg={fmt.eg}, mg={fmt.mg}): wrong format or corrupt data")
 
 
 def _group_layout(grid: np.ndarray, group: str) -> np.ndarray:
