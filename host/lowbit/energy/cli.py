@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
+import os
 import sys
 
 import torch
@@ -66,9 +68,27 @@ def _model(name: str):
     module_name, _, attr = name.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
+    except (ImportError, AttributeError, ValueError) as e:
         raise ValueError(f"--model {name}: cannot load {attr!r} from {module_name!r} ({e})") from None
-    return factory(), None
+    usage = "give package.module:factory, a callable that takes no arguments and returns a torch.nn.Module"
+    if not callable(factory):
+        raise ValueError(f"--model {name}: {attr!r} is a {type(factory).__name__}, not callable; {usage}")
+    try:
+        model = factory()
+    except Exception as e:  # noqa: BLE001 - the user's code: say it failed, in one line
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"--model {name}: calling {attr}() failed ({type(e).__name__}: {first}); {usage}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"--model {name}: {attr}() returned a {type(model).__name__}; {usage}")
+    return model, None
+
+
+def _check_plot_path(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--plot {path}: the folder {folder} does not exist; create it or choose another path")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--plot {path}: cannot write into {folder}; choose another path")
 
 
 def main(argv=None) -> int:
@@ -81,6 +101,8 @@ def main(argv=None) -> int:
         print("lowbit energy: --batch must be >= 1", file=sys.stderr)
         return 2
     try:
+        if args.plot:
+            _check_plot_path(args.plot)
         table = get_table(args.table)
         model, default_shape = _model(args.model)
     except ValueError as e:
@@ -100,19 +122,28 @@ def main(argv=None) -> int:
         print(f"lowbit energy: {args.model} did not run on a {args.batch}x{'x'.join(map(str, shape))} input "
               f"({str(e).splitlines()[0]}); check --input", file=sys.stderr)
         return 2
+    if not all(math.isfinite(v) for v in (est.total_uj(), est.baseline_uj())):
+        print(f"lowbit energy: the totals overflow to infinity with table {table.name!r}; "
+              "check its pJ values (a typo such as 1e300?)", file=sys.stderr)
+        return 2
     scale = args.batch if args.per_image else 1
     if args.json:
         out = est.summary()
         out["model"] = args.model
         out["layers"] = {name: {k: (float(v) / scale if k.endswith("uj") else v) for k, v in row.items()}
                          for name, row in est.by_layer().to_dict(orient="index").items()}
-        print(json.dumps(out, indent=2, default=float))
+        print(json.dumps(out, indent=2, default=float, allow_nan=False))  # standard JSON: no Infinity/NaN
     else:
         _print_report(args, est, shape, scale)
     if args.plot:
-        from ..power.plots import plot_energy_breakdown
+        try:
+            from ..power.plots import plot_energy_breakdown
 
-        plot_energy_breakdown(est, args.plot)
+            plot_energy_breakdown(est, args.plot)
+        except (ImportError, OSError) as e:
+            print(f"lowbit energy: --plot {args.plot}: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                  file=sys.stderr)
+            return 2
         print(f"saved {args.plot}")
     return 0
 

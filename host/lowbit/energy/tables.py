@@ -19,6 +19,7 @@ A user table is a dict or a JSON file: ``{"name": ..., "source": ..., "base": "h
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -93,7 +94,7 @@ def table_names() -> list[str]:
     return list(BUILTIN)
 
 
-def from_dict(data: dict) -> EnergyTable:
+def from_dict(data: dict, _bases: tuple = ()) -> EnergyTable:
     """A user table: {"name", "source", "base" (optional), "pj": {op: pJ}}."""
     if not isinstance(data, dict) or not isinstance(data.get("pj"), dict):
         raise ValueError('an energy table is a dict like {"name": "mine", "source": "...", '
@@ -101,28 +102,49 @@ def from_dict(data: dict) -> EnergyTable:
     unknown = set(data["pj"]) - set(OPS)
     if unknown:
         raise ValueError(f"unknown ops {sorted(unknown)} in energy table; known ops: {list(OPS)}")
-    entries = dict(get_table(data["base"]).entries) if data.get("base") else {}
+    entries = dict(get_table(data["base"], _bases).entries) if data.get("base") else {}
     source = str(data.get("source", "user table"))
     for op, value in data["pj"].items():
-        value = float(value)
-        if not value >= 0:
-            raise ValueError(f"energy of {op} must be a number >= 0 pJ, got {data['pj'][op]!r}")
-        entries[op] = Entry(value, source, verified=False)
+        entries[op] = Entry(_energy(op, value), source, verified=False)
     return EnergyTable(str(data.get("name", "user")), source, entries)
 
 
-def get_table(spec) -> EnergyTable:
-    """A table by name (mls65, horowitz45), a path to a JSON file, a dict, or an EnergyTable."""
+def _energy(op: str, value) -> float:
+    """A finite number of pJ >= 0 (JSON's Infinity and 1e999 parse as inf: refused)."""
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if number is None or not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"energy of {op} must be a finite number >= 0 pJ, got {str(value)[:40]!r}")
+    return float(number)
+
+
+def get_table(spec, _bases: tuple = ()) -> EnergyTable:
+    """A table by name (mls65, horowitz45), a path to a JSON file, a dict, or an EnergyTable.
+    ``_bases``: the files already being read for this table, so that a ``base`` loop is an error."""
     if isinstance(spec, EnergyTable):
         return spec
     if isinstance(spec, dict):
-        return from_dict(spec)
+        return from_dict(spec, _bases)
     if isinstance(spec, str) and spec.lower() in BUILTIN:
         return BUILTIN[spec.lower()]
     if isinstance(spec, (str, os.PathLike)) and os.path.isfile(spec):
-        with open(spec) as f:
-            try:
-                return from_dict(json.load(f))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"energy table {spec}: not valid JSON ({e})") from None
-    raise ValueError(f"unknown energy table {spec!r}: give one of {table_names()}, a JSON file path, or a dict")
+        return _from_file(spec, _bases)
+    raise ValueError(f"unknown energy table {str(spec)[:100]!r}: give one of {table_names()}, a JSON file path, "
+                     "or a dict")
+
+
+def _from_file(path, bases: tuple) -> EnergyTable:
+    key = os.path.realpath(path)
+    if key in bases:
+        chain = " -> ".join(os.path.basename(b) for b in (*bases, key))
+        raise ValueError(f"energy table {path}: its 'base' chain loops ({chain}); end it at a built-in table")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"energy table {path}: not valid JSON ({str(e)[:200]})") from None
+    try:
+        return from_dict(data, (*bases, key))
+    except ValueError as e:
+        if str(e).startswith("energy table "):  # already names its file (a base table's error)
+            raise
+        raise ValueError(f"energy table {path}: {e}") from None
