@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .resnet_cifar import _kaiming_init
+from .blocks import kaiming_init
 
 
 class DigitsCNN(nn.Module):
@@ -21,7 +21,7 @@ class DigitsCNN(nn.Module):
         self.conv3 = nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False)
         self.bn3 = nn.BatchNorm2d(2 * width)
         self.fc = nn.Linear(2 * width * 4 * 4, num_classes)
-        _kaiming_init(self)
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

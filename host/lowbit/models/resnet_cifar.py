@@ -10,35 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class PadShortcut(nn.Module):
-    """Option A shortcut: stride-2 subsampling plus zero channels; no parameters."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.stride = stride
-        self.extra = planes - in_planes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        half = self.extra // 2
-        return F.pad(x, (0, 0, 0, 0, half, self.extra - half))
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        needs_projection = stride != 1 or in_planes != planes
-        self.shortcut = PadShortcut(in_planes, planes, stride) if needs_projection else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+from .blocks import BasicBlock, kaiming_init
 
 
 class CifarResNet(nn.Module):
@@ -53,7 +25,7 @@ class CifarResNet(nn.Module):
         self.layer2 = self._stage(16, 32, n, 2)
         self.layer3 = self._stage(32, 64, n, 2)
         self.fc = nn.Linear(64, num_classes)
-        _kaiming_init(self)
+        kaiming_init(self)
 
     @staticmethod
     def _stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -66,12 +38,3 @@ class CifarResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.fc(x)
-
-
-def _kaiming_init(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)

@@ -6,26 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .resnet_cifar import _kaiming_init
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.downsample(x))
+from .blocks import BasicBlock, kaiming_init, projection_shortcut
 
 
 class ImageNetResNet(nn.Module):
@@ -41,12 +22,13 @@ class ImageNetResNet(nn.Module):
         stages = []
         for i, (width, blocks) in enumerate(zip(widths, self.STAGES[depth])):
             stride = 1 if i == 0 else 2
-            layers = [BasicBlock(planes, width, stride)] + [BasicBlock(width, width) for _ in range(blocks - 1)]
+            layers = [BasicBlock(planes, width, stride, projection_shortcut)]
+            layers += [BasicBlock(width, width) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layers))
             planes = width
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(512, num_classes)
-        _kaiming_init(self)
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)

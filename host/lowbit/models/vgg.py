@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .resnet_cifar import _kaiming_init
+from .blocks import kaiming_init
 
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
@@ -23,7 +23,7 @@ class VGG(nn.Module):
             channels = item
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(channels, num_classes)
-        _kaiming_init(self)
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
