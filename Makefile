@@ -27,6 +27,7 @@ bench: install
 
 hpp: install
 	$(BIN)/python -m lowbit.wire --emit-hpp
+	$(BIN)/python -m lowbit.kernel.boards --emit-hpp
 
 clean:
 	rm -rf $(VENV) build *.egg-info

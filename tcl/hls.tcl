@@ -22,7 +22,8 @@ set KERNELS [dict create \
     lowbit_gemm_mm [dict create top lowbit_gemm_mm flow vitis \
         src hls/kernels/lowbit_gemm_mm/lowbit_gemm_mm.cpp tb hls/tb/tb_lowbit_gemm_mm.cpp \
         format xo ipname lowbit_gemm_mm]]
-set HEADERS {hls/include/lowbit/wire.hpp hls/include/lowbit/mac.hpp hls/include/lowbit/gemm.hpp}
+set HEADERS {hls/include/lowbit/wire.hpp hls/include/lowbit/board_config.hpp hls/include/lowbit/mac.hpp \
+    hls/include/lowbit/gemm.hpp}
 set TB_HEADERS {hls/tb/tb_common.hpp}
 # VLNV lowbit.org:hls:lowbit_gemm:1.0 (lowbit.wire.VLNV)
 set VENDOR lowbit.org

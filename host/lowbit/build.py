@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import wire
+from .kernel import boards
+from .kernel.boards import BoardConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BITSTREAMS = REPO_ROOT / "bitstreams"
@@ -28,23 +30,43 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class Board:
-    name: str
-    kind: str  # "zynq" or "alveo"
-    part: str
+    """How ``lowbit build`` builds for a board; every kernel fact comes from ``config`` (the record
+    in lowbit.kernel.boards)."""
+
+    config: BoardConfig
     kernel: str  # HLS top built for it
     tools: tuple
-    clock_ns: float
     outputs: tuple  # files in bitstreams/<board>/
 
+    @property
+    def name(self) -> str:
+        return self.config.name
 
-BOARDS: Dict[str, Board] = {
-    "pynq-z2": Board("pynq-z2", "zynq", "xc7z020clg400-1", "lowbit_gemm_axis", ("vitis_hls", "vivado"), 10.0,
-                     ("lowbit_gemm.bit", "lowbit_gemm.hwh")),
-    "zcu104": Board("zcu104", "zynq", "xczu7ev-ffvc1156-2-e", "lowbit_gemm_axis", ("vitis_hls", "vivado"), 5.0,
-                    ("lowbit_gemm.bit", "lowbit_gemm.hwh")),
-    "u50": Board("u50", "alveo", "xcu50-fsvh2104-2-e", "lowbit_gemm_mm", ("v++",), 3.33, ("lowbit_gemm.xclbin",)),
-    "u250": Board("u250", "alveo", "xcu250-figd2104-2L-e", "lowbit_gemm_mm", ("v++",), 3.33, ("lowbit_gemm.xclbin",)),
-}
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def part(self) -> str:
+        return self.config.part.name
+
+    @property
+    def clock_ns(self) -> float:
+        return self.config.clock_ns
+
+
+def _board(config: BoardConfig) -> Board:
+    if config.kind == "zynq":
+        return Board(config, "lowbit_gemm_axis", ("vitis_hls", "vivado"), ("lowbit_gemm.bit", "lowbit_gemm.hwh"))
+    return Board(config, "lowbit_gemm_mm", ("v++",), ("lowbit_gemm.xclbin",))
+
+
+BOARDS: Dict[str, Board] = {name: _board(cfg) for name, cfg in boards.BOARDS.items()}
+
+
+def ip_repo(board: Board) -> Path:
+    """The unpacked IP Vivado catalogues: Vitis HLS's ``<solution>/impl/ip`` (the .zip is not)."""
+    return REPO_ROOT / "build" / "hls" / board.kernel / "sol" / "impl" / "ip"
 
 
 def missing_tools(board: Board) -> List[str]:
@@ -82,10 +104,14 @@ def sha256_file(path: Path) -> str:
 
 
 def write_manifest(board_dir: Path, board: str, files: Sequence[str], *, tool_version: str,
-                   commit: Optional[str] = None) -> Path:
-    """Write ``manifest.json`` describing the built files of ``board_dir`` (write then rename)."""
+                   commit: Optional[str] = None, arith: str = "mls") -> Path:
+    """Write ``manifest.json`` describing the built files of ``board_dir`` (write then rename):
+    what the bitstream carries (``arith``, ``mls_max``), its buffers (``kernel_limits``, read back
+    by ``KernelLimits.from_manifest``) and array, all from the board record."""
     board_dir = Path(board_dir)
     info = BOARDS[board]
+    build_cfg = boards.build_of(board, arith)
+    array = info.config.array(arith)
     missing = [f for f in files if not (board_dir / f).is_file()]
     if missing:
         raise FileNotFoundError(f"cannot write the manifest: {', '.join(missing)} missing in {board_dir}")
@@ -96,7 +122,12 @@ def write_manifest(board_dir: Path, board: str, files: Sequence[str], *, tool_ve
         "vlnv": wire.VLNV,
         "wire_version": wire.WIRE_VERSION,
         "id_version": (wire.IP_ID << 16) | wire.WIRE_VERSION,
-        "kernel_limits": {"scale_buf": kernel_limits(board).scale_buf, "a_elems": kernel_limits(board).a_elems},
+        "arith": arith,
+        "mls_max": list(build_cfg.mls_max),
+        "kernel_build": build_cfg.name,
+        "kernel_limits": build_cfg.limits.to_manifest(),
+        "array": {"rows": array.rows, "cols": array.cols, "simd": array.simd, "interleave": array.interleave},
+        "clock_mhz": info.config.clock_mhz,
         "files": {f: {"sha256": sha256_file(board_dir / f), "bytes": (board_dir / f).stat().st_size} for f in files},
         "tool_version": tool_version,
         "source_commit": commit if commit is not None else source_commit(),
@@ -126,29 +157,29 @@ def verify_manifest(board_dir: Path) -> dict:
 
 
 def kernel_limits(board: str):
-    """The on-chip buffer configuration built for ``board`` (emulation.CONFIGS; Alveo: full)."""
-    from .backends.emulation import CONFIGS, FULL
-
-    return CONFIGS.get(board, FULL)
+    """The on-chip buffers built for ``board`` (the board record)."""
+    return boards.limits_of(board)
 
 
-def plan(board: Board, out_dir: Path, golden: Path, steps: str) -> List[List[str]]:
+def plan(board: Board, out_dir: Path, golden: Path, steps: str, arith: str = "mls") -> List[List[str]]:
     """The commands of the build, in order."""
-    from .backends.emulation import config_defines
-
+    build_cfg = boards.build_of(board.name, arith)
     if board.kind == "alveo":
-        return [["bash", str(REPO_ROOT / "tcl" / "vpp_build.sh"), board.name, str(out_dir)]]
+        return [["bash", str(REPO_ROOT / "tcl" / "vpp_build.sh"), board.name, str(out_dir), "hw", build_cfg.define,
+                 str(board.config.clock_mhz), str(board.config.compute_units)]]
     return [
         ["vitis_hls", "-f", str(REPO_ROOT / "tcl" / "hls.tcl"), "-tclargs", board.kernel, board.part,
-         str(board.clock_ns), steps, str(golden), " ".join(config_defines(kernel_limits(board.name)))],
+         str(board.clock_ns), steps, str(golden), build_cfg.define],
         ["vivado", "-mode", "batch", "-source", str(REPO_ROOT / "tcl" / "bd_zynq.tcl"), "-tclargs", board.name,
-         str(REPO_ROOT / "build" / "ip"), str(out_dir)],
+         str(ip_repo(board)), str(out_dir), str(board.config.clock_mhz), str(board.config.hp_bits)],
     ]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lowbit build", description=__doc__.splitlines()[0])
     p.add_argument("--board", required=True, choices=sorted(BOARDS))
+    p.add_argument("--arith", default="mls", choices=boards.FAMILIES,
+                   help="the arithmetic family the bitstream carries (one per bitstream)")
     p.add_argument("--out", type=Path, default=None, help="default: bitstreams/<board>")
     p.add_argument("--steps", default="csim,csynth,export", help="Vitis HLS steps (add cosim for RTL co-simulation)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
@@ -156,7 +187,7 @@ def main(argv=None) -> int:
     board = BOARDS[args.board]
     out_dir = args.out or BITSTREAMS / board.name
     golden = REPO_ROOT / "build" / "golden"
-    commands = plan(board, out_dir, golden, args.steps)
+    commands = plan(board, out_dir, golden, args.steps, args.arith)
     if args.dry_run:
         for cmd in commands:
             print("$ " + " ".join(cmd))
@@ -169,14 +200,14 @@ def main(argv=None) -> int:
         return 1
     from . import reference_kernel
 
-    reference_kernel.main(["--golden", str(golden)])
+    reference_kernel.main(["--golden", str(golden), "--board", board.name, "--arith", args.arith])
     for cmd in commands:
         print("$ " + " ".join(cmd), flush=True)
         if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
             print(f"lowbit build: {cmd[0]} failed; see its log above", file=sys.stderr)
             return 1
     version = tool_version(board.tools[-1])
-    path = write_manifest(out_dir, board.name, board.outputs, tool_version=version)
+    path = write_manifest(out_dir, board.name, board.outputs, tool_version=version, arith=args.arith)
     print(f"wrote {path}")
     return 0
 

@@ -23,11 +23,12 @@ import torch
 
 from . import wire
 from .formats import MLS
+from .kernel.boards import EMULATION, Build, build_of
 from .qtensor import QTensor
 from .wire import Arith, Header, Op, Status
 
-SCALE_BUF = 1 << 16  # KernelConfig::SCALE_BUF
-A_ELEMS = wire.MAX_M * wire.MAX_K  # KernelConfig::A_ELEMS
+SCALE_BUF = EMULATION.limits.scale_buf  # KernelConfig::SCALE_BUF of the emulation build
+A_ELEMS = EMULATION.limits.a_elems  # KernelConfig::A_ELEMS
 POT_SHIFT = 28
 
 
@@ -194,7 +195,8 @@ class _Sections:
     b: object
 
 
-def check_header(h: dict) -> Status:
+def check_header(h: dict, build: Build = EMULATION) -> Status:
+    """The kernel's header check for the kernel ``build`` (hls gemm.hpp check_header)."""
     if h["magic"] != wire.MAGIC:
         return Status.BAD_MAGIC
     if h["version"] != wire.WIRE_VERSION:
@@ -204,14 +206,16 @@ def check_header(h: dict) -> Status:
     mls = h["arith"] == Arith.MLS
     if mls and not (h["ex"] <= 4 and h["mx"] <= 7 and h["ex"] + h["mx"] >= 1 and h["eg"] <= 8 and h["mg"] <= 1):
         return Status.BAD_FORMAT
+    if not build.carries(Arith(h["arith"]), h["ex"], h["mx"]):
+        return Status.BAD_FORMAT  # a well-formed header for an arithmetic this bitstream was not built with
     if not (1 <= h["m"] <= wire.MAX_M and 1 <= h["n"] <= wire.MAX_N and 1 <= h["k"] <= wire.MAX_K):
         return Status.BAD_DIMS
     if not 1 <= h["block"] <= wire.MAX_K or (not mls and h["block"] != h["k"]):
         return Status.BAD_DIMS
     nb = -(-h["k"] // h["block"])
-    if mls and max(h["m"], h["n"]) * nb > SCALE_BUF:
+    if mls and max(h["m"], h["n"]) * nb > build.limits.scale_buf:
         return Status.BAD_DIMS
-    if h["m"] * h["k"] > A_ELEMS:
+    if h["m"] * h["k"] > build.limits.a_elems:
         return Status.BAD_DIMS
     return Status.OK
 
@@ -232,13 +236,14 @@ class _Cursor:
         return wire.unpack_lanes(got, lane_bits, min(count, len(got) * (64 // lane_bits))), len(got)
 
 
-def run_stream(words: np.ndarray) -> Tuple[np.ndarray, Status]:
-    """(output words, status) of the AXI-Stream top for input ``words`` (TLAST on the last)."""
+def run_stream(words: np.ndarray, build: Build = EMULATION) -> Tuple[np.ndarray, Status]:
+    """(output words, status) of the AXI-Stream top of kernel ``build`` for input ``words`` (TLAST
+    on the last)."""
     words = np.ascontiguousarray(words, dtype=np.uint64)
     if len(words) < wire.HEADER_WORDS:
         return _finish([], Status.TRUNCATED)
     h = _raw_header(words)
-    status = check_header(h)
+    status = check_header(h, build)
     if status != Status.OK:
         return _finish([], status)
     hdr = Header.from_words(words[: wire.HEADER_WORDS])
@@ -279,11 +284,13 @@ def _finish(values: List, status: Status) -> Tuple[np.ndarray, Status]:
 # ------------------------------------------------------------------------------------------------
 # Golden vectors
 # ------------------------------------------------------------------------------------------------
-def write_golden(directory: Path, name: str, words: np.ndarray) -> Tuple[Path, Path]:
-    """Write ``<name>.in.bin`` / ``<name>.out.bin`` (little-endian uint64 words) for the testbenches."""
+def write_golden(directory: Path, name: str, words: np.ndarray, build: Build = EMULATION) -> Tuple[Path, Path]:
+    """Write ``<name>.in.bin`` / ``<name>.out.bin`` (little-endian uint64 words) for the testbenches
+    of kernel ``build`` (what it answers to a header it does not carry or that exceeds its buffers
+    is part of the expectation)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    out, _ = run_stream(words)
+    out, _ = run_stream(words, build)
     pin, pout = directory / f"{name}.in.bin", directory / f"{name}.out.bin"
     pin.write_bytes(np.ascontiguousarray(words, dtype="<u8").tobytes())
     pout.write_bytes(np.ascontiguousarray(out, dtype="<u8").tobytes())
@@ -378,6 +385,18 @@ def golden_cases(seed: int = 4) -> List[Tuple[str, np.ndarray]]:
         ("truncated_b", good[:-2]),
         ("longer_than_header", np.concatenate([good, np.zeros(3, dtype=np.uint64)])),
     ]
+    # Array edges of every board's PE array (R = 8 or 16 rows, C = 4, 8 or 16 columns, S = 4): M and
+    # N one past a multiple, one-row and one-column tiles, K a multiple of neither S nor the block.
+    cases += [
+        ("edge_mls21_one_row", _case_words(rng, F, parse("mls:2,1"), 1, 17, 38, 9)),
+        ("edge_mls21_one_col", _case_words(rng, B, parse("mls:2,1"), 17, 1, 38, 9)),
+        ("edge_mls24_k_not_simd_nor_block", _case_words(rng, W, parse("mls:2,4"), 16, 16, 27, 6)),
+        ("edge_mls21_rows_cols_plus_one", _case_words(rng, F, parse("mls:2,1"), 33, 17, 45, 9)),
+        ("edge_pot_rows_cols_plus_one", _case_words(rng, F, PoT(), 17, 33, 31, 31)),
+        ("edge_pot_one_by_one", _case_words(rng, F, PoT(), 1, 1, 3, 3)),
+        ("edge_mogami_fp32_one_row", _case_words(rng, F, Mogami("fp32"), 1, 9, 7, 7)),
+        ("edge_mogami_bf16_cols_plus_one", _case_words(rng, W, Mogami("bf16"), 9, 17, 13, 13)),
+    ]
     return cases
 
 
@@ -388,10 +407,13 @@ def main(argv=None) -> int:
                                 description="write the golden vectors of the HLS testbenches")
     p.add_argument("--golden", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=4)
+    p.add_argument("--board", default=None, help="expectations of this board's build (default: the emulation's)")
+    p.add_argument("--arith", default="mls", help="with --board: the family the bitstream carries")
     args = p.parse_args(argv)
+    build = build_of(args.board, args.arith) if args.board else EMULATION
     names = []
     for name, words in golden_cases(args.seed):
-        write_golden(args.golden, name, words)
+        write_golden(args.golden, name, words, build)
         names.append(name)
     (args.golden / "cases.txt").write_text("\n".join(names) + "\n")
     print(f"wrote {len(names)} cases to {args.golden}")

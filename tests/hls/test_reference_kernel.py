@@ -144,18 +144,18 @@ def test_tops_match_reference_stream(name, words):
     assert status_mm == status and np.array_equal(out_mm, expected)
 
 
-def test_host_limits_match_kernel_config():
-    from lowbit import hls_headers
+@pytest.mark.parametrize("build_name", ["emulation", "pynq_z2_mls", "zcu104_pot"])
+def test_host_limits_match_kernel_config(build_name):
+    """The compiled kernel's KernelConfig (from the generated board_config.hpp) is the record's."""
     from lowbit.backends import emulation
+    from lowbit.kernel import boards
 
-    text = (hls_headers.hls_include_dir() / "lowbit" / "gemm.hpp").read_text()
-    found = {}
-    for name in ("SCALE_BUF", "A_ELEMS"):
-        expr = re.search(rf"static const uint32_t {name} = ([^;]+);", text).group(1)
-        macro = re.search(rf"#define LOWBIT_{name} \(([^)]+)\)", text).group(1) if "LOWBIT_" in expr else expr
-        found[name] = eval(macro.replace("u <<", " <<").replace("wire::", "wire."), {"wire": wire})
-    assert found["SCALE_BUF"] == emulation.SCALE_BUF == rk.SCALE_BUF
-    assert found["A_ELEMS"] == emulation.A_ELEMS == rk.A_ELEMS
+    build = {b.name: b for b in boards.all_builds()}[build_name]
+    ffi, lib = emulation.kernel_lib(build)
+    out = np.zeros(2, dtype=np.uint32)
+    lib.lowbit_kernel_limits(ffi.from_buffer("uint32_t[]", out))
+    assert out.tolist() == [build.limits.scale_buf, build.limits.a_elems]
+    assert (emulation.SCALE_BUF, emulation.A_ELEMS) == (rk.SCALE_BUF, rk.A_ELEMS) == (1 << 16, wire.MAX_M * wire.MAX_K)
 
 
 @pytest.mark.parametrize("bits", [32, 16])

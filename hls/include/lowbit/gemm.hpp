@@ -12,24 +12,29 @@
 #pragma once
 #include <stdint.h>
 
+#include "lowbit/board_config.hpp"
 #include "lowbit/mac.hpp"
 #include "lowbit/wire.hpp"
 
 namespace lowbit {
 
-// On-chip limits of one call beyond wire::MAX_* (buffer sizes of this configuration): the group
-// scales of A and of B are held whole (M * nblocks and N * nblocks entries), A as M * K elements.
-// Boards build smaller buffers (LOWBIT_* defines, docs/hardware.md); the header check rejects calls
-// that do not fit with BAD_DIMS, and the host tiles to fit (lowbit.backends.emulation.KernelLimits).
+// On-chip limits of one call beyond wire::MAX_* (buffer sizes of this build): the group scales of A
+// and of B are held whole (M * nblocks and N * nblocks entries), A as M * K elements. They come from
+// the board record (lowbit/board_config.hpp, generated from host/lowbit/kernel/boards.py; select a
+// build with -DLOWBIT_BOARD=<name>); the emulation may override them (LOWBIT_SCALE_BUF/LOWBIT_A_ELEMS).
+// The header check rejects calls that do not fit with BAD_DIMS, and the host tiles to fit.
 #ifndef LOWBIT_SCALE_BUF
-#define LOWBIT_SCALE_BUF (1u << 16)
+#define LOWBIT_SCALE_BUF (BoardConfig::SCALE_BUF)
 #endif
 #ifndef LOWBIT_A_ELEMS
-#define LOWBIT_A_ELEMS (wire::MAX_M * wire::MAX_K)
+#define LOWBIT_A_ELEMS (BoardConfig::A_ELEMS)
 #endif
 struct KernelConfig {
     static const uint32_t SCALE_BUF = LOWBIT_SCALE_BUF;
     static const uint32_t A_ELEMS = LOWBIT_A_ELEMS;
+    // The arithmetic this build carries (bit i: wire::Arith i) and its MLS format bounds.
+    static const uint32_t ARITH_MASK = BoardConfig::ARITH_MASK;
+    static const unsigned MLS_MAX_EX = BoardConfig::MLS_MAX_EX, MLS_MAX_MX = BoardConfig::MLS_MAX_MX;
 };
 static_assert(KernelConfig::A_ELEMS >= wire::MAX_K, "A must hold one row of the longest block");
 static_assert(KernelConfig::A_ELEMS <= wire::MAX_M * wire::MAX_K, "A larger than the protocol can fill");
@@ -82,6 +87,10 @@ inline uint32_t check_header(const Header& h) {
         if (f.ex > MLS_MAX_EX || f.mx > MLS_MAX_MX || f.ex + f.mx < 1 || f.eg > MLS_MAX_EG || f.mg > MLS_MAX_MG)
             return STATUS_BAD_FORMAT;
     }
+    // A well-formed header for an arithmetic or format this bitstream was not built with.
+    if (!((KernelConfig::ARITH_MASK >> h.arith) & 1)) return STATUS_BAD_FORMAT;
+    if (h.arith == ARITH_MLS && (h.fmt.ex > KernelConfig::MLS_MAX_EX || h.fmt.mx > KernelConfig::MLS_MAX_MX))
+        return STATUS_BAD_FORMAT;
     if (h.m < 1 || h.m > MAX_M || h.n < 1 || h.n > MAX_N || h.k < 1 || h.k > MAX_K) return STATUS_BAD_DIMS;
     // block > k is one partial block (the last K-tile of a tiled GEMM can be shorter than a block)
     if (h.block < 1 || h.block > MAX_K) return STATUS_BAD_DIMS;
@@ -268,6 +277,19 @@ struct GemmEngine {
     }
 };
 
+// The engine of an arithmetic this build carries; the others are never instantiated, so a board build
+// synthesises one family (check_header has already answered BAD_FORMAT for the rest).
+template <class Policy, unsigned ARITH, bool ON = ((KernelConfig::ARITH_MASK >> ARITH) & 1) != 0>
+struct Carried {
+    template <class Src, class Snk>
+    static uint32_t run(const Header& h, Src& in, Snk& out) { return GemmEngine<Policy>::run(h, in, out); }
+};
+template <class Policy, unsigned ARITH>
+struct Carried<Policy, ARITH, false> {
+    template <class Src, class Snk>
+    static uint32_t run(const Header&, Src&, Snk&) { return wire::STATUS_BAD_FORMAT; }
+};
+
 // One kernel invocation: header, check, compute, status word (always last, with TLAST).
 template <class Src, class Snk>
 uint32_t run_gemm(Src& in, Snk& out) {
@@ -281,10 +303,12 @@ read_header:
         status = check_header(h);
         if (status == wire::STATUS_OK) {
             switch (h.arith) {
-                case wire::ARITH_MLS: status = GemmEngine<MlsMac>::run(h, in, out); break;
-                case wire::ARITH_POT: status = GemmEngine<PotMac>::run(h, in, out); break;
-                case wire::ARITH_MOGAMI_FP32: status = GemmEngine<MogamiMac<32> >::run(h, in, out); break;
-                default: status = GemmEngine<MogamiMac<16> >::run(h, in, out); break;
+                case wire::ARITH_MLS: status = Carried<MlsMac, wire::ARITH_MLS>::run(h, in, out); break;
+                case wire::ARITH_POT: status = Carried<PotMac, wire::ARITH_POT>::run(h, in, out); break;
+                case wire::ARITH_MOGAMI_FP32:
+                    status = Carried<MogamiMac<32>, wire::ARITH_MOGAMI_FP32>::run(h, in, out);
+                    break;
+                default: status = Carried<MogamiMac<16>, wire::ARITH_MOGAMI_BF16>::run(h, in, out); break;
             }
             // Words beyond what the header announces: the stream and the header disagree.
             if (status == wire::STATUS_OK && !in.ended()) status = wire::STATUS_BAD_DIMS;

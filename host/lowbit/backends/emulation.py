@@ -23,32 +23,29 @@ import torch
 from .. import wire
 from .._build import load
 from ..formats import MLS, Mogami, PoT
+from ..kernel.boards import BOARDS, FULL_LIMITS, Build, KernelLimits
 from ..qtensor import QTensor
 from ..wire import Header, Op, Status
 from .base import Backend, Capabilities
 
 
 
-@dataclass(frozen=True)
-class KernelLimits:
-    """On-chip buffer sizes of a kernel build (KernelConfig in hls/include/lowbit/gemm.hpp): group
-    scales of A and of B (entries each) and A itself (elements). The host tiles to fit them."""
-
-    scale_buf: int = 1 << 16
-    a_elems: int = wire.MAX_M * wire.MAX_K
+FULL = FULL_LIMITS  # the protocol's whole MAX_M x MAX_K: the emulation default
+# The buffers of each board's builds (lowbit.kernel.boards, the one record); the emulation carries
+# every arithmetic family at each of them.
+CONFIGS = {"full": FULL, **{name: cfg.limits for name, cfg in BOARDS.items()}}
 
 
-FULL = KernelLimits()  # the protocol's whole MAX_M x MAX_K: the emulation default
-# docs/hardware.md: what fits a PYNQ-Z2's BRAM next to the lane logic
-CONFIGS = {"full": FULL, "pynq-z2": KernelLimits(scale_buf=1 << 13, a_elems=1 << 14),
-           "zcu104": KernelLimits(scale_buf=1 << 15, a_elems=1 << 17)}
-
-
-def config_defines(limits: KernelLimits) -> list:
-    """Compiler defines that build the kernel with ``limits`` (none for the full default)."""
+def config_defines(limits) -> list:
+    """Compiler defines that build the kernel with ``limits`` (a KernelLimits: every family, those
+    buffers) or a ``boards.Build`` (what one bitstream carries)."""
+    if isinstance(limits, Build):
+        return [limits.define]
     if limits == FULL:
         return []
     return [f"-DLOWBIT_SCALE_BUF={limits.scale_buf}u", f"-DLOWBIT_A_ELEMS={limits.a_elems}u"]
+
+
 SCALE_BUF, A_ELEMS = FULL.scale_buf, FULL.a_elems
 # The kernel keeps its on-chip buffers in static storage, like the one IP on a board: one call at a
 # time. (Per-thread buffers were tried: thread_local cost ~25% per call and gave no gain on 2 cores.)
@@ -77,7 +74,10 @@ def kernel_lib(limits: KernelLimits = FULL):
 
     include = hls_headers.hls_include_dir()
     config = config_defines(limits)
-    name = "lowbit_kernel" if limits == FULL else f"lowbit_kernel_s{limits.scale_buf}_a{limits.a_elems}"
+    if isinstance(limits, Build):
+        name = f"lowbit_kernel_{limits.name}"
+    else:
+        name = "lowbit_kernel" if limits == FULL else f"lowbit_kernel_s{limits.scale_buf}_a{limits.a_elems}"
     return load(name, _CDEF, hls_headers.kernel_sources(),
                 include_dirs=[include, hls_headers.csim_include_dir(), hls_headers.HLS_DIR / "kernels"],
                 system_include_dirs=[hls_headers.ap_types_dir()],
@@ -213,13 +213,13 @@ def tiles(total: int, size: int) -> Iterator[slice]:
         yield slice(start, min(total, start + size))
 
 
-def gemm_tiles(fmt, a: Operand, b: Operand, block: int, op: Op, limits: KernelLimits = FULL,
-               max_n: int = wire.MAX_N) -> Iterator[Tuple[slice, slice, List]]:
-    """(m-slice, n-slice, [(header, a_tile, b_tile) per K-tile, ascending]) for every output tile.
+def plan_tiles(fmt, m_total: int, n_total: int, k: int, block: int, op: Op, limits: KernelLimits = FULL,
+               max_n: int = wire.MAX_N) -> Iterator[Tuple[slice, slice, List[Tuple[slice, Header]]]]:
+    """THE host tiler (emulation, PYNQ, Alveo and the cycle model): (m-slice, n-slice, [(k-slice,
+    header) per K-tile, ascending]) for every output tile of an [M, K] x [N, K] GEMM, every call
+    within the kernel's header check for ``limits``.
 
     Splitting N (``max_n``) never changes a result: every output column is computed alone."""
-    m_total, k = a.codes.shape
-    n_total = b.codes.shape[0]
     scaled = isinstance(fmt, MLS)
     m_size = min(wire.MAX_M, max(limits.a_elems // min(block, k), 1)) if scaled else wire.MAX_M
     for ms in tiles(m_total, m_size):
@@ -231,11 +231,22 @@ def gemm_tiles(fmt, a: Operand, b: Operand, block: int, op: Op, limits: KernelLi
             calls = []
             for ks in tiles(k, kt):
                 kk = ks.stop - ks.start
-                bs = slice(ks.start // block, -(-ks.stop // block)) if scaled else slice(0, 0)
-                hdr = Header.for_gemm(op, fmt, ms.stop - ms.start, ns.stop - ns.start, kk, block if scaled else kk)
-                calls.append((hdr, Operand(a.codes[ms, ks], a.scales[ms, bs]),
-                              Operand(b.codes[ns, ks], b.scales[ns, bs])))
+                calls.append((ks, Header.for_gemm(op, fmt, rows, ns.stop - ns.start, kk, block if scaled else kk)))
             yield ms, ns, calls
+
+
+def gemm_tiles(fmt, a: Operand, b: Operand, block: int, op: Op, limits: KernelLimits = FULL,
+               max_n: int = wire.MAX_N) -> Iterator[Tuple[slice, slice, List]]:
+    """``plan_tiles`` with the operands sliced: (m-slice, n-slice, [(header, a_tile, b_tile) per
+    K-tile, ascending])."""
+    scaled = isinstance(fmt, MLS)
+    for ms, ns, calls in plan_tiles(fmt, a.codes.shape[0], b.codes.shape[0], a.codes.shape[1], block, op, limits,
+                                    max_n):
+        out = []
+        for ks, hdr in calls:
+            bs = slice(ks.start // block, -(-ks.stop // block)) if scaled else slice(0, 0)
+            out.append((hdr, Operand(a.codes[ms, ks], a.scales[ms, bs]), Operand(b.codes[ns, ks], b.scales[ns, bs])))
+        yield ms, ns, out
 
 
 def check_operands(a: QTensor, b: QTensor) -> None:

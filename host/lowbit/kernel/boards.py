@@ -1,0 +1,253 @@
+"""The board-configuration record: one frozen record per board, the single source of every kernel
+fact that differs between boards (array shape per arithmetic family, what a bitstream carries,
+buffer sizes and their storage, clock, port widths, the part's resources).
+
+``python -m lowbit.kernel.boards --emit-hpp`` writes ``hls/include/lowbit/board_config.hpp`` from
+this file (a test holds the committed header to it). ``lowbit build``, the manifest, the emulation
+backend, the host tiler and the cycle model (``lowbit.kernel.model``) read only this record.
+
+A bitstream carries ONE arithmetic family (``mls``, ``pot`` or ``mogami``), chosen at build time;
+the emulation build (``EMULATION``) carries all of them at the protocol's full limits.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Tuple
+
+from .. import wire
+from ..wire import Arith
+
+FAMILIES = ("mls", "pot", "mogami")
+FAMILY_ARITHS = {"mls": (Arith.MLS,), "pot": (Arith.POT,), "mogami": (Arith.MOGAMI_FP32, Arith.MOGAMI_BF16)}
+# The MLS datapath's protocol-wide bounds (hls mac.hpp MLS_MAX_*): the emulation carries all of them.
+MLS_PROTOCOL_MAX = (4, 7)
+
+
+@dataclass(frozen=True)
+class Part:
+    """An FPGA part and what it holds (data sheets: DS190, DS891, DS962)."""
+
+    name: str
+    bram36: int
+    uram: int
+    dsp: int
+    lut: int
+
+
+@dataclass(frozen=True)
+class Array:
+    """The output-stationary PE array of one arithmetic family: rows x cols PEs, each with a
+    simd-wide K-SIMD; ``interleave`` outputs per PE in flight (Mogami: covers the fp32 add latency)."""
+
+    rows: int
+    cols: int
+    simd: int
+    interleave: int = 1
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.rows * self.cols * self.simd
+
+
+@dataclass(frozen=True)
+class KernelLimits:
+    """On-chip buffers of one kernel build: group scales of A and of B (entries each) and A itself
+    (elements). The header check rejects a call that does not fit (BAD_DIMS); the host tiles to fit."""
+
+    scale_buf: int = 1 << 16
+    a_elems: int = wire.MAX_M * wire.MAX_K
+
+    def to_manifest(self) -> dict:
+        return {"scale_buf": self.scale_buf, "a_elems": self.a_elems}
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "KernelLimits":
+        """The limits ``lowbit build`` wrote (``manifest["kernel_limits"]``, see ``to_manifest``); a
+        manifest without them (a hand-made fixture) means the protocol's full limits."""
+        entry = manifest.get("kernel_limits")
+        if entry is None:
+            return cls()
+        try:
+            return cls(scale_buf=int(entry["scale_buf"]), a_elems=int(entry["a_elems"]))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"manifest kernel_limits {entry!r} needs integer scale_buf and a_elems; "
+                             "rebuild the overlay with `lowbit build`") from None
+
+    @property
+    def same_as_emulation(self) -> bool:
+        return self == KernelLimits()
+
+
+FULL_LIMITS = KernelLimits()
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    name: str
+    kind: str  # "zynq" (AXI-Stream top behind an AXI DMA) | "alveo" (m_axi top, v++)
+    part: Part
+    clock_mhz: float
+    hp_bits: int  # PS high-performance port (Zynq) / m_axi port (Alveo) data width
+    stream_bits: int  # the kernel's input/output beat (AXI-Stream tdata, m_axi data)
+    arrays: Tuple[Tuple[str, Array], ...]  # family -> array; the families a bitstream can be built for
+    limits: KernelLimits
+    storage: str  # "bram" | "uram": where the A tile, B tiles and scale buffers are bound
+    mls_max: Tuple[int, int]  # (Ex, Mx) bounds of the MLS formats an MLS bitstream carries
+    compute_units: int = 1
+    memory_banks: Tuple[str, ...] = ()  # Alveo: one per compute unit, v++ sp= targets
+
+    @property
+    def clock_ns(self) -> float:
+        return round(1000.0 / self.clock_mhz, 3)
+
+    def array(self, family: str) -> Array:
+        found = dict(self.arrays).get(family)
+        if found is None:
+            raise ValueError(f"board {self.name} has no {family} build; its bitstreams carry one of "
+                             f"{', '.join(f for f, _ in self.arrays)}")
+        return found
+
+    @property
+    def families(self) -> Tuple[str, ...]:
+        return tuple(f for f, _ in self.arrays)
+
+    def peak_macs_per_cycle(self, family: str) -> int:
+        return self.array(family).macs_per_cycle * self.compute_units
+
+
+PYNQ_Z2 = BoardConfig(
+    name="pynq-z2", kind="zynq", part=Part("xc7z020clg400-1", bram36=140, uram=0, dsp=220, lut=53_200),
+    clock_mhz=100.0, hp_bits=64, stream_bits=64,
+    arrays=(("mls", Array(16, 4, 4)), ("pot", Array(16, 4, 4)), ("mogami", Array(8, 8, 1, interleave=8))),
+    limits=KernelLimits(scale_buf=1 << 13, a_elems=1 << 14), storage="bram", mls_max=(2, 4))
+ZCU104 = BoardConfig(
+    name="zcu104", kind="zynq", part=Part("xczu7ev-ffvc1156-2-e", bram36=312, uram=96, dsp=1728, lut=230_400),
+    clock_mhz=200.0, hp_bits=128, stream_bits=64,
+    arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8))),
+    limits=KernelLimits(scale_buf=1 << 15, a_elems=1 << 17), storage="uram", mls_max=(2, 4))
+U50 = BoardConfig(
+    name="u50", kind="alveo", part=Part("xcu50-fsvh2104-2-e", bram36=1344, uram=640, dsp=5952, lut=872_000),
+    clock_mhz=300.0, hp_bits=512, stream_bits=512,
+    arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8))),
+    limits=FULL_LIMITS, storage="uram", mls_max=(2, 4), compute_units=2, memory_banks=("HBM[0]", "HBM[1]"))
+U250 = BoardConfig(
+    name="u250", kind="alveo", part=Part("xcu250-figd2104-2L-e", bram36=2688, uram=1280, dsp=12_288, lut=1_728_000),
+    clock_mhz=300.0, hp_bits=512, stream_bits=512,
+    arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8))),
+    limits=FULL_LIMITS, storage="uram", mls_max=(2, 4), compute_units=4,
+    memory_banks=("DDR[0]", "DDR[1]", "DDR[2]", "DDR[3]"))
+
+BOARDS: Dict[str, BoardConfig] = {b.name: b for b in (PYNQ_Z2, ZCU104, U50, U250)}
+
+
+@dataclass(frozen=True)
+class Build:
+    """What one kernel build carries: a board's limits and families (one family per bitstream; the
+    emulation carries all of them)."""
+
+    name: str  # C++ identifier of the configuration
+    limits: KernelLimits
+    families: Tuple[str, ...]
+    mls_max: Tuple[int, int]
+
+    @property
+    def arith_mask(self) -> int:
+        return sum(1 << int(a) for f in self.families for a in FAMILY_ARITHS[f])
+
+    def carries(self, arith: Arith, ex: int = 0, mx: int = 0) -> bool:
+        if not self.arith_mask >> int(arith) & 1:
+            return False
+        return arith != Arith.MLS or (ex <= self.mls_max[0] and mx <= self.mls_max[1])
+
+    @property
+    def define(self) -> str:
+        return f"-DLOWBIT_BOARD={self.name}"
+
+
+EMULATION = Build("emulation", FULL_LIMITS, FAMILIES, MLS_PROTOCOL_MAX)
+
+
+def build_of(board: str, family: str) -> Build:
+    """The kernel build ``lowbit build --board BOARD --arith FAMILY`` makes."""
+    cfg = board_config(board)
+    cfg.array(family)
+    return Build(f"{cfg.name.replace('-', '_')}_{family}", cfg.limits, (family,), cfg.mls_max)
+
+
+def all_builds() -> Tuple[Build, ...]:
+    return (EMULATION,) + tuple(build_of(b, f) for b, cfg in BOARDS.items() for f in cfg.families)
+
+
+def board_config(name: str) -> BoardConfig:
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise ValueError(f"unknown board {name!r}; known: {', '.join(BOARDS)}") from None
+
+
+def limits_of(name: str) -> KernelLimits:
+    """The buffers of a board's builds ('full' or 'emulation': the protocol's whole limits)."""
+    return FULL_LIMITS if name in ("full", "emulation") else board_config(name).limits
+
+
+# ------------------------------------------------------------------------------------------------
+# The generated C++ header
+# ------------------------------------------------------------------------------------------------
+HPP_PATH = Path("hls/include/lowbit/board_config.hpp")
+
+
+def _struct(build: Build, cfg: BoardConfig = None) -> list:
+    lines = [f"struct {build.name} {{",
+             f"    static const uint32_t SCALE_BUF = {build.limits.scale_buf}u;",
+             f"    static const uint32_t A_ELEMS = {build.limits.a_elems}u;",
+             f"    static const uint32_t ARITH_MASK = 0x{build.arith_mask:X}u;",
+             f"    static const unsigned MLS_MAX_EX = {build.mls_max[0]}, MLS_MAX_MX = {build.mls_max[1]};"]
+    if cfg is not None:
+        arr = cfg.array(build.families[0])
+        lines += [f"    static const unsigned ROWS = {arr.rows}, COLS = {arr.cols}, SIMD = {arr.simd}, "
+                  f"INTERLEAVE = {arr.interleave};",
+                  f"    static const unsigned STREAM_BITS = {cfg.stream_bits}, HP_BITS = {cfg.hp_bits};",
+                  f"    static const unsigned COMPUTE_UNITS = {cfg.compute_units};",
+                  f"    static const bool URAM = {'true' if cfg.storage == 'uram' else 'false'};"]
+    lines += ["};", ""]
+    return lines
+
+
+def emit_hpp() -> str:
+    lines = [
+        "// GENERATED by `python -m lowbit.kernel.boards --emit-hpp` from host/lowbit/kernel/boards.py. Do not edit.",
+        "// One struct per kernel build; -DLOWBIT_BOARD=<name> selects it (default: emulation, every family).",
+        "#pragma once",
+        "#include <stdint.h>",
+        "",
+        "namespace lowbit {",
+        "namespace boards {",
+    ]
+    lines += _struct(EMULATION)
+    for name, cfg in BOARDS.items():
+        for family in cfg.families:
+            lines += _struct(build_of(name, family), cfg)
+    lines += ["}  // namespace boards", "", "#ifndef LOWBIT_BOARD", "#define LOWBIT_BOARD emulation", "#endif",
+              "typedef boards::LOWBIT_BOARD BoardConfig;", "", "}  // namespace lowbit", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lowbit.kernel.boards", description=__doc__.splitlines()[0])
+    p.add_argument("--emit-hpp", action="store_true", help=f"write {HPP_PATH}")
+    p.add_argument("--out", type=Path, default=None, help="path to write (default: the repo's header)")
+    args = p.parse_args(argv)
+    if not args.emit_hpp:
+        p.print_help()
+        return 2
+    out = args.out or Path(__file__).resolve().parents[3] / HPP_PATH
+    out.write_text(emit_hpp())
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
