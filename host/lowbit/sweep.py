@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -265,10 +266,40 @@ def parse_rows(text: Optional[str]) -> tuple:
     return tuple(rows)
 
 
+SAVED_KEYS = ("grid", "data", "model", "epochs", "batch_size", "lr", "seeds", "results")
+
+
+def load_saved(path: str) -> dict:
+    """A sweep saved with --json, checked enough to render; a ValueError says what is wrong."""
+    what = "a file written by lowbit sweep --json"
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--render {path}: no such file; give {what}") from None
+    except IsADirectoryError:
+        raise ValueError(f"--render {path}: is a folder; give {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"--render {path}: not JSON ({str(exc)[:200]}); give {what}") from None
+    missing = [k for k in SAVED_KEYS if k not in saved] if isinstance(saved, dict) else list(SAVED_KEYS)
+    if missing:
+        raise ValueError(f"--render {path}: not a saved sweep (no {', '.join(missing)}); give {what}")
+    if saved["grid"] not in ("table3", "methods") or not isinstance(saved["results"], list):
+        raise ValueError(f"--render {path}: grid {str(saved['grid'])[:40]!r} or its results are not a saved sweep's")
+    return saved
+
+
 def render(path: str) -> str:
     """The markdown table of a sweep saved with --json (cells re-summarised with today's rules)."""
-    with open(path) as f:
-        saved = json.load(f)
+    saved = load_saved(path)
+    try:
+        return _render(saved)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # hand-edited or from another program
+        raise ValueError(f"--render {path}: a result entry is malformed ({type(exc).__name__}: {str(exc)[:120]}); "
+                         "give a file written by lowbit sweep --json") from None
+
+
+def _render(saved: dict) -> str:
     for entry in saved["results"]:
         entry.update(summarise(entry["cells"]))
     head = (f"{saved['grid']} on {saved['data']} / {saved['model']}, {saved['epochs']} epochs, batch "
@@ -278,12 +309,24 @@ def render(path: str) -> str:
     return head + "\n\n" + table
 
 
+def _check_writable(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or os.path.isdir(path):
+        raise ValueError(f"--json {path}: cannot write there (is {folder} an existing, writable folder?)")
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.render:
-        print(render(args.render))
+        try:
+            print(render(args.render))
+        except (ValueError, OSError) as exc:
+            print(f"lowbit sweep: error: {exc}", file=sys.stderr)
+            return 2
         return 0
     try:
+        if args.json:
+            _check_writable(args.json)  # before the sweep runs, not after hours of it
         seeds = [int(s) for s in args.seeds.split(",")]
         mx_columns = tuple(int(m) for m in args.mx.split(","))
         rows = parse_rows(args.rows)
@@ -293,7 +336,7 @@ def main(argv=None) -> int:
                            limit_test=args.limit_test, download=args.download, progress=False,
                            threads=args.threads).resolved()
         dataset = load_dataset(base)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:
         print(f"lowbit sweep: error: {exc}", file=sys.stderr)
         return 2
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
