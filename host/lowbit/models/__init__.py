@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch.nn as nn
 
+from .char_transformer import CharTransformer
 from .digits_cnn import DigitsCNN
 from .resnet_cifar import CifarResNet
 from .resnet_imagenet import ImageNetResNet
@@ -22,7 +23,7 @@ class ModelInfo:
     name: str
     build: Callable[..., nn.Module]
     num_classes: int
-    input_shape: tuple  # (C, H, W) of one sample
+    input_shape: tuple  # (C, H, W) of one sample; (T,) token ids for a language model
     description: str
 
 
@@ -36,6 +37,8 @@ _REGISTRY = {
         ModelInfo("resnet18", partial(ImageNetResNet, 18), 1000, (3, 224, 224), "ImageNet ResNet-18"),
         ModelInfo("resnet34", partial(ImageNetResNet, 34), 1000, (3, 224, 224), "ImageNet ResNet-34"),
         ModelInfo("vgg16", VGG, 10, (3, 32, 32), "VGG-16 with BN for CIFAR"),
+        ModelInfo("char_transformer", CharTransformer, 103, (64,),
+                  "2-layer decoder-only Transformer, character LM (pydoc text); in_channels = context"),
     )
 }
 
@@ -61,4 +64,4 @@ def get(name: str, num_classes: int | None = None, in_channels: int | None = Non
     return entry.build(num_classes=classes, in_channels=channels)
 
 
-__all__ = ["get", "info", "names", "ModelInfo", "CifarResNet", "ImageNetResNet", "VGG", "DigitsCNN"]
+__all__ = ["get", "info", "names", "ModelInfo", "CifarResNet", "ImageNetResNet", "VGG", "DigitsCNN", "CharTransformer"]
