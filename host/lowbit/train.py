@@ -30,9 +30,9 @@ from .memory import keep_freed_memory
 
 CHECKPOINT = "last.pt"
 METRICS = "metrics.jsonl"
-DEFAULT_EPOCHS = {"digits": 20, "cifar10": 160, "imagenet": 90}
-DEFAULT_MILESTONES = {"digits": (0.5, 0.75), "cifar10": (0.5, 0.75), "imagenet": (1 / 3, 2 / 3)}
-DEFAULT_MODEL = {"digits": "digits_cnn", "cifar10": "resnet20", "imagenet": "resnet18"}
+DEFAULT_EPOCHS = {"digits": 20, "pydoc": 4, "cifar10": 160, "imagenet": 90}
+DEFAULT_MILESTONES = {"digits": (0.5, 0.75), "pydoc": (0.5, 0.75), "cifar10": (0.5, 0.75), "imagenet": (1 / 3, 2 / 3)}
+DEFAULT_MODEL = {"digits": "digits_cnn", "pydoc": "char_transformer", "cifar10": "resnet20", "imagenet": "resnet18"}
 BACKENDS = ("software", "emulation", "board")
 
 
@@ -292,8 +292,13 @@ def layer_quant_errors(model: nn.Module, probe: Optional[tuple] = None) -> dict:
     for name, module in layers:
         exposed = _exposed_error(module)
         errors[name] = exposed if exposed is not None else {
-            op: float(quant_error(t.float(), module.fmt, rounding="nearest")) for op, t in operands[name].items()}
+            op: float(quant_error(_as_operand(t), module.fmt, rounding="nearest")) for op, t in operands[name].items()}
     return errors
+
+
+def _as_operand(t: torch.Tensor) -> torch.Tensor:
+    """A Linear's [batch, time, features] operand as the 2-D [rows, features] it is quantized as."""
+    return (t.reshape(-1, t.shape[-1]) if t.dim() not in (2, 4) else t).float()
 
 
 def _capture_operands(model: nn.Module, layers: list, probe: tuple, operands: dict) -> None:
