@@ -61,6 +61,7 @@ METHODS = (
     Method("pot-prc", "PoT 4-bit + PRC 0.75", "pot:4", {"prc": 0.75}),
     Method("pot-wbc-prc", "PoT 4-bit + WBC + PRC 0.75", "pot:4", {"wbc": True, "prc": 0.75}),
     Method("mogami", "Mogami fp32", "mogami:fp32"),
+    Method("mogami-bf16", "Mogami bf16", "mogami:bf16"),
 )
 
 
@@ -86,12 +87,12 @@ def run_cell(base: TrainConfig, dataset, fmt: str, options: dict, seed: int) -> 
     t0 = time.perf_counter()
     try:
         final = fit(cfg, dataset=dataset).final
-        acc, diverged = final["test_acc"], False
+        acc, loss, diverged = final["test_acc"], final["test_loss"], False
     except NonFiniteError as exc:
-        acc, diverged = None, True
+        acc, loss, diverged = None, None, True
         print(f"lowbit sweep: {fmt} {options or ''} seed {seed} diverged: {exc}", file=sys.stderr)
     collapsed = acc is not None and acc < COLLAPSE_FACTOR * 100.0 / dataset.num_classes
-    return dict(format=fmt, options=options, seed=seed, test_acc=acc, diverged=diverged or collapsed,
+    return dict(format=fmt, options=options, seed=seed, test_acc=acc, test_loss=loss, diverged=diverged or collapsed,
                 nonfinite=diverged, seconds=time.perf_counter() - t0)
 
 
@@ -226,10 +227,47 @@ def methods_markdown(results: list) -> str:
     return "\n".join(lines)
 
 
+def lm_markdown(results: list) -> str:
+    """A language model's table: validation bits per character (test_loss / ln 2), mean ± s.e.
+    over seeds, and the paired gap to fp32 (mean ± s.e.), in bpc and relative."""
+    import math
+
+    base = next((r for r in results if r["format"] == "fp32"), None)
+    bpc = lambda c: c["test_loss"] / math.log(2)  # noqa: E731
+    ref = {c["seed"]: bpc(c) for c in base["cells"] if not _diverged(c)} if base else {}
+    lines = ["| method | format | val loss (nats/char) | val bits/char, mean ± s.e. | vs fp32 (bpc), paired | vs fp32 (%) "
+             "| time (all seeds) |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        ok = [c for c in r["cells"] if not _diverged(c) and c.get("test_loss") is not None]
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+        fmt = r["format"] + (f" ({opts})" if opts else "")
+        if not ok:
+            lines.append(f"| {r['label']} | `{fmt}` | Div. | Div. | | | {r['seconds']:.0f}s |")
+            continue
+        loss, bits = _mean_se([c["test_loss"] for c in ok]), _mean_se([bpc(c) for c in ok])
+        diffs = [bpc(c) - ref[c["seed"]] for c in ok if c["seed"] in ref] if r is not base else []
+        gap = _mean_se(diffs) if diffs else None
+        rel = _mean_se([100.0 * (bpc(c) / ref[c["seed"]] - 1.0) for c in ok if c["seed"] in ref]) if diffs else None
+        div = f" ({len(r['cells']) - len(ok)}/{len(r['cells'])} Div.)" if len(ok) < len(r["cells"]) else ""
+        lines.append(f"| {r['label']} | `{fmt}` | {loss[0]:.4f} ± {loss[1]:.4f} | {bits[0]:.4f} ± {bits[1]:.4f}{div} | "
+                     + ("" if gap is None else f"{gap[0]:+.4f} ± {gap[1]:.4f}") + " | "
+                     + ("" if rel is None else f"{rel[0]:+.2f} ± {rel[1]:.2f}") + f" | {r['seconds']:.0f}s |")
+    return "\n".join(lines)
+
+
+def _mean_se(values: list) -> tuple:
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return statistics.fmean(values), se
+
+
+def _methods_table(results: list, data: str) -> str:
+    return lm_markdown(results) if str(data).startswith("pydoc") else methods_markdown(results)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lowbit sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", default="table3", choices=("table3", "methods"))
-    p.add_argument("--data", default="digits", help="digits | cifar10:PATH | imagenet:PATH")
+    p.add_argument("--data", default="digits", help="digits | pydoc | cifar10:PATH | imagenet:PATH")
     p.add_argument("--model", help="default: the data set's model (digits_cnn, resnet20, ...)")
     p.add_argument("--epochs", type=int, default=6, help="per cell (default 6: a quick digits sweep)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -240,6 +278,7 @@ def parser() -> argparse.ArgumentParser:
                    + ",".join(m.key for m in METHODS) + ")")
     p.add_argument("--rows", help="table3 rows to run, e.g. 'nc,1,2;1,None,0' (default: all nine)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--all-layers", action="store_true", help="quantize the first and last layers too")
     p.add_argument("--backend", default="software", choices=("software", "emulation", "board"))
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-test", type=int)
@@ -305,7 +344,8 @@ def _render(saved: dict) -> str:
     head = (f"{saved['grid']} on {saved['data']} / {saved['model']}, {saved['epochs']} epochs, batch "
             f"{saved['batch_size']}, lr {saved['lr']}, seeds {saved['seeds']}")
     mx_columns = tuple(dict.fromkeys(e["mx"] for e in saved["results"])) if saved["grid"] == "table3" else None
-    table = table3_markdown(saved["results"], mx_columns) if mx_columns else methods_markdown(saved["results"])
+    table = table3_markdown(saved["results"], mx_columns) if mx_columns else _methods_table(saved["results"],
+                                                                                           saved["data"])
     return head + "\n\n" + table
 
 
@@ -334,7 +374,7 @@ def main(argv=None) -> int:
         base = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                            lr=args.lr, device=args.device, backend=args.backend, limit_train=args.limit_train,
                            limit_test=args.limit_test, download=args.download, progress=False,
-                           threads=args.threads).resolved()
+                           threads=args.threads, skip_first_last=not args.all_layers).resolved()
         dataset = load_dataset(base)
     except (ValueError, OSError, RuntimeError, ImportError) as exc:
         print(f"lowbit sweep: error: {exc}", file=sys.stderr)
@@ -348,7 +388,7 @@ def main(argv=None) -> int:
         text = table3_markdown(results, mx_columns)
     else:
         results = sweep_methods(base, dataset, seeds, methods, log=log, jobs=args.jobs)
-        text = methods_markdown(results)
+        text = _methods_table(results, base.data)
     print(text)
     print(f"total {time.perf_counter() - t0:.0f}s")
     if args.json:
