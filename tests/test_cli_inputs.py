@@ -194,3 +194,8 @@ def test_sweep_render_of_a_missing_or_wrong_file(tmp_path, capsys, content, expe
 
 def test_sweep_render_of_a_folder(tmp_path, capsys):
     _user_error(["sweep", "--render", str(tmp_path)], capsys, "is a folder")
+
+
+def test_sweep_json_into_a_missing_folder_is_refused_before_the_sweep(tmp_path, capsys):
+    _user_error(["sweep", "--json", str(tmp_path / "no" / "s.json"), "--epochs", "50"], capsys,
+                "cannot write there")
