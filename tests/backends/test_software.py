@@ -346,3 +346,42 @@ def test_direct_mogami_conv_declines_where_products_could_saturate():
     cols = F.unfold(x, (3, 3), padding=1)
     assert torch.equal(z, mogami_ref_bmm(w.reshape(1, 2, -1), cols).view(z.shape))
     assert (z.abs() == FLT_MAX).any()
+
+
+@pytest.mark.parametrize("mogami_backward", ["approx", "exact"])
+def test_mogami_without_a_cpp_compiler_runs_as_torch_ops_and_says_so_once(monkeypatch, mogami_backward):
+    """No g++: Mogami layers on CPU take the torch integer path (the CUDA one) instead of failing
+    inside the first forward; one warning names the fix (issue 14)."""
+    import warnings
+
+    from lowbit import _build
+    from lowbit.backends import software
+    from lowbit.nn import convert
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 10 * 10, 5))
+    x = torch.randn(2, 3, 12, 12)
+
+    def run():
+        q = convert(model, "mogami:bf16", skip_first_last=False, rounding="nearest", mogami_backward=mogami_backward)
+        y = q(x)
+        y.square().sum().backward()
+        return y.detach(), [p.grad for p in q.parameters()]
+
+    y_native, g_native = run()
+    monkeypatch.setattr(_build, "_loaded", {})  # nothing built in this process yet ...
+    monkeypatch.setenv("PATH", "")  # ... and no compiler to build with
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(software, "_NATIVE", {}, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y, grads = run()
+        run()
+    said = [w for w in caught if "native Mogami kernels are unavailable" in str(w.message)]
+    assert len(said) == 1 and "apt-get install g++" in str(said[0].message)
+    assert software.native_or_none() is None
+    # same products; only the fp32 summation order differs (torch's reduction vs increasing index)
+    assert torch.allclose(y, y_native, rtol=1e-5, atol=1e-6 * float(y_native.abs().max()))
+    for g, ref in zip(grads, g_native):
+        assert torch.allclose(g, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))

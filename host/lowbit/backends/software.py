@@ -6,10 +6,13 @@ Mogami products are computed by ``csrc/mogami_gemm.cpp`` (OpenMP, vectorised ove
 elements, fixed order: each output adds its products in increasing reduction index) on CPU:
 convolutions run as direct kernels (no im2col / col2im buffers) where no operand is Inf/NaN and
 no product can saturate, else as im2col + GEMM (+ F.fold); on CUDA by chunked torch integer ops.
+Where the native kernels cannot be built (no C++ compiler) CPU tensors take the torch integer ops
+too, with one warning naming the fix: same products, sums in torch's order, slower.
 """
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -45,6 +48,25 @@ def native():
     from .._build import load
 
     return load("mogami_gemm", _CDEF, [_CSRC], flags=_FLAGS)
+
+
+_NATIVE: dict = {}
+
+
+def native_or_none():
+    """``native()``, or None where it cannot be built or loaded: then CPU tensors take the torch
+    integer path (said once, with the fix)."""
+    if "lib" not in _NATIVE:
+        try:
+            _NATIVE["lib"] = native()
+        except (RuntimeError, OSError) as err:
+            _NATIVE["lib"] = None
+            reason = str(err).splitlines()[0][:300]
+            warnings.warn(f"lowbit: the native Mogami kernels are unavailable ({reason}); Mogami layers on CPU run "
+                          "as torch integer ops instead (same products, sums in torch's order, several times "
+                          "slower). Install a C++ compiler with OpenMP (Debian/Ubuntu: apt-get install g++) for "
+                          "the native kernels", RuntimeWarning, stacklevel=3)
+    return _NATIVE["lib"]
 
 
 def _ptr(ffi, t: torch.Tensor, ctype: str):
@@ -100,7 +122,7 @@ def mogami_bmm(a: torch.Tensor, b: torch.Tensor, *, reduce_batch: bool = False,
     b's magnitude patterns (bits & 0x7FFFFFFF) if known, else the kernel scans b to decide between
     its fast path and the general loop (>= 0x7F800000 forces the general loop; same results)."""
     batch = b.shape[0]
-    if a.device.type == "cpu":
+    if a.device.type == "cpu" and native_or_none() is not None:
         a_bits, b_bits = _bits(a), _bits(b)
         m, k = a.shape[1], a.shape[2]
         n = b.shape[2]
@@ -132,7 +154,7 @@ def mogami_grad_fixed_col(g, p, q):
     """C[b,i,j] = SUM_r G[b,r,j] * d(P[i,r] (x) Q[b,i,j])/dQ;  g [B,R,J], p [I,R], q [B,I,J]."""
     batch, rr, jj = g.shape
     ii = p.shape[0]
-    if g.device.type == "cpu":
+    if g.device.type == "cpu" and native_or_none() is not None:
         g, pb, qb = g.contiguous(), _bits(p), _bits(q)
         out = torch.empty(batch, ii, jj, dtype=torch.float32)
         ffi, lib = native()
@@ -147,7 +169,7 @@ def mogami_grad_reduce(g, x, w):
     """C[i,j] = SUM_{b,r} G[b,i,r] * d(X[b,r,j] (x) W[i,j])/dW;  g [B,I,R], x [B,R,J], w [I,J]."""
     batch, ii, rr = g.shape
     jj = w.shape[1]
-    if g.device.type == "cpu":
+    if g.device.type == "cpu" and native_or_none() is not None:
         g, xb, wb = g.contiguous(), _bits(x), _bits(w)
         out = torch.empty(ii, jj, dtype=torch.float32)
         ffi, lib = native()
@@ -187,7 +209,7 @@ def _geom_kwargs(geom: ConvGeometry) -> dict:
 
 def _unfold(x: torch.Tensor, kernel, geom: ConvGeometry, *, transposed: bool = False) -> torch.Tensor:
     """im2col as F.unfold ([N, K, L]; transposed: [N, L, K]); native on CPU."""
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or native_or_none() is None:
         cols = F.unfold(x, kernel, dilation=geom.dilation, padding=geom.padding, stride=geom.stride)
         return cols.transpose(1, 2).contiguous() if transposed else cols
     x = x.float().contiguous()
@@ -210,7 +232,7 @@ def _direct_conv(which: int, p: torch.Tensor, q: torch.Tensor, out_shape, x_shap
     """The native direct convolution kernels (fast path, no im2col / col2im) on CPU: the output,
     or None where they do not apply (an Inf/NaN operand, a product that could saturate, narrow
     outputs); the caller then lowers to the GEMM."""
-    if p.device.type != "cpu":
+    if p.device.type != "cpu" or native_or_none() is None:
         return None
     n, c, h, w = x_shape
     co, _, kh, kw = w_shape
