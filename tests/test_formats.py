@@ -44,3 +44,13 @@ def test_invalid_strings_name_accepted_forms(bad):
 def test_non_string_rejected():
     with pytest.raises(ValueError, match="accepted"):
         parse(3)
+
+
+@pytest.mark.parametrize("bad", ["mls:" + "9" * 5000, "mls:2," + "1" * 5000, "pot:" + "4" * 5000, "x" * 100_000,
+                                 "mogami:" + "b" * 100_000])
+def test_huge_format_strings_get_a_short_error(bad):
+    """5,000 digits hit Python's int-conversion limit; 100,000 characters were echoed whole (issue 14)."""
+    with pytest.raises(ValueError, match="longer than any format") as err:
+        parse(bad)
+    assert len(str(err.value)) < 400 and f"{len(bad)} characters" in str(err.value)
+    assert parse("mls:4,7,g=8,1,group=none") == MLS(4, 7, 8, 1, "none")  # the longest form still parses

@@ -19,6 +19,7 @@ ACCEPTED_FORMS = (
     "(Ex 0..4, Mx 0..7, Ex+Mx >= 1, Eg 0..8, Mg 0..1), pot:4, mogami:fp32, mogami:bf16"
 )
 GROUPINGS = ("nc", "n", "c", "none")
+MAX_SPEC_CHARS = 64  # the longest accepted form has 24; longer is a mistake, and is not echoed whole
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,9 @@ def parse(spec: "str | Format") -> Format:
         return spec
     if not isinstance(spec, str):
         raise ValueError(f"format must be a string, got {type(spec).__name__}; accepted: {ACCEPTED_FORMS}")
+    if len(spec) > MAX_SPEC_CHARS:
+        raise ValueError(f"format string of {len(spec)} characters (starting {spec[:20]!r}) is longer than any "
+                         f"format ({MAX_SPEC_CHARS} at most); accepted: {ACCEPTED_FORMS}")
     s = spec.strip().lower().replace(" ", "")
     if s == "fp32":
         return FP32()
