@@ -245,3 +245,10 @@ def test_large_outputs_on_huge_pages_behave_like_tensors(monkeypatch, tmp_path):
     torch.save(v, tmp_path / "v.pt")
     assert torch.equal(torch.load(tmp_path / "v.pt"), b.values * 2 + 1)
     del a, v  # the mapping is released with its last tensor
+
+
+def test_meta_tensor_gets_a_clear_error():
+    """A meta tensor has no values: quantize said "Tensor.item() cannot be called on meta tensors" (issue 14)."""
+    for fmt in ("mls:2,1", "pot:4", "mogami:bf16", "fp32"):
+        with pytest.raises(ValueError, match=r"meta tensor \(shape \(4, 8\)\) has none; materialize"):
+            quantize(torch.empty(4, 8, device="meta"), fmt)

@@ -108,3 +108,24 @@ def test_registers_and_ids():
     assert [r.value for r in wire.Reg][:4] == [0x00, 0x04, 0x08, 0x0C]
     assert all(v % 4 == 0 for v in (r.value for r in wire.Reg))
     assert wire.VLNV.count(":") == 3
+
+
+def test_header_with_unknown_enum_values_says_which_field_and_why():
+    """from_words raised "7 is not a valid Op" (issue 14): now the field, its legal values, and
+    whether the words are a lowbit header at all."""
+    good = Header(Op.FORWARD, Arith.POT, m=2, n=3, k=4, block=4).to_words()
+    bad_op = good.copy()
+    bad_op[0] |= np.uint64(7 << 48)
+    with pytest.raises(ValueError, match=r"op=7 is not one of FORWARD=0, BACKWARD_DATA=1, WEIGHT_GRAD=2: the header "
+                                         r"is corrupt"):
+        Header.from_words(bad_op)
+    bad_arith = good.copy()
+    bad_arith[0] |= np.uint64(9 << 56)
+    with pytest.raises(ValueError, match=r"arith=9 is not one of MLS=0, .*MOGAMI_BF16=3"):
+        Header.from_words(bad_arith)
+    with pytest.raises(ValueError, match="not a lowbit header"):
+        Header.from_words(np.full(4, 0xFFFF_FFFF_FFFF_FFFF, dtype=np.uint64))
+    newer = good.copy()
+    newer[0] = (int(newer[0]) & ~(0xFFFF << 32)) | (2 << 32) | (5 << 48)
+    with pytest.raises(ValueError, match="wire version 2, this host speaks 1"):
+        Header.from_words(np.array([newer[0], *good[1:]], dtype=np.uint64))

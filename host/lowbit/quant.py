@@ -76,6 +76,9 @@ def quantize(x: torch.Tensor, fmt: "str | Format", *, rounding: str = "stochasti
 def _check_args(x, fmt, rounding, block, clip_ratio, impl) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"quantize expects a torch.Tensor, got {type(x).__name__}")
+    if x.is_meta:
+        raise ValueError(f"quantize needs values, and a meta tensor (shape {tuple(x.shape)}) has none; materialize "
+                         "it first (e.g. model.to_empty(device='cpu'), then load or initialize the weights)")
     if not x.is_floating_point():
         raise ValueError(f"quantize expects a floating-point tensor, got {x.dtype} (shape {tuple(x.shape)})")
     if rounding not in ROUNDINGS:

@@ -163,7 +163,7 @@ class Header:
         if len(words) < HEADER_WORDS:
             raise ValueError(f"stream of {len(words)} words is shorter than the {HEADER_WORDS}-word header")
         f = {name: (int(words[w]) >> lo) & ((1 << width) - 1) for name, (w, lo, width) in HEADER_FIELDS.items()}
-        return cls(op=Op(f.pop("op")), arith=Arith(f.pop("arith")), **f)
+        return cls(op=_enum_field(Op, "op", f.pop("op"), f), arith=_enum_field(Arith, "arith", f.pop("arith"), f), **f)
 
     @property
     def nblocks(self) -> int:
@@ -194,6 +194,22 @@ class Header:
 
     def output_words(self) -> int:
         return words_for(self.m * self.n, OUT_LANE_BITS) + 1
+
+
+def _enum_field(kind, name: str, value: int, fields: dict):
+    """``kind(value)``, or a ValueError naming the field, its legal values, and whether the words
+    are a lowbit header at all."""
+    try:
+        return kind(value)
+    except ValueError:
+        legal = ", ".join(f"{m.name}={m.value}" for m in kind)
+        if fields["magic"] != MAGIC:
+            what = f"these words are not a lowbit header (magic 0x{fields['magic']:08x}, expected 0x{MAGIC:08x})"
+        elif fields["version"] != WIRE_VERSION:
+            what = f"the header is of wire version {fields['version']}, this host speaks {WIRE_VERSION}"
+        else:
+            what = "the header is corrupt"
+        raise ValueError(f"header field {name}={value} is not one of {legal}: {what}") from None
 
 
 def words_for(count: int, lane_bits: int) -> int:
