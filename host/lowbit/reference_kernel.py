@@ -210,6 +210,8 @@ def check_header(h: dict, build: Build = EMULATION) -> Status:
         return Status.BAD_FORMAT  # a well-formed header for an arithmetic this bitstream was not built with
     if not (1 <= h["m"] <= wire.MAX_M and 1 <= h["n"] <= wire.MAX_N and 1 <= h["k"] <= wire.MAX_K):
         return Status.BAD_DIMS
+    if h["k"] > build.limits.k_max:
+        return Status.BAD_DIMS
     if not 1 <= h["block"] <= wire.MAX_K or (not mls and h["block"] != h["k"]):
         return Status.BAD_DIMS
     nb = -(-h["k"] // h["block"])

@@ -29,16 +29,21 @@ namespace lowbit {
 #ifndef LOWBIT_A_ELEMS
 #define LOWBIT_A_ELEMS (BoardConfig::A_ELEMS)
 #endif
+#ifndef LOWBIT_K_MAX
+#define LOWBIT_K_MAX (BoardConfig::K_MAX)
+#endif
 struct KernelConfig {
     static const uint32_t SCALE_BUF = LOWBIT_SCALE_BUF;
     static const uint32_t A_ELEMS = LOWBIT_A_ELEMS;
+    static const uint32_t K_MAX = LOWBIT_K_MAX;  // the longest K of one call (the B tiles' length)
     // The arithmetic this build carries (bit i: wire::Arith i) and its MLS format bounds.
     static const uint32_t ARITH_MASK = BoardConfig::ARITH_MASK;
     static const unsigned MLS_MAX_EX = BoardConfig::MLS_MAX_EX, MLS_MAX_MX = BoardConfig::MLS_MAX_MX;
 };
-static_assert(KernelConfig::A_ELEMS >= wire::MAX_K, "A must hold one row of the longest block");
+static_assert(KernelConfig::A_ELEMS >= KernelConfig::K_MAX, "A must hold one row of the longest K-tile");
 static_assert(KernelConfig::A_ELEMS <= wire::MAX_M * wire::MAX_K, "A larger than the protocol can fill");
 static_assert(KernelConfig::SCALE_BUF >= wire::MAX_M, "one block per row of A must fit");
+static_assert(KernelConfig::K_MAX >= 1 && KernelConfig::K_MAX <= wire::MAX_K, "K_MAX within the protocol");
 
 struct Header {
     uint32_t magic, version, op, arith, m, n, k, block;
@@ -92,6 +97,7 @@ inline uint32_t check_header(const Header& h) {
     if (h.arith == ARITH_MLS && (h.fmt.ex > KernelConfig::MLS_MAX_EX || h.fmt.mx > KernelConfig::MLS_MAX_MX))
         return STATUS_BAD_FORMAT;
     if (h.m < 1 || h.m > MAX_M || h.n < 1 || h.n > MAX_N || h.k < 1 || h.k > MAX_K) return STATUS_BAD_DIMS;
+    if (h.k > KernelConfig::K_MAX) return STATUS_BAD_DIMS;
     // block > k is one partial block (the last K-tile of a tiled GEMM can be shorter than a block)
     if (h.block < 1 || h.block > MAX_K) return STATUS_BAD_DIMS;
     if (h.arith != ARITH_MLS && h.block != h.k) return STATUS_BAD_DIMS;

@@ -43,7 +43,8 @@ def config_defines(limits) -> list:
         return [limits.define]
     if limits == FULL:
         return []
-    return [f"-DLOWBIT_SCALE_BUF={limits.scale_buf}u", f"-DLOWBIT_A_ELEMS={limits.a_elems}u"]
+    k_max = [f"-DLOWBIT_K_MAX={limits.k_max}u"] if limits.k_max != wire.MAX_K else []
+    return [f"-DLOWBIT_SCALE_BUF={limits.scale_buf}u", f"-DLOWBIT_A_ELEMS={limits.a_elems}u", *k_max]
 
 
 SCALE_BUF, A_ELEMS = FULL.scale_buf, FULL.a_elems
@@ -77,7 +78,8 @@ def kernel_lib(limits: KernelLimits = FULL):
     if isinstance(limits, Build):
         name = f"lowbit_kernel_{limits.name}"
     else:
-        name = "lowbit_kernel" if limits == FULL else f"lowbit_kernel_s{limits.scale_buf}_a{limits.a_elems}"
+        name = "lowbit_kernel" if limits == FULL else \
+            f"lowbit_kernel_s{limits.scale_buf}_a{limits.a_elems}_k{limits.k_max}"
     return load(name, _CDEF, hls_headers.kernel_sources(),
                 include_dirs=[include, hls_headers.csim_include_dir(), hls_headers.HLS_DIR / "kernels"],
                 system_include_dirs=[hls_headers.ap_types_dir()],
@@ -199,12 +201,13 @@ def unpack_output(words: np.ndarray, m: int, n: int) -> np.ndarray:
 
 
 def k_tile_size(k: int, block: int, m_rows: int, limits: KernelLimits = FULL) -> int:
-    """Largest K-tile of whole blocks within MAX_K, the A-scale buffer and the A buffer."""
-    if block > min(wire.MAX_K, limits.a_elems):
-        raise ValueError(f"block {block} is longer than the kernel's MAX_K={wire.MAX_K} "
+    """Largest K-tile of whole blocks within K_MAX, the A-scale buffer and the A buffer."""
+    k_max = min(wire.MAX_K, limits.k_max)
+    if block > min(k_max, limits.a_elems):
+        raise ValueError(f"block {block} is longer than the kernel's K_MAX={k_max} "
                          f"(A buffer {limits.a_elems}); quantize with a smaller block (or use the software backend)")
     rows = max(m_rows, 1)
-    blocks = min(wire.MAX_K // block, max(limits.scale_buf // rows, 1), max(limits.a_elems // rows // block, 1))
+    blocks = min(k_max // block, max(limits.scale_buf // rows, 1), max(limits.a_elems // rows // block, 1))
     return min(k, blocks * block)
 
 
@@ -224,7 +227,8 @@ def plan_tiles(fmt, m_total: int, n_total: int, k: int, block: int, op: Op, limi
     m_size = min(wire.MAX_M, max(limits.a_elems // min(block, k), 1)) if scaled else wire.MAX_M
     for ms in tiles(m_total, m_size):
         rows = ms.stop - ms.start
-        kt = k_tile_size(k, block, rows, limits) if scaled else min(k, wire.MAX_K, max(limits.a_elems // rows, 1))
+        kt = k_tile_size(k, block, rows, limits) if scaled else \
+            min(k, wire.MAX_K, limits.k_max, max(limits.a_elems // rows, 1))
         nb_tile = -(-kt // block) if scaled else 1
         n_size = min(max_n, limits.scale_buf // nb_tile if scaled else wire.MAX_N)
         for ns in tiles(n_total, n_size):

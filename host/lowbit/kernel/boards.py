@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -46,6 +46,8 @@ class Array:
     cols: int
     simd: int
     interleave: int = 1
+    k_tile: int = wire.MAX_K  # the longest K-tile its B tiles hold (Mogami: cols x interleave rows)
+    a_elems: int = 0  # 0: the board's A buffer; else this family's (wider codes, same memory)
 
     @property
     def macs_per_cycle(self) -> int:
@@ -59,9 +61,10 @@ class KernelLimits:
 
     scale_buf: int = 1 << 16
     a_elems: int = wire.MAX_M * wire.MAX_K
+    k_max: int = wire.MAX_K  # the longest K of one call (what the B tiles hold)
 
     def to_manifest(self) -> dict:
-        return {"scale_buf": self.scale_buf, "a_elems": self.a_elems}
+        return {"scale_buf": self.scale_buf, "a_elems": self.a_elems, "k_max": self.k_max}
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "KernelLimits":
@@ -71,7 +74,8 @@ class KernelLimits:
         if entry is None:
             return cls()
         try:
-            return cls(scale_buf=int(entry["scale_buf"]), a_elems=int(entry["a_elems"]))
+            return cls(scale_buf=int(entry["scale_buf"]), a_elems=int(entry["a_elems"]),
+                       k_max=int(entry.get("k_max", wire.MAX_K)))
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"manifest kernel_limits {entry!r} needs integer scale_buf and a_elems; "
                              "rebuild the overlay with `lowbit build`") from None
@@ -94,14 +98,18 @@ class BoardConfig:
     stream_bits: int  # the kernel's input/output beat (AXI-Stream tdata, m_axi data)
     arrays: Tuple[Tuple[str, Array], ...]  # family -> array; the families a bitstream can be built for
     limits: KernelLimits
-    storage: str  # "bram" | "uram": where the A tile, B tiles and scale buffers are bound
+    storage: Tuple[Tuple[str, str], ...]  # buffer ("a_tile", "b_tiles") -> "bram" | "uram"; scales, FIFOs: bram
     mls_max: Tuple[int, int]  # (Ex, Mx) bounds of the MLS formats an MLS bitstream carries
     compute_units: int = 1
-    memory_banks: Tuple[str, ...] = ()  # Alveo: one per compute unit, v++ sp= targets
+    # one per compute unit: Alveo v++ sp= memory banks; Zynq PS slave ports (one AXI DMA + IP on each)
+    memory_banks: Tuple[str, ...] = ()
 
     @property
     def clock_ns(self) -> float:
         return round(1000.0 / self.clock_mhz, 3)
+
+    def storage_of(self, buffer: str) -> str:
+        return dict(self.storage).get(buffer, "bram")
 
     def array(self, family: str) -> Array:
         found = dict(self.arrays).get(family)
@@ -121,23 +129,24 @@ class BoardConfig:
 PYNQ_Z2 = BoardConfig(
     name="pynq-z2", kind="zynq", part=Part("xc7z020clg400-1", bram36=140, uram=0, dsp=220, lut=53_200),
     clock_mhz=100.0, hp_bits=64, stream_bits=64,
-    arrays=(("mls", Array(16, 4, 4)), ("pot", Array(16, 4, 4)), ("mogami", Array(8, 8, 1, interleave=8))),
-    limits=KernelLimits(scale_buf=1 << 13, a_elems=1 << 14), storage="bram", mls_max=(2, 4))
+    arrays=(("mls", Array(16, 4, 4)), ("pot", Array(16, 4, 4)), ("mogami", Array(8, 8, 1, interleave=8, k_tile=512))),
+    limits=KernelLimits(scale_buf=1 << 13, a_elems=1 << 14), storage=(("a_tile", "bram"), ("b_tiles", "bram")), mls_max=(2, 4))
 ZCU104 = BoardConfig(
     name="zcu104", kind="zynq", part=Part("xczu7ev-ffvc1156-2-e", bram36=312, uram=96, dsp=1728, lut=230_400),
     clock_mhz=200.0, hp_bits=128, stream_bits=64,
-    arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8))),
-    limits=KernelLimits(scale_buf=1 << 15, a_elems=1 << 17), storage="uram", mls_max=(2, 4))
+    arrays=(("mls", Array(16, 4, 4)), ("pot", Array(16, 4, 4)), ("mogami", Array(16, 4, 1, interleave=8, k_tile=1024, a_elems=1 << 15))),
+    limits=KernelLimits(scale_buf=1 << 15, a_elems=1 << 16), storage=(("a_tile", "bram"), ("b_tiles", "uram")), mls_max=(2, 4),
+    compute_units=4, memory_banks=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"))
 U50 = BoardConfig(
     name="u50", kind="alveo", part=Part("xcu50-fsvh2104-2-e", bram36=1344, uram=640, dsp=5952, lut=872_000),
     clock_mhz=300.0, hp_bits=512, stream_bits=512,
-    arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8))),
-    limits=FULL_LIMITS, storage="uram", mls_max=(2, 4), compute_units=2, memory_banks=("HBM[0]", "HBM[1]"))
+    arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8, k_tile=2048, a_elems=1 << 17))),
+    limits=FULL_LIMITS, storage=(("a_tile", "uram"), ("b_tiles", "uram")), mls_max=(2, 4), compute_units=2, memory_banks=("HBM[0]", "HBM[1]"))
 U250 = BoardConfig(
     name="u250", kind="alveo", part=Part("xcu250-figd2104-2L-e", bram36=2688, uram=1280, dsp=12_288, lut=1_728_000),
     clock_mhz=300.0, hp_bits=512, stream_bits=512,
-    arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8))),
-    limits=FULL_LIMITS, storage="uram", mls_max=(2, 4), compute_units=4,
+    arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8, k_tile=2048, a_elems=1 << 17))),
+    limits=FULL_LIMITS, storage=(("a_tile", "uram"), ("b_tiles", "uram")), mls_max=(2, 4), compute_units=4,
     memory_banks=("DDR[0]", "DDR[1]", "DDR[2]", "DDR[3]"))
 
 BOARDS: Dict[str, BoardConfig] = {b.name: b for b in (PYNQ_Z2, ZCU104, U50, U250)}
@@ -173,8 +182,9 @@ EMULATION = Build("emulation", FULL_LIMITS, FAMILIES, MLS_PROTOCOL_MAX)
 def build_of(board: str, family: str) -> Build:
     """The kernel build ``lowbit build --board BOARD --arith FAMILY`` makes."""
     cfg = board_config(board)
-    cfg.array(family)
-    return Build(f"{cfg.name.replace('-', '_')}_{family}", cfg.limits, (family,), cfg.mls_max)
+    arr = cfg.array(family)
+    limits = replace(cfg.limits, k_max=min(cfg.limits.k_max, arr.k_tile), a_elems=arr.a_elems or cfg.limits.a_elems)
+    return Build(f"{cfg.name.replace('-', '_')}_{family}", limits, (family,), cfg.mls_max)
 
 
 def all_builds() -> Tuple[Build, ...]:
@@ -203,6 +213,7 @@ def _struct(build: Build, cfg: BoardConfig = None) -> list:
     lines = [f"struct {build.name} {{",
              f"    static const uint32_t SCALE_BUF = {build.limits.scale_buf}u;",
              f"    static const uint32_t A_ELEMS = {build.limits.a_elems}u;",
+             f"    static const uint32_t K_MAX = {build.limits.k_max}u;",
              f"    static const uint32_t ARITH_MASK = 0x{build.arith_mask:X}u;",
              f"    static const unsigned MLS_MAX_EX = {build.mls_max[0]}, MLS_MAX_MX = {build.mls_max[1]};"]
     if cfg is not None:
@@ -211,7 +222,8 @@ def _struct(build: Build, cfg: BoardConfig = None) -> list:
                   f"INTERLEAVE = {arr.interleave};",
                   f"    static const unsigned STREAM_BITS = {cfg.stream_bits}, HP_BITS = {cfg.hp_bits};",
                   f"    static const unsigned COMPUTE_UNITS = {cfg.compute_units};",
-                  f"    static const bool URAM = {'true' if cfg.storage == 'uram' else 'false'};"]
+                  f"    static const bool A_URAM = {'true' if cfg.storage_of('a_tile') == 'uram' else 'false'}, "
+                  f"B_URAM = {'true' if cfg.storage_of('b_tiles') == 'uram' else 'false'};"]
     lines += ["};", ""]
     return lines
 
