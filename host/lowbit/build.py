@@ -145,15 +145,44 @@ def verify_manifest(board_dir: Path) -> dict:
     path = board_dir / MANIFEST
     if not path.is_file():
         raise ValueError(f"{path} not found: build the overlay with `lowbit build --board ...` first")
-    manifest = json.loads(path.read_text())
+    manifest = _load_json_object(path)
     if manifest.get("wire_version") != wire.WIRE_VERSION:
-        raise ValueError(f"{path}: overlay speaks wire version {manifest.get('wire_version')}, this host "
-                         f"{wire.WIRE_VERSION}; rebuild it with `lowbit build --board {manifest.get('board')}`")
-    for name, entry in manifest["files"].items():
-        f = board_dir / name
+        raise ValueError(f"{path}: overlay speaks wire version {manifest.get('wire_version')!r:.40}, this host "
+                         f"{wire.WIRE_VERSION}; rebuild it with `lowbit build --board {manifest.get('board')!s:.40}`")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(e, dict) and isinstance(e.get("sha256"), str)
+                                              for e in files.values()):
+        raise ValueError(f'{path}: "files" must map each file name to {{"sha256": ..., "bytes": ...}} as '
+                         "`lowbit build` writes it; rebuild or restore the manifest")
+    for name, entry in files.items():
+        f = _listed_file(board_dir, name, path)
         if not f.is_file() or sha256_file(f) != entry["sha256"]:
             raise ValueError(f"{f}: missing or its sha256 differs from {path}; rebuild or restore the file")
     return manifest
+
+
+def _load_json_object(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not JSON ({err}); rebuild or restore it") from None
+    if not isinstance(manifest, dict):
+        kind = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(manifest), "null")
+        raise ValueError(f"{path} holds a JSON {kind}, not the object `lowbit build` writes; "
+                         "rebuild or restore it")
+    return manifest
+
+
+def _listed_file(board_dir: Path, name: str, manifest: Path) -> Path:
+    """A file a manifest lists: only files inside its folder (no absolute paths, no ``..``, no link
+    out of it), so a manifest a user is handed cannot point the checks at other files."""
+    f = board_dir / name
+    outside = (not name or Path(name).is_absolute() or ".." in Path(name).parts
+               or not f.resolve().is_relative_to(board_dir.resolve()))
+    if outside:
+        raise ValueError(f"{manifest} lists {name!r:.80}, which is not a file inside {board_dir}; a manifest "
+                         "lists only the files beside it: rebuild or restore it")
+    return f
 
 
 def kernel_limits(board: str):

@@ -50,7 +50,9 @@ def read_manifest(path: Path) -> dict:
                                + _hint(board))
     expected_id = (wire.IP_ID << 16) | wire.WIRE_VERSION
     if manifest.get("id_version", expected_id) != expected_id:
-        raise ManifestMismatch(f"{folder / 'manifest.json'} says ID_VERSION 0x{manifest['id_version']:08x}, this host "
+        found = manifest["id_version"]
+        found = f"0x{found:08x}" if isinstance(found, int) else f"{found!r:.40}"
+        raise ManifestMismatch(f"{folder / 'manifest.json'} says ID_VERSION {found}, this host "
                                f"expects 0x{expected_id:08x}; " + _hint(board))
     return manifest
 
