@@ -134,3 +134,20 @@ def test_stale_build_folders_are_removed_by_the_next_build(tmp_path, monkeypatch
         os.utime(folders[key], (ancient, ancient))
     assert _call_one(src) == 1
     assert {k for k, p in folders.items() if p.exists()} == {"live", "other_host", "not_ours"}
+
+
+def test_a_complete_library_that_does_not_load_is_rebuilt_once(tmp_path, monkeypatch):
+    src = _one(tmp_path, monkeypatch)
+    assert _call_one(src) == 1
+    real_dlopen, calls = _build.cffi.FFI.dlopen, []
+
+    def dlopen_fails_once(self, path, *args):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(f"cannot load library '{path}': invalid ELF header")
+        return real_dlopen(self, path, *args)
+
+    monkeypatch.setattr(_build.cffi.FFI, "dlopen", dlopen_fails_once)
+    with pytest.warns(RuntimeWarning, match="does not load .*rebuilding it"):
+        assert _call_one(src) == 1
+    assert len(calls) == 2
