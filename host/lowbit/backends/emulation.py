@@ -204,7 +204,7 @@ def k_tile_size(k: int, block: int, m_rows: int, limits: KernelLimits = FULL) ->
     """Largest K-tile of whole blocks within K_MAX, the A-scale buffer and the A buffer."""
     k_max = min(wire.MAX_K, limits.k_max)
     if block > min(k_max, limits.a_elems):
-        raise ValueError(f"block {block} is longer than the kernel's K_MAX={k_max} "
+        raise ValueError(f"block {block} is longer than the kernel's MAX_K={k_max} (its longest K-tile) "
                          f"(A buffer {limits.a_elems}); quantize with a smaller block (or use the software backend)")
     rows = max(m_rows, 1)
     blocks = min(k_max // block, max(limits.scale_buf // rows, 1), max(limits.a_elems // rows // block, 1))
