@@ -82,10 +82,16 @@ def build_shared(name: str, sources: Sequence[Path], *, include_dirs: Iterable[P
             return target
         warnings.warn(f"lowbit: the cached {target} {problem}; rebuilding it", RuntimeWarning, stacklevel=2)
     remove_stale_builds()
+    _compile_into(target, name, [compiler, *args, *map(str, sources)])
+    return target
+
+
+def _compile_into(target: Path, name: str, cmd: list) -> None:
+    """Run ``cmd -o <file>`` in a fresh build folder, check the file, rename it to ``target``."""
     tmp = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{os.getpid()}@{_host()}_{name}-", dir=cache_dir()))
     try:
         tmp_out = tmp / target.name
-        cmd = [compiler, *args, *map(str, sources), "-o", str(tmp_out)]
+        cmd = [*cmd, "-o", str(tmp_out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"building {name} failed:\n$ {' '.join(cmd)}\n{proc.stderr[-4000:]}")
@@ -96,7 +102,6 @@ def build_shared(name: str, sources: Sequence[Path], *, include_dirs: Iterable[P
         os.replace(tmp_out, target)  # atomic: a concurrent build or load never sees half a file
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _host() -> str:
