@@ -7,9 +7,10 @@
 #   steps       comma list of csim,csynth,cosim,export
 #   golden_dir  folder written by `python -m lowbit.reference_kernel --golden DIR` (cases.txt lists
 #               the cases the testbench replays)
-#   defines     optional buffer configuration, e.g. "-DLOWBIT_A_ELEMS=16384u -DLOWBIT_SCALE_BUF=8192u"
-#               (KernelConfig in hls/include/lowbit/gemm.hpp; lowbit.backends.emulation.CONFIGS)
-# Outputs go to build/hls/<kernel>/ ; the IP catalog zip (Zynq) or .xo (Alveo) to build/ip/.
+#   defines     the kernel build, e.g. "-DLOWBIT_BOARD=zcu104_pot" (a struct of the generated
+#               hls/include/lowbit/board_config.hpp, from lowbit.kernel.boards; `lowbit build` passes it)
+# Outputs go to build/hls/<kernel>/ ; export_design unpacks the IP into build/hls/<kernel>/sol/impl/ip
+# (what tcl/bd_zynq.tcl's IP repository points at) and writes the zip (Zynq) or .xo (Alveo) to build/ip/.
 
 set script_dir [file dirname [file normalize [info script]]]
 set root [file dirname $script_dir]

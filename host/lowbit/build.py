@@ -195,12 +195,13 @@ def plan(board: Board, out_dir: Path, golden: Path, steps: str, arith: str = "ml
     build_cfg = boards.build_of(board.name, arith)
     if board.kind == "alveo":
         return [["bash", str(REPO_ROOT / "tcl" / "vpp_build.sh"), board.name, str(out_dir), "hw", build_cfg.define,
-                 str(board.config.clock_mhz), str(board.config.compute_units)]]
+                 f"{board.config.clock_mhz:g}"]]
     return [
         ["vitis_hls", "-f", str(REPO_ROOT / "tcl" / "hls.tcl"), "-tclargs", board.kernel, board.part,
          str(board.clock_ns), steps, str(golden), build_cfg.define],
         ["vivado", "-mode", "batch", "-source", str(REPO_ROOT / "tcl" / "bd_zynq.tcl"), "-tclargs", board.name,
-         str(ip_repo(board)), str(out_dir), str(board.config.clock_mhz), str(board.config.hp_bits)],
+         str(ip_repo(board)), str(out_dir), f"{board.config.clock_mhz:g}", str(board.config.hp_bits),
+         str(board.config.compute_units), str((wire.IP_ID << 16) | wire.WIRE_VERSION)],
     ]
 
 

@@ -67,15 +67,55 @@ def test_axilite_offsets_are_the_wire_registers():
 
 @pytest.mark.parametrize("board", ["u50", "u250"])
 def test_alveo_connectivity_matches_kernel_ports(board):
+    from lowbit.kernel import boards
+
     cfg = (TCL / f"alveo_{board}.cfg").read_text()
+    record = boards.BOARDS[board]
     params = _params(_cpp_signature("lowbit_gemm_mm"))
-    assert "nk=lowbit_gemm_mm:1:lowbit_gemm_mm_1" in cfg
-    for port in re.findall(r"sp=lowbit_gemm_mm_1\.(\w+):", cfg):
+    cus = record.compute_units
+    names = ".".join(f"lowbit_gemm_mm_{i + 1}" for i in range(cus))
+    assert f"nk=lowbit_gemm_mm:{cus}:{names}" in cfg
+    for i, bank in enumerate(record.memory_banks):  # each unit on its own memory bank
+        for port in ("in", "out", "result"):
+            assert f"sp=lowbit_gemm_mm_{i + 1}.{port}:{bank}" in cfg
+    for port in re.findall(r"sp=lowbit_gemm_mm_\d\.(\w+):", cfg):
         assert port in params
     flow = (TCL / "vpp_build.sh").read_text()
     assert f"alveo_$board.cfg" in flow and "hls/kernels/lowbit_gemm_mm/lowbit_gemm_mm.cpp" in flow
+    assert "--kernel_frequency" in flow and '"$define"' in flow
     assert (ROOT / "hls/kernels/lowbit_gemm_mm/lowbit_gemm_mm.cpp").is_file()
     assert f"{board})" in flow
+
+
+def test_m_axi_depth_covers_the_largest_golden_stream():
+    from lowbit import reference_kernel
+
+    src = (ROOT / "hls/kernels/lowbit_gemm_mm/lowbit_gemm_mm.cpp").read_text()
+    depth = {port: int(d) for port, d in re.findall(r"port=(in|out)\b.*?depth=(\d+)", src)}
+    cases = reference_kernel.golden_cases(seed=4)
+    assert depth["in"] >= max(len(w) for _, w in cases)
+    assert depth["out"] >= max(len(reference_kernel.run_stream(w)[0]) for _, w in cases)
+
+
+def test_zynq_flow_takes_clock_width_and_units_from_the_record():
+    from lowbit.kernel import boards
+
+    text = (TCL / "bd_zynq.tcl").read_text()
+    assert "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ $clock_mhz" in text
+    assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ $clock_mhz" in text
+    assert "PSU__SAXIGP${gp}__DATA_WIDTH $hp_bits" in text and "c_m_axi_mm2s_data_width $hp_bits" in text
+    assert "component.xml" in text  # refuses a folder that is not the unpacked IP
+    assert f"set ID_CELL {boards.ID_CELL}" in text and "C_ALL_INPUTS {1}" in text
+    for name in ("zcu104", "pynq-z2"):
+        cmd = build.plan(build.BOARDS[name], Path("/tmp/out"), Path("/tmp/golden"), "csim", "pot")[1]
+        rec = boards.BOARDS[name]
+        args = cmd[cmd.index("-tclargs") + 1:]
+        assert args[0] == name and args[1].endswith("sol/impl/ip")
+        assert args[3:] == [f"{rec.clock_mhz:g}", str(rec.hp_bits), str(rec.compute_units),
+                            str((wire.IP_ID << 16) | wire.WIRE_VERSION)]
+    assert boards.ZCU104.clock_mhz == 200 and boards.ZCU104.hp_bits == 128
+    hls_cmd = build.plan(build.BOARDS["zcu104"], Path("/tmp/out"), Path("/tmp/golden"), "csim", "pot")[0]
+    assert hls_cmd[-1] == "-DLOWBIT_BOARD=zcu104_pot" and hls_cmd[hls_cmd.index("-tclargs") + 3] == "5.0"
 
 
 def test_kernel_sources_have_nothing_unsynthesisable():

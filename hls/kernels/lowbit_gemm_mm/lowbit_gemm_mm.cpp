@@ -32,8 +32,8 @@ struct MemSink {
 
 extern "C" void lowbit_gemm_mm(const uint64_t* in, uint64_t* out, uint32_t in_words, uint32_t out_capacity,
                                uint32_t* result) {
-#pragma HLS INTERFACE mode=m_axi port=in offset=slave bundle=gmem0 depth=4096
-#pragma HLS INTERFACE mode=m_axi port=out offset=slave bundle=gmem1 depth=4096
+#pragma HLS INTERFACE mode=m_axi port=in offset=slave bundle=gmem0 depth=8192
+#pragma HLS INTERFACE mode=m_axi port=out offset=slave bundle=gmem1 depth=8192
 #pragma HLS INTERFACE mode=m_axi port=result offset=slave bundle=gmem1 depth=2
 #pragma HLS INTERFACE mode=s_axilite port=in_words
 #pragma HLS INTERFACE mode=s_axilite port=out_capacity

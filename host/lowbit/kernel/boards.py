@@ -22,6 +22,10 @@ from ..wire import Arith
 
 FAMILIES = ("mls", "pot", "mogami")
 FAMILY_ARITHS = {"mls": (Arith.MLS,), "pot": (Arith.POT,), "mogami": (Arith.MOGAMI_FP32, Arith.MOGAMI_BF16)}
+# The Zynq overlay's ID register (tcl/bd_zynq.tcl): an AXI GPIO whose inputs are tied to IP_ID |
+# WIRE_VERSION, read at GPIO_DATA (offset 0) on a fresh overlay, before any kernel run.
+ID_CELL = "lowbit_id"
+ID_GPIO_VLNV = "xilinx.com:ip:axi_gpio:2.0"
 # The MLS datapath's protocol-wide bounds (hls mac.hpp MLS_MAX_*): the emulation carries all of them.
 MLS_PROTOCOL_MAX = (4, 7)
 
@@ -141,7 +145,8 @@ U50 = BoardConfig(
     name="u50", kind="alveo", part=Part("xcu50-fsvh2104-2-e", bram36=1344, uram=640, dsp=5952, lut=872_000),
     clock_mhz=300.0, hp_bits=512, stream_bits=512,
     arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8, k_tile=2048, a_elems=1 << 17))),
-    limits=FULL_LIMITS, storage=(("a_tile", "uram"), ("b_tiles", "uram")), mls_max=(2, 4), compute_units=2, memory_banks=("HBM[0]", "HBM[1]"))
+    limits=FULL_LIMITS, storage=(("a_tile", "uram"), ("b_tiles", "uram")), mls_max=(2, 4), compute_units=2,
+    memory_banks=("HBM[0:3]", "HBM[4:7]"))
 U250 = BoardConfig(
     name="u250", kind="alveo", part=Part("xcu250-figd2104-2L-e", bram36=2688, uram=1280, dsp=12_288, lut=1_728_000),
     clock_mhz=300.0, hp_bits=512, stream_bits=512,
