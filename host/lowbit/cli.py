@@ -16,6 +16,7 @@ COMMANDS = {
     "bench": ("lowbit.bench", "run the benchmarks in benchmarks/"),
     "build": ("lowbit.build", "build HLS IP / bitstreams with the Xilinx tools"),
     "check": ("lowbit.check", "check the installation: compiler, headers, pynq, devices"),
+    "serve": ("lowbit.board.remote_server", "serve this board (or a simulated one) to remote:HOST[:PORT] clients"),
 }
 
 
