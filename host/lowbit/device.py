@@ -2,8 +2,13 @@
 
     open_device("pynq", bitstream="bitstreams/zcu104/lowbit_gemm.bit")     # Zynq board, PYNQ
     open_device("alveo", xclbin="bitstreams/u250/lowbit_gemm.xclbin")     # Alveo card, XRT (pyxrt)
+    open_device("remote:192.168.2.99")       # a board on the network (`lowbit serve` or PYNQ 4.0's remote service)
+    open_device("board")                     # the board this runs on (PYNQ, else Alveo); an error if there is none
     open_device("emulation")                                              # the HLS C++ on the CPU
-    open_device("auto")                               # a PYNQ board, else an Alveo card, else emulation
+    open_device("auto")         # a PYNQ board, else an Alveo card, else emulation (and says so on stderr)
+
+Only "auto" ever falls back: asking for a board where there is none is an error that says why and
+what to do.
 """
 from __future__ import annotations
 
@@ -15,14 +20,24 @@ from typing import Optional
 
 from . import wire
 from .backends.base import Backend
+from .board.errors import BoardError
 
-KINDS = ("pynq", "alveo", "emulation", "auto")
-# Where "auto" looks for bitstreams/<board>/ folders: $LOWBIT_BITSTREAMS, else the source checkout's.
-REPO_BITSTREAMS = Path(os.environ.get("LOWBIT_BITSTREAMS") or Path(__file__).resolve().parents[2] / "bitstreams")
+KINDS = ("pynq", "alveo", "board", "emulation", "auto", "remote:HOST[:PORT]")
+# Where "board" and "auto" look for bitstreams/<board>/ folders: $LOWBIT_BITSTREAMS, else ./bitstreams.
+REPO_BITSTREAMS = Path(os.environ.get("LOWBIT_BITSTREAMS") or "bitstreams")
 
 
 class ManifestMismatch(RuntimeError):
     """The bitstream's manifest.json does not describe a build for this host library."""
+
+
+class NoBoardError(BoardError):
+    """A board was asked for and there is none here (or no bitstream for it)."""
+
+
+NO_BOARD_HELP = ("run this on the board itself, reach a board over the network with "
+                 "open_device('remote:HOST[:PORT]') / `lowbit train --remote HOST` (start `lowbit serve` on the board), "
+                 "or use the emulation backend (`--backend emulation`, open_device('emulation'))")
 
 
 def _hint(board: str) -> str:
@@ -77,6 +92,10 @@ def open_pynq(bitstream, *, device=None, download: Optional[bool] = None, timeou
     import lowbit_drivers  # noqa: F401  must be imported before the Overlay binds drivers
     import pynq
 
+    if device is None and not _pynq_board_present():
+        raise NoBoardError("open_device('pynq'): this machine is not a PYNQ board (pynq finds no Zynq device); "
+                           + NO_BOARD_HELP)
+
     from .board.packing import KernelLimits
     from .board.pynq_backend import PynqBackend
 
@@ -129,10 +148,18 @@ def _alveo_present() -> bool:
 
 
 def open_device(kind: str = "auto", *, bitstream=None, xclbin=None, verbose: bool = True, **kwargs) -> Backend:
-    """A backend for ``kind``: "pynq" (needs ``bitstream``), "alveo" (needs ``xclbin``), "emulation", "auto"."""
-    kind = str(kind).strip().lower()
+    """A backend for ``kind``: "pynq" (needs ``bitstream``), "alveo" (needs ``xclbin``), "board" (this
+    machine's PYNQ board or Alveo card), "remote:HOST[:PORT]", "emulation", "auto"."""
+    kind = str(kind).strip()
+    if kind.lower().startswith("remote:"):
+        from .board.remote import open_remote
+
+        return open_remote(kind, bitstream=bitstream, **kwargs)
+    kind = kind.lower()
     if kind not in KINDS:
         raise ValueError(f"unknown device kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind == "board":
+        return open_board(bitstream, xclbin, **kwargs)
     if kind == "pynq":
         if bitstream is None:
             raise ValueError("open_device('pynq') needs bitstream= (a .bit with its .hwh and manifest.json beside it)")
@@ -148,6 +175,24 @@ def open_device(kind: str = "auto", *, bitstream=None, xclbin=None, verbose: boo
 
         return EmulationBackend()
     return _open_auto(bitstream, xclbin, verbose, **kwargs)
+
+
+def open_board(bitstream=None, xclbin=None, **kwargs) -> Backend:
+    """This machine's PYNQ board, else its Alveo card; ``NoBoardError`` (why, and what to do) if neither."""
+    if _pynq_board_present():
+        bit = bitstream or _default_file(".bit")
+        if bit is None:
+            raise NoBoardError(f"a PYNQ board is here but no bitstream: pass --bitstream PATH (bitstream=) or put one "
+                               f"in {REPO_BITSTREAMS}/<board>/; " + _hint("<board>"))
+        return open_pynq(bit, **kwargs)
+    xcl = xclbin or _default_file(".xclbin")
+    if _alveo_present():
+        if xcl is None:
+            raise NoBoardError(f"an Alveo card is here but no .xclbin: pass xclbin= or put one in {REPO_BITSTREAMS}/<card>/")
+        from .board.alveo import open_alveo
+
+        return open_alveo(xcl, **kwargs)
+    raise NoBoardError("no board here: pynq finds no Zynq device and XRT no Alveo card; " + NO_BOARD_HELP)
 
 
 def _open_auto(bitstream, xclbin, verbose: bool, **kwargs) -> Backend:

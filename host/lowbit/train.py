@@ -33,7 +33,7 @@ METRICS = "metrics.jsonl"
 DEFAULT_EPOCHS = {"digits": 20, "pydoc": 4, "cifar10": 160, "imagenet": 90}
 DEFAULT_MILESTONES = {"digits": (0.5, 0.75), "pydoc": (0.5, 0.75), "cifar10": (0.5, 0.75), "imagenet": (1 / 3, 2 / 3)}
 DEFAULT_MODEL = {"digits": "digits_cnn", "pydoc": "char_transformer", "cifar10": "resnet20", "imagenet": "resnet18"}
-BACKENDS = ("software", "emulation", "board")
+BACKENDS = ("software", "emulation", "board", "auto")
 
 
 @dataclass
@@ -51,6 +51,8 @@ class TrainConfig:
     device: str = "cpu"
     seed: int = 0
     backend: str = "software"
+    bitstream: Optional[str] = None  # --backend board: the overlay (.bit / .xclbin with manifest.json beside it)
+    remote: Optional[str] = None  # HOST[:PORT] of a board served by `lowbit serve` (implies --backend board)
     skip_first_last: bool = True
     overrides: Optional[dict] = None  # per-layer formats, passed to lowbit.nn.convert
     convert_options: dict = field(default_factory=dict)  # extra keyword options for convert (e.g. PoT techniques)
@@ -78,6 +80,12 @@ class TrainConfig:
         _check_hyperparameters(cfg)
         if cfg.backend not in BACKENDS:
             raise ValueError(f"unknown backend {cfg.backend!r}; accepted: {', '.join(BACKENDS)}")
+        if cfg.remote and cfg.backend not in ("software", "board"):
+            raise ValueError(f"--remote runs the GEMMs on a remote board; it cannot go with --backend {cfg.backend}")
+        if cfg.bitstream and cfg.backend == "emulation":
+            raise ValueError("--bitstream is for a board; it cannot go with --backend emulation")
+        if (cfg.remote or cfg.bitstream) and cfg.backend == "software":
+            cfg.backend = "board"
         if cfg.power not in ("off", "auto"):
             raise ValueError(f"--power must be 'off' or 'auto', got {cfg.power!r}")
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -160,11 +168,21 @@ def quantize_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     return lnn.convert(
         model,
         cfg.format,
-        backend=cfg.backend,
+        backend=open_backend(cfg),
         skip_first_last=cfg.skip_first_last,
         overrides=cfg.overrides,
         **cfg.convert_options,
     )
+
+
+def open_backend(cfg: TrainConfig):
+    """The backend name, or for --remote / --bitstream the opened board (no board: an error, never a fallback)."""
+    if cfg.backend in ("board", "auto") and (cfg.remote or cfg.bitstream):
+        from .device import open_device
+
+        kind = f"remote:{cfg.remote}" if cfg.remote else cfg.backend
+        return open_device(kind, bitstream=cfg.bitstream)
+    return cfg.backend
 
 
 def backends_used(model: nn.Module) -> str:
@@ -625,7 +643,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--milestones", help="lr x0.1 at these fractions of the epochs, e.g. 0.5,0.75")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="software", choices=BACKENDS)
+    p.add_argument("--backend", default="software", choices=BACKENDS,
+                   help="board: this machine's board, an error without one; auto: a board, else emulation (says so)")
+    p.add_argument("--bitstream", help="the board's overlay (.bit or .xclbin, manifest.json beside it)")
+    p.add_argument("--remote", metavar="HOST[:PORT]", help="run the GEMMs on a board served by `lowbit serve`")
     p.add_argument("--quantize-first-last", action="store_true", help="also quantize the first and last layers")
     p.add_argument("--override", action="append", default=[], metavar="LAYER=FORMAT",
                    help="per-layer format by module name, e.g. conv2=mls:2,4 or conv3=none to keep the "
@@ -658,7 +679,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         model=args.model, data=args.data, format=args.format, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, milestones=milestones,
-        device=args.device, seed=args.seed, backend=args.backend, skip_first_last=not args.quantize_first_last,
+        device=args.device, seed=args.seed, backend=args.backend, bitstream=args.bitstream,
+        remote=args.remote, skip_first_last=not args.quantize_first_last,
         overrides=overrides or None, out=args.out, resume=args.resume, power=args.power, download=args.download,
         image_size=args.image_size, limit_train=args.limit_train, limit_test=args.limit_test,
         progress=not args.quiet, threads=args.threads,

@@ -1,4 +1,8 @@
-"""GEMM backends: ``get_backend("software" | "emulation" | "board" | Backend)``."""
+"""GEMM backends: ``get_backend("software" | "emulation" | "board" | "auto" | Backend)``.
+
+"board" is this machine's board and an error where there is none; "auto" falls back to the
+emulation backend and says so on stderr (``lowbit.open_device``).
+"""
 from __future__ import annotations
 
 import importlib
@@ -6,7 +10,7 @@ from typing import Union
 
 from .base import Backend, Capabilities, ConvGeometry
 
-NAMES = ("software", "emulation", "board")
+NAMES = ("software", "emulation", "board", "auto")
 _instances: dict = {}
 
 
@@ -17,7 +21,7 @@ def _make(name: str) -> Backend:
         return SoftwareBackend()
     if name == "emulation":
         return importlib.import_module("lowbit.backends.emulation").EmulationBackend()
-    return importlib.import_module("lowbit.device").open_device("auto")
+    return importlib.import_module("lowbit.device").open_device(name)
 
 
 def get_backend(name_or_backend: Union[str, Backend] = "software") -> Backend:
