@@ -35,7 +35,8 @@ def test_overlay_binds_our_driver_and_the_stock_dma(board):
     assert type(overlay.lowbit_gemm) is lowbit_drivers.LowbitGemm
     assert type(overlay.dma) is pynq.lib.dma.DMA
     assert overlay.ip_dict["lowbit_gemm"]["type"] == wire.VLNV
-    assert overlay.lowbit_gemm.id_version == (wire.IP_ID << 16) | wire.WIRE_VERSION
+    assert overlay.lowbit_gemm.id_version == 0  # an HLS output register: 0 until a run wrote it
+    assert overlay.lowbit_id.mmio.read(0) == (wire.IP_ID << 16) | wire.WIRE_VERSION  # the ID register
     assert overlay.lowbit_gemm.register_map.ID_VERSION.address == int(wire.Reg.ID_VERSION)
     assert backend.dma.sendchannel._align == 8 and not backend.dma.sendchannel._dre
 
@@ -60,3 +61,43 @@ def test_a_plain_pynq_overlay_binds_our_driver_through_the_entry_point():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("lowbit_drivers.gemm.LowbitGemm")
+
+
+@pytest.mark.parametrize("board", ["zcu104", "pynq-z2"])
+def test_a_fresh_overlay_opens_from_its_id_register(board, operands):
+    """The IP's ID_VERSION is an HLS s_axilite output: 0 until a run wrote it. Checking it on a fresh
+    overlay (the v1 design) refuses every real board; the ID register reads the version at once."""
+    from lowbit_drivers import VersionMismatch
+
+    from lowbit.board import open_simulated
+
+    backend = open_simulated(board)  # checks the ID register
+    ip = backend.overlay.lowbit_gemm
+    assert ip.id_version == 0
+    with pytest.raises(VersionMismatch):
+        ip.check_version(board)  # what v1 did at open
+    a, b = operands("pot:4", 3, 5, 16)
+    backend.gemm(a, b)
+    assert ip.id_version == (wire.IP_ID << 16) | wire.WIRE_VERSION  # written by the run
+    backend.device.reset_pl()
+    assert ip.id_version == 0 and backend.overlay.lowbit_id.mmio.read(0) == (wire.IP_ID << 16) | wire.WIRE_VERSION
+
+
+def test_an_overlay_without_the_id_register_names_the_build(tmp_path):
+    import shutil
+
+    import lowbit_drivers  # noqa: F401  registers the IP driver before the Overlay binds drivers
+
+    from lowbit.board import simulated_overlay
+    from lowbit.board.errors import BoardError
+    from lowbit.board.pynq_backend import PynqBackend
+    from lowbit.board.sim import SimulatedBoard
+    from lowbit.kernel.boards import ID_CELL
+
+    folder = tmp_path / "zcu104"
+    shutil.copytree(Path(simulated_overlay("zcu104")).parent, folder)
+    hwh = folder / "lowbit_gemm.hwh"
+    hwh.write_text(hwh.read_text().replace(f'"{ID_CELL}"', '"other_gpio"').replace(f'"/{ID_CELL}"', '"/other_gpio"'))
+    overlay = pynq.Overlay(str(folder / "lowbit_gemm.bit"), download=False, device=SimulatedBoard())
+    with pytest.raises(BoardError, match=rf"no {ID_CELL} ID register.*lowbit build --board zcu104"):
+        PynqBackend(overlay, board="zcu104")

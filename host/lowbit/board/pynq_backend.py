@@ -17,11 +17,13 @@ import torch
 
 import lowbit_drivers  # noqa: F401  registers the IP driver before any Overlay is built
 from lowbit_drivers import LowbitGemm
+from lowbit_drivers.gemm import VersionMismatch, build_hint
 
 from .. import wire
 from ..backends.base import Backend, Capabilities
 from ..backends.emulation import Operand, check_operands, tensor_scale_product
 from ..formats import MLS
+from ..kernel.boards import ID_CELL, ID_GPIO_VLNV
 from ..qtensor import QTensor
 from ..wire import Header, Op, Status
 from . import packing
@@ -78,7 +80,7 @@ class PynqBackend(Backend):
             raise BoardError("the overlay's AXI DMA is in scatter-gather mode; lowbit overlays use direct register "
                              "(simple) mode: rebuild with `lowbit build --board <board>` (c_include_sg=0)")
         self.max_transfer_bytes = min(self.dma.sendchannel._max_size, self.dma.recvchannel._max_size)
-        self.ip.check_version(board)
+        self.check_version()
         self.inputs = [BufferSlot(self.device, f"input {i}") for i in range(2)]
         self.outputs = [BufferSlot(self.device, f"output {i}") for i in range(2)]
         self.trace: Optional[List[tuple]] = None  # set to [] to record the stage order
@@ -241,7 +243,25 @@ class PynqBackend(Backend):
         if not self.ip.idle:
             self.overlay.device.download(self.overlay, self.overlay.parser)  # PL reset, PS clocks untouched
             self._reset_dma()
-            self.ip.check_version(self.board)
+            self.check_version()
+
+    def check_version(self) -> None:
+        """Read the overlay's ID register (a constant, readable before any run; the IP's own
+        ID_VERSION is an HLS output that reads 0 until a run wrote it) and refuse another IP or
+        wire version."""
+        info = self.overlay.ip_dict.get(ID_CELL)
+        if info is None or info.get("type") != ID_GPIO_VLNV:
+            raise BoardError(f"the overlay has no {ID_CELL} ID register ({ID_GPIO_VLNV}), so its wire version "
+                             "cannot be read before a run; " + build_hint(self.board))
+        value = getattr(self.overlay, ID_CELL).mmio.read(0)
+        ip_id, version = value >> 16, value & 0xFFFF
+        if ip_id != wire.IP_ID:
+            raise VersionMismatch(f"the overlay's {ID_CELL} register reads 0x{value:08x}: its ID 0x{ip_id:04x} is not "
+                                  f"the lowbit GEMM (0x{wire.IP_ID:04x}); the loaded bitstream is not a lowbit overlay; "
+                                  + build_hint(self.board))
+        if version != wire.WIRE_VERSION:
+            raise VersionMismatch(f"the lowbit IP speaks wire version {version}, this host library speaks "
+                                  f"{wire.WIRE_VERSION}; " + build_hint(self.board))
 
     def _reset_dma(self) -> None:
         self.dma.write(int(DmaReg.MM2S_DMACR), CR_RESET)  # PG021: resets the whole engine

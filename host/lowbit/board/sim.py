@@ -21,6 +21,7 @@ import pynq
 from pynq.buffer import PynqBuffer
 
 from .. import wire
+from ..kernel.boards import ID_GPIO_VLNV
 
 from .axi_dma import (CR_RESET, CR_RESET_VALUE, CR_RS, S2MM_OFFSET, SR_DEC_ERR, SR_DLY_IRQ, SR_ERR_IRQ,
                       SR_ERRORS, SR_HALTED, SR_IDLE, SR_INT_ERR, SR_IOC_IRQ, SR_RESET_VALUE)
@@ -38,7 +39,7 @@ class Faults:
     s2mm_error: int = 0
     drop_tlast: bool = False  # the kernel never asserts TLAST on its output
     truncate_input_words: Optional[int] = None  # the stream the IP sees ends after this many words
-    id_version: Optional[int] = None  # sticky: what the ID_VERSION register reads
+    id_version: Optional[int] = None  # sticky: what the ID register (and the IP's ID_VERSION after a run) reads
     fail_allocations: int = 0  # the next N allocate() calls fail like an exhausted CMA pool
 
 
@@ -136,7 +137,10 @@ class GemmIpModel:
 
     def reset(self) -> None:
         self.ctrl = wire.CTRL_IDLE
-        self.regs = {wire.Reg.GIE: 0, wire.Reg.IER: 0, wire.Reg.ISR: 0, wire.Reg.STATUS: 0, wire.Reg.CYCLES: 0}
+        # HLS s_axilite scalar outputs (STATUS, ID_VERSION, CYCLES) hold what the last completed run
+        # wrote: 0 on a fresh or reset IP.
+        self.regs = {wire.Reg.GIE: 0, wire.Reg.IER: 0, wire.Reg.ISR: 0, wire.Reg.STATUS: 0, wire.Reg.CYCLES: 0,
+                     wire.Reg.ID_VERSION: 0}
         self.output: Optional[np.ndarray] = None  # output bytes not yet taken by S2MM
         self.output_has_tlast = False
         self.computing = False  # a packet is being processed (threaded boards)
@@ -151,9 +155,6 @@ class GemmIpModel:
             value = self.ctrl & ~wire.CTRL_IDLE if stuck else self.ctrl
             self.ctrl &= ~wire.CTRL_DONE  # ap_done is clear-on-read
             return value
-        if offset == wire.Reg.ID_VERSION:
-            forced = self.board.faults.id_version
-            return forced if forced is not None else (wire.IP_ID << 16) | wire.WIRE_VERSION
         return self.regs.get(offset, 0)
 
     def write(self, offset: int, value: int) -> None:
@@ -176,8 +177,26 @@ class GemmIpModel:
         self.output_has_tlast = tlast is not None
         self.regs[wire.Reg.STATUS] = int(result.status)
         self.regs[wire.Reg.CYCLES] = int(getattr(result, "beats", result.consumed)) & 0xFFFFFFFF
+        self.regs[wire.Reg.ID_VERSION] = self.board.id_register_value()
         self.ctrl = (self.ctrl & ~wire.CTRL_START) | wire.CTRL_DONE | wire.CTRL_IDLE | wire.CTRL_READY
         return int(result.consumed)
+
+
+class IdRegisterModel:
+    """The overlay's ID register (tcl/bd_zynq.tcl): an AXI GPIO whose inputs are tied to a constant,
+    so GPIO_DATA (offset 0) reads IP_ID | WIRE_VERSION from the moment the PL is configured."""
+
+    def __init__(self, board: "SimulatedBoard"):
+        self.board = board
+
+    def reset(self) -> None:
+        pass
+
+    def read(self, offset: int) -> int:
+        return self.board.id_register_value() if offset == 0 else 0
+
+    def write(self, offset: int, value: int) -> None:
+        pass  # all inputs: writes have no effect
 
 
 @dataclass
@@ -250,9 +269,15 @@ class SimulatedBoard(pynq.Device):
                 model = AxiDmaModel(self)
             elif info["type"] == wire.VLNV:
                 model = GemmIpModel(self)
+            elif info["type"] == ID_GPIO_VLNV:
+                model = IdRegisterModel(self)
             else:
                 continue
             self._peripherals[base] = (info["addr_range"], model)
+
+    def id_register_value(self) -> int:
+        forced = self.faults.id_version
+        return forced if forced is not None else (wire.IP_ID << 16) | wire.WIRE_VERSION
 
     def download(self, bitstream, parser=None):
         """Reprogramming the PL resets every IP, as on a board."""
