@@ -5,13 +5,13 @@ import importlib
 
 from . import formats
 from .formats import parse
-from .qtensor import QTensor
 
 __version__ = "0.1.0"
 
 # Public names and the module that defines each; imported on first use so that the core
 # (formats, quantizers) loads without the optional parts.
 _LAZY = {
+    "QTensor": "lowbit.qtensor",  # lazily too: `lowbit serve` on a board without torch imports this package
     "quantize": "lowbit.quant",
     "quant_error": "lowbit.stats",
     "mogami_mul": "lowbit.mogami",
@@ -33,4 +33,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
 
 
-__all__ = ["formats", "parse", "QTensor", *_LAZY]
+__all__ = ["formats", "parse", *_LAZY]

@@ -37,6 +37,11 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv or os.environ.get("LOWBIT_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != DEBUG_FLAG]
+    if argv[:1] in (["--version"], ["-V"]):
+        from . import __version__
+
+        print(f"lowbit {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         return _usage(argv)
     name = argv[0]
@@ -60,7 +65,7 @@ def main(argv=None) -> int:
 
 
 def _usage(argv: list) -> int:
-    print("usage: lowbit <command> [options] [--debug]\n\ncommands:")
+    print("usage: lowbit <command> [options] [--debug] | lowbit --version\n\ncommands:")
     for name, (_, help_text) in COMMANDS.items():
         print(f"  {name:8s} {help_text}")
     if argv and argv[0] not in ("-h", "--help"):
