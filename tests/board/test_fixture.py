@@ -101,3 +101,26 @@ def test_an_overlay_without_the_id_register_names_the_build(tmp_path):
     overlay = pynq.Overlay(str(folder / "lowbit_gemm.bit"), download=False, device=SimulatedBoard())
     with pytest.raises(BoardError, match=rf"no {ID_CELL} ID register.*lowbit build --board zcu104"):
         PynqBackend(overlay, board="zcu104")
+
+
+def test_a_family_the_bitstream_lacks_comes_back_as_a_status_naming_the_build(operands):
+    """A PoT bitstream (its kernel build answers other arithmetic BAD_FORMAT, never hangs): the
+    host's error names the bitstream to build."""
+    from lowbit.backends.emulation import run_axis_stream
+    from lowbit.board import simulated_overlay
+    from lowbit.board.errors import KernelError
+    from lowbit.board.sim import SimulatedBoard
+    from lowbit.device import open_pynq
+    from lowbit.kernel.boards import build_of
+
+    pot_only = build_of("zcu104", "pot")
+    device = SimulatedBoard(kernel=lambda words: run_axis_stream(words, limits=pot_only))
+    backend = open_pynq(str(simulated_overlay("zcu104")), device=device)
+    a, b = operands("pot:4", 3, 5, 16)
+    backend.gemm(a, b)  # its own family runs
+    a, b = operands("mls:2,1", 3, 5, 16)
+    with pytest.raises(KernelError, match=r"BAD_FORMAT: this bitstream does not carry mls <2,1>.*"
+                                          r"lowbit build --board zcu104 --arith mls"):
+        backend.gemm(a, b)
+    a, b = operands("pot:4", 3, 5, 16)
+    backend.gemm(a, b)  # and the board is still usable

@@ -144,7 +144,9 @@ class AlveoBackend(Backend):
         status, written = int(result) & 0xFFFFFFFF, int(result) >> 32
         expected = packing.output_words(hdr)
         if status != Status.OK:
-            raise KernelError(f"the kernel rejected {where} with STATUS={_status_name(status)}")
+            known = status in Status._value2member_map_
+            raise KernelError(f"the kernel rejected {where} with "
+                              + (packing.rejection(Status(status), hdr, self.board) if known else f"STATUS={status}"))
         if written != expected:
             raise TruncatedOutput(f"the kernel wrote {written} output words for {where}, expected {expected}")
         self.outputs[slot].sync("FROM_DEVICE", written)

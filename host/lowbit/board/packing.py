@@ -15,9 +15,9 @@ from .._build import load
 from ..backends import emulation
 from ..backends.emulation import Operand
 from ..formats import MLS, PoT
-from ..kernel.boards import FULL_LIMITS, KernelLimits
+from ..kernel.boards import FAMILY_ARITHS, FULL_LIMITS, KernelLimits
 from ..qtensor import QTensor
-from ..wire import Arith, Header, Op
+from ..wire import Arith, Header, Op, Status
 
 
 def plan_calls(fmt, a: Operand, b: Operand, block: int, op: Op, limits: KernelLimits = KernelLimits()):
@@ -27,6 +27,20 @@ def plan_calls(fmt, a: Operand, b: Operand, block: int, op: Op, limits: KernelLi
     fewer rows of one block)."""
     return emulation.gemm_tiles(fmt, a, b, block, op,
                                 emulation.KernelLimits(scale_buf=limits.scale_buf, a_elems=limits.a_elems))
+
+
+def rejection(status: Status, header: Header, board: str) -> str:
+    """What a non-OK status means for the user; BAD_FORMAT names the bitstream to build."""
+    if status == Status.BAD_FORMAT and header.arith in FAMILY_OF:
+        family = FAMILY_OF[header.arith]
+        what = f"{family} <{header.ex},{header.mx}>" if family == "mls" else header.arith.name.lower()
+        return (f"STATUS=BAD_FORMAT: this bitstream does not carry {what} (a bitstream carries one arithmetic "
+                f"family, see its manifest's arith/mls_max); build one with `lowbit build --board {board} "
+                f"--arith {family}`")
+    return f"STATUS={status.name}"
+
+
+FAMILY_OF = {a: fam for fam, ariths in FAMILY_ARITHS.items() for a in ariths}
 
 
 @functools.lru_cache(maxsize=256)

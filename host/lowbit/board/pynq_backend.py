@@ -216,7 +216,8 @@ class PynqBackend(Backend):
         except ValueError as err:
             raise self._fault(TruncatedOutput, f"{err}; received {received} of {expected} words", call) from err
         if status != Status.OK:
-            raise self._fault(KernelError, f"the kernel rejected the call with STATUS={status.name}", call)
+            raise self._fault(KernelError, "the kernel rejected the call with "
+                              + packing.rejection(status, call.header, self.board), call)
         if received != expected:
             raise self._fault(TruncatedOutput, f"received {received} output words, expected {expected}", call)
         self.calls_run += 1
