@@ -8,9 +8,17 @@ the branches meet). Nothing is looked up in a table typed by hand.
 
 Counting rules (MLS paper, Appendix C and Alg. 2; our readings are marked):
 
+* which GEMMs are low-bit: for a plain model, ``lowbit.nn.plan`` (the same answer convert()
+  acts on: first/last kept, no twin -> fp32); for a converted model, each module's own format.
+  Whatever stays fp32 (LSTM/GRU/RNN gates, Conv3d, functional matmuls / F.linear /
+  scaled_dot_product_attention in user code) is priced as fp32 GEMMs.
 * conv / linear: three GEMMs per layer, forward, backward-data (skipped when the layer's input
   needs no gradient: the first layer, as in Alg. 2) and weight-gradient, each with
-  ``macs = products`` (zero padding included, as every MAC counter does).
+  ``macs = products`` (zero padding included, as every MAC counter does). A transposed conv
+  has products = input elements x Cout/groups x taps.
+* multi-head attention: the in-projections and out-projection (three GEMMs each, as linear) and
+  Q.K^T, P.V (forward, and a gradient GEMM per operand that needs one); lowbit.nn.Matmul the same.
+* LSTM / GRU / RNN: the gate GEMMs (input and hidden weights, forward and both backwards).
 * per format, for a GEMM of ``macs`` products and ``G`` = (output, group) partial sums:
   fp32:   fp32_mul = macs, fp32_add = macs (Table 5 counts adds = muls)
   mls:    lowbit_mul = macs, int_add = macs - G (local accumulation), group_scale = G (Eq. 8
@@ -39,6 +47,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .. import formats
@@ -47,7 +56,7 @@ OPS = (
     "fp32_mul", "fp32_add", "lowbit_mul", "int_add", "group_scale", "tree_add",
     "xor", "int4_add", "mogami_add", "fp8_mul",
 )
-PARTS = ("conv", "fc", "matmul", "bn", "ewadd", "sgd", "dq", "bias")
+PARTS = ("conv", "fc", "matmul", "rnn", "bn", "ewadd", "sgd", "dq", "bias")
 FP32_LAYER_POLICIES = ("first_last", "linear", "none")
 COLUMNS = ["layer", "module", "part", "phase", "op", "count"]
 
@@ -61,6 +70,7 @@ _PRODUCT_OPS = ["fp32_mul", "fp8_mul", "lowbit_mul", "xor", "mogami_add"]  # one
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 _MATMUL_FUNCS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm,
                  torch.mm, torch.Tensor.mm}
+_DEFAULT_BLOCK = 32  # lowbit.nn.LayerSpec's default group length along K (QLinear, matmul)
 
 
 @dataclass(frozen=True)
@@ -125,10 +135,12 @@ def lowbit_mul_label(fmt: formats.Format) -> str:
 class _Call:
     name: str
     module: nn.Module
-    kind: str  # conv | linear | bn
+    kind: str  # conv | linear | attention | matmul | rnn | bn
     in_shape: tuple
     out_shape: tuple
     in_needs_grad: bool
+    arg_shapes: tuple = ()  # every tensor argument's shape (attention: query, key, value)
+    arg_grads: tuple = ()
 
 
 @dataclass
@@ -144,10 +156,18 @@ class _Trace:
 
 
 def _module_kind(module: nn.Module) -> "str | None":
+    from ..nn.attention import Matmul
+
     if isinstance(module, _CONV):
         return "conv"
     if isinstance(module, nn.Linear):
         return "linear"
+    if isinstance(module, nn.MultiheadAttention):
+        return "attention"
+    if isinstance(module, Matmul):
+        return "matmul"
+    if isinstance(module, nn.RNNBase):
+        return "rnn"
     if isinstance(module, _NORMS):
         return "bn"
     return None
@@ -203,6 +223,18 @@ class _Tracer(TorchFunctionMode):
             macs = out.numel() * a.shape[-1]
             self.trace.matmuls.append((self.context[-1], macs, bool(a.requires_grad), bool(b.requires_grad)))
             self.trace.order.append(self.context[-1])
+        if func is F.linear and isinstance(out, torch.Tensor):
+            x, w = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+            self.trace.matmuls.append((self.context[-1], out.numel() * w.shape[1], bool(x.requires_grad),
+                                       bool(w.requires_grad)))
+            self.trace.order.append(self.context[-1])
+        if func is F.scaled_dot_product_attention and isinstance(out, torch.Tensor):
+            q, k, v = args[:3]
+            scores = out.numel() // v.shape[-1] * k.shape[-2]
+            grad = bool(q.requires_grad or k.requires_grad or v.requires_grad)
+            self.trace.matmuls.append((self.context[-1], scores * q.shape[-1], grad, grad))
+            self.trace.matmuls.append((self.context[-1], scores * v.shape[-1], grad, grad))
+            self.trace.order.append(self.context[-1])
         if func in _ADD_FUNCS and isinstance(out, torch.Tensor) and inputs:
             operands = [a for a in args[:2] if isinstance(a, torch.Tensor) and a.numel() > 1]
             if len(operands) == 2:
@@ -235,8 +267,11 @@ def _install_hooks(model: nn.Module, tracer: _Tracer) -> list:
             kind = _module_kind(module)
             if kind:
                 x = args[0]
+                out = output[0] if isinstance(output, tuple) else output
+                tensors = [a for a in args if isinstance(a, torch.Tensor)]
                 tracer.trace.calls.append(_Call(
-                    name, module, kind, tuple(x.shape), tuple(output.shape), bool(x.requires_grad)))
+                    name, module, kind, tuple(x.shape), tuple(out.shape), bool(x.requires_grad),
+                    tuple(tuple(a.shape) for a in tensors), tuple(bool(a.requires_grad) for a in tensors)))
                 tracer.trace.order.append(name)
         return hook
 
@@ -290,7 +325,10 @@ def _layer_gemms(call: _Call, linear_block: "int | None") -> dict[str, Gemm]:
     out = math.prod(call.out_shape)
     if call.kind == "conv":
         taps = math.prod(m.kernel_size)
-        macs = out * (m.in_channels // m.groups) * taps
+        if m.transposed:  # every input element meets Cout/groups x taps weights
+            macs = math.prod(call.in_shape) * (m.out_channels // m.groups) * taps
+        else:
+            macs = out * (m.in_channels // m.groups) * taps
         per_sample = math.prod(call.out_shape[2:])
         gemms = {"fwd": Gemm(macs, out, taps)}
         if call.in_needs_grad:
@@ -299,28 +337,109 @@ def _layer_gemms(call: _Call, linear_block: "int | None") -> dict[str, Gemm]:
             gemms["wgrad"] = Gemm(macs, m.weight.numel(), per_sample)
         return gemms
     rows = out // m.out_features
-    linear_block = linear_block or getattr(getattr(m, "spec", None), "block", None)
-    macs = rows * m.in_features * m.out_features
-    gemms = {"fwd": Gemm(macs, out, linear_block or m.in_features)}
-    if call.in_needs_grad:
-        gemms["bwd_data"] = Gemm(macs, math.prod(call.in_shape), linear_block or m.out_features)
-    if m.weight.requires_grad:
-        gemms["wgrad"] = Gemm(macs, m.weight.numel(), linear_block or rows)
+    return _linear_gemms(rows, m.in_features, m.out_features, call.in_needs_grad, m.weight.requires_grad,
+                         _block(m, linear_block))
+
+
+def _block(module: nn.Module, linear_block: "int | None") -> int:
+    return linear_block or getattr(getattr(module, "spec", None), "block", None) or _DEFAULT_BLOCK
+
+
+def _linear_gemms(rows: int, k: int, n: int, need_x: bool, need_w: bool, block: int) -> dict[str, Gemm]:
+    """x [rows, k] @ W^T [k, n]: each GEMM grouped along its reduction dim in ``block``s."""
+    macs = rows * k * n
+    gemms = {"fwd": Gemm(macs, rows * n, min(block, k))}
+    if need_x:
+        gemms["bwd_data"] = Gemm(macs, rows * k, min(block, n))
+    if need_w:
+        gemms["wgrad"] = Gemm(macs, k * n, min(block, rows))
     return gemms
 
 
-def _lowbit_names(calls: list, policy: str) -> set:
-    names = [c.name for c in calls if c.kind in ("conv", "linear")]
-    if policy == "none":
-        return set(names)
-    if policy == "linear":
-        return {c.name for c in calls if c.kind == "conv"}
-    keep = {names[0], names[-1]} if names else set()
-    return set(names) - keep
+def _matmul_gemms(batch: int, m: int, k: int, n: int, need_a: bool, need_b: bool, block: int) -> dict[str, Gemm]:
+    """A [m, k] @ B [k, n] per batch element; the gradient GEMMs of A and of B as bwd_data / wgrad."""
+    macs = batch * m * k * n
+    gemms = {"fwd": Gemm(macs, batch * m * n, min(block, k))}
+    if need_a:
+        gemms["bwd_data"] = Gemm(macs, batch * m * k, min(block, n))
+    if need_b:
+        gemms["wgrad"] = Gemm(macs, batch * k * n, min(block, m))
+    return gemms
+
+
+def _seq_batch(shape: tuple, batch_first: bool) -> tuple:
+    """(length, batch) of an attention input [L, N, E] / [N, L, E] / unbatched [L, E]."""
+    if len(shape) == 2:
+        return shape[0], 1
+    return (shape[1], shape[0]) if batch_first else (shape[0], shape[1])
+
+
+def _attention_gemms(call: _Call, linear_block: "int | None") -> list:
+    """(part, GEMMs, weight elements) of each GEMM family of one nn.MultiheadAttention call."""
+    m = call.module
+    block = _block(m, linear_block)
+    shapes = list(call.arg_shapes) + [call.arg_shapes[0]] * (3 - len(call.arg_shapes))
+    grads = list(call.arg_grads) + [call.arg_grads[0]] * (3 - len(call.arg_grads))
+    (length, batch), (source, _) = _seq_batch(shapes[0], m.batch_first), _seq_batch(shapes[1], m.batch_first)
+    e, heads = m.embed_dim, m.num_heads
+    need_w = any(p.requires_grad for p in m.parameters())
+    source += int(m.bias_k is not None) + int(m.add_zero_attn)
+    out = []
+    for rows, width, need in ((length * batch, shapes[0][-1], grads[0]), (source * batch, shapes[1][-1], grads[1]),
+                              (source * batch, shapes[2][-1], grads[2])):
+        out.append(("fc", _linear_gemms(rows, width, e, need, need_w, block),
+                    {"W": width * e, "A": rows * width, "E": rows * e}))
+    inner = any(grads) or need_w
+    bh, hd = batch * heads, e // heads
+    for m_, k_, n_ in ((length, hd, source), (length, source, hd)):  # Q.K^T, then P.V
+        out.append(("matmul", _matmul_gemms(bh, m_, k_, n_, inner, inner, block),
+                    {"A": bh * (m_ * k_ + k_ * n_), "E": bh * m_ * n_}))
+    out.append(("fc", _linear_gemms(length * batch, e, e, inner, need_w, block),
+                {"W": e * e, "A": length * batch * e, "E": length * batch * e}))
+    return out
+
+
+def _matmul_module_gemms(call: _Call, linear_block: "int | None") -> list:
+    (a, b), (ga, gb) = call.arg_shapes[:2], call.arg_grads[:2]
+    a, b = (1,) + a if len(a) == 1 else a, b + (1,) if len(b) == 1 else b
+    batch = math.prod(call.out_shape) // max(1, a[-2] * b[-1])
+    m_, k_, n_ = a[-2], a[-1], b[-1]
+    return [("matmul", _matmul_gemms(batch, m_, k_, n_, ga, gb, _block(call.module, linear_block)),
+             {"A": batch * (m_ * k_ + k_ * n_), "E": batch * m_ * n_})]
+
+
+def _rnn_gemms(call: _Call) -> list:
+    """The gate GEMMs of an LSTM / GRU / RNN (all layers and directions): fp32, no twin."""
+    m = call.module
+    gates = {"LSTM": 4, "GRU": 3}.get(m.mode, 1)
+    shape = call.in_shape
+    steps, batch = (shape[0], 1) if len(shape) == 2 else ((shape[1], shape[0]) if m.batch_first else shape[:2])
+    dirs = 2 if m.bidirectional else 1
+    hidden = m.proj_size or m.hidden_size
+    out = []
+    for layer in range(m.num_layers):
+        width = m.input_size if layer == 0 else hidden * dirs
+        for k in (width, hidden):
+            g = _linear_gemms(steps * batch, k, gates * m.hidden_size, True, True, _DEFAULT_BLOCK)
+            out.append(("rnn", {p: Gemm(dirs * v.macs, dirs * v.outputs, v.block) for p, v in g.items()}, {}))
+    return out
+
+
+def _lowbit_names(model: nn.Module, fmt, policy: str) -> set:
+    """The modules convert() would quantize (lowbit.nn.plan): "first_last" is convert's default,
+    "none" its skip_first_last=False, "linear" keeps every Linear fp32 as well."""
+    from ..nn.convert import plan
+
+    if fmt.kind == "fp8":
+        fmt = formats.FP32()  # the plan depends on the modules, not on the format
+    overrides = {nn.Linear: None} if policy == "linear" else None
+    # "linear" is Table 5's convention: every conv low-bit, the first one included
+    chosen = plan(model, fmt, skip_first_last=policy == "first_last", overrides=overrides)
+    return {name or "model" for name, f in chosen.items() if f is not None}
 
 
 def _own_format(module: nn.Module):
-    own = getattr(module, "fmt", None)  # lowbit.nn layers (QConv2d, QLinear) carry their format
+    own = getattr(module, "fmt", None)  # lowbit.nn twins (QConv*, QLinear, QMultiheadAttention...) carry theirs
     return own if isinstance(own, (formats.FP32, formats.MLS, formats.PoT, formats.Mogami)) else None
 
 
@@ -367,14 +486,16 @@ def count_training_step(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     linear_block: "int | None" = None,
+    as_converted: "bool | None" = None,
 ) -> OpCounts:
     """Ops of one SGD training step of ``model`` on a batch of ``batch`` inputs of ``input_shape``.
 
     ``fmt``: the low-bit format of the conv/linear GEMMs. ``fp32_layers``: which of them stay
     full precision: "first_last" (lowbit.convert's default, paper §5.1), "linear" (every Linear,
     as in Table 5 of the MLS paper), or "none". A model made by ``lowbit.convert`` is counted as
-    converted: each QConv2d / QLinear in its own format, every other layer fp32 (``fmt`` and
-    ``fp32_layers`` are then ignored).
+    converted: each twin in its own format, every other layer fp32 (``fmt`` and ``fp32_layers``
+    are then ignored); ``as_converted=False`` counts it as its plain original instead (the
+    baseline of an estimate). Multiply-bearing modules without a twin are always fp32.
     """
     fmt = parse_format(fmt)
     if fp32_layers not in FP32_LAYER_POLICIES:
@@ -383,8 +504,8 @@ def count_training_step(
     rows: list = []
     add = lambda layer, module, part, phase, ops: rows.extend(  # noqa: E731
         (layer, module, part, phase, op, int(n)) for op, n in ops.items() if n)
-    lowbit = _lowbit_names(t.calls, fp32_layers)
-    converted = any(_own_format(c.module) is not None for c in t.calls)
+    lowbit = _lowbit_names(model, fmt, fp32_layers)
+    converted = any(_own_format(c.module) is not None for c in t.calls) if as_converted is None else as_converted
     any_mls = False
     for call in t.calls:
         mod = type(call.module).__name__
@@ -393,16 +514,14 @@ def count_training_step(
             add(call.name, mod, "bn", "fwd", {"fp32_mul": 3 * n, "fp32_add": 4 * n})
             add(call.name, mod, "bn", "bwd", {"fp32_mul": 6 * n, "fp32_add": 6 * n})
             continue
-        layer_fmt = _layer_format(call, fmt, lowbit, converted)
+        layer_fmt = formats.FP32() if call.kind == "rnn" else _layer_format(call, fmt, lowbit, converted)
         any_mls |= layer_fmt.kind == "mls"
-        part = "conv" if call.kind == "conv" else "fc"
-        for phase, gemm in _layer_gemms(call, linear_block).items():
-            add(call.name, mod, part, phase, gemm_ops(layer_fmt, gemm))
+        for part, gemms, quantized in _call_gemms(call, linear_block):
+            for phase, gemm in gemms.items():
+                add(call.name, mod, part, phase, gemm_ops(layer_fmt, gemm))
+            if layer_fmt.kind in ("mls", "pot", "fp8"):
+                _dq_ops(call, mod, quantized, add)
         _bias_ops(call, add, mod)
-        if layer_fmt.kind in ("mls", "pot", "fp8"):
-            quant = {"W": call.module.weight.numel(), "A": math.prod(call.in_shape), "E": math.prod(call.out_shape)}
-            for which, n in quant.items():
-                add(call.name, mod, "dq", which, {"fp32_mul": 4 * n, "fp32_add": 2 * n})
     for context, macs, grad_a, grad_b in t.matmuls:  # activation x activation products stay fp32
         phases = {"fwd": macs, "bwd_data": macs if grad_a else 0, "wgrad": macs if grad_b else 0}
         for phase, n in phases.items():
@@ -421,6 +540,26 @@ def count_training_step(
     return OpCounts(frame, fmt, int(batch), tuple(input_shape), lowbit_mul_label(fmt))
 
 
+def _call_gemms(call: _Call, linear_block) -> list:
+    """(part, {phase: Gemm}, {"W"|"A"|"E": quantized elements}) per GEMM family of one call."""
+    if call.kind == "attention":
+        return _attention_gemms(call, linear_block)
+    if call.kind == "matmul":
+        return _matmul_module_gemms(call, linear_block)
+    if call.kind == "rnn":
+        return _rnn_gemms(call)
+    part = "conv" if call.kind == "conv" else "fc"
+    quant = {"W": call.module.weight.numel(), "A": math.prod(call.in_shape), "E": math.prod(call.out_shape)}
+    return [(part, _layer_gemms(call, linear_block), quant)]
+
+
+def _dq_ops(call: _Call, mod: str, quant: dict, add) -> None:
+    """Appendix C: 4 fp32 mul + 2 add per quantized element of W, A and E."""
+    for which, n in quant.items():
+        if n:
+            add(call.name, mod, "dq", which, {"fp32_mul": 4 * n, "fp32_add": 2 * n})
+
+
 def _in_execution_order(frame: pd.DataFrame, order: list) -> pd.DataFrame:
     rank = {}
     for name in order + list(frame["layer"]):
@@ -430,7 +569,7 @@ def _in_execution_order(frame: pd.DataFrame, order: list) -> pd.DataFrame:
 
 
 def _bias_ops(call: _Call, add, mod: str) -> None:
-    if getattr(call.module, "bias", None) is None:
+    if not isinstance(getattr(call.module, "bias", None), torch.Tensor):  # LSTM's bias is a flag
         return
     n = math.prod(call.out_shape)
     add(call.name, mod, "bias", "fwd", {"fp32_add": n})

@@ -9,7 +9,7 @@ import torch.nn as nn
 from .counting import _PRODUCT_OPS, OpCounts, count_training_step
 from .tables import EnergyTable, get_table
 
-PART_NAMES = {"conv": "Conv", "fc": "FC", "matmul": "MatMul", "bn": "BN", "ewadd": "EW-Add", "sgd": "SGD Update",
+PART_NAMES = {"conv": "Conv", "fc": "FC", "matmul": "MatMul", "rnn": "RNN", "bn": "BN", "ewadd": "EW-Add", "sgd": "SGD Update",
               "dq": "DQ", "bias": "Bias"}
 LINEAR_PARTS = ("conv", "fc", "dq", "bias")  # the "linear layers" of ALS-POTQ's energy claim
 
@@ -104,9 +104,12 @@ class Estimate:
 def estimate(model: nn.Module, input_shape, fmt="mls:2,4", table="mls65", batch: int = 1,
              baseline="fp32", **kwargs) -> Estimate:
     """Count one training step in ``fmt`` and in ``baseline`` (fp32, or "fp8": Sun et al. 2019's FP8
-    multiply with fp32 accumulation, the MLS paper's other comparison), and price both with ``table``."""
+    multiply with fp32 accumulation, the MLS paper's other comparison), and price both with ``table``.
+
+    A model from lowbit.convert is counted as it runs (each twin in its format) against its plain
+    original in ``baseline``, so its ratio is the plain model's in the same format."""
     counts = count_training_step(model, input_shape, batch=batch, fmt=fmt, **kwargs)
-    baseline = count_training_step(model, input_shape, batch=batch, fmt=baseline, **kwargs)
+    baseline = count_training_step(model, input_shape, batch=batch, fmt=baseline, as_converted=False, **kwargs)
     return Estimate(counts, baseline, get_table(table))
 
 
