@@ -155,7 +155,7 @@ def test_a_killed_writer_leaves_a_temp_file_that_the_next_save_removes(tmp_path)
     path = tmp_path / "last.pt"
     script = ("import os, sys, time\n"
               "from lowbit import checkpoint\n"
-              "os.fsync = lambda fd: time.sleep(600)\n"  # killed while the temp file is being written
+              "checkpoint._write_durably = lambda fd, blob: time.sleep(600)\n"  # killed while writing
               f"checkpoint.save({str(path)!r}, {{'v': 1}})\n")
     proc = subprocess.Popen([sys.executable, "-c", script])
     try:

@@ -56,37 +56,22 @@ def test_train_out_on_a_read_only_file_system(tmp_path, capsys, monkeypatch):
                 "cannot write the run folder (Read-only file system)", "choose a folder you can write to")
 
 
-class _FullDisk:
-    """A file whose writes fail as on a full disk."""
-
-    def __init__(self, fd, mode):
-        os.close(fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def write(self, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-
 def test_train_full_disk_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    real_fdopen, saves, good = os.fdopen, [], {}
+    real_write, writes, good = checkpoint._write_durably, [], {}
 
-    def fill_the_disk_after_the_first_save(fd, mode):  # epoch 1 saves; the disk is full at epoch 2
-        saves.append(mode)
-        if len(saves) == 1:
-            return real_fdopen(fd, mode)
+    def fill_the_disk_after_the_first_save(fd, blob):  # epoch 1 saves; the disk is full at epoch 2
+        writes.append(len(blob))
+        if len(writes) == 1:
+            return real_write(fd, blob)
         good["bytes"] = (out / "last.pt").read_bytes()
-        return _FullDisk(fd, mode)
+        os.close(fd)
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "fdopen", fill_the_disk_after_the_first_save)
+    monkeypatch.setattr(checkpoint, "_write_durably", fill_the_disk_after_the_first_save)
     _user_error(["train", "--out", str(out), *QUICK_TRAIN], capsys,
                 "cannot write last.pt (No space left on device)", "a checkpoint already there is untouched")
-    assert len(saves) == 2 and (out / "last.pt").read_bytes() == good["bytes"]
+    assert len(writes) == 2 and (out / "last.pt").read_bytes() == good["bytes"]
     assert checkpoint.load(out / "last.pt")["epoch"] == 1
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
 
