@@ -78,3 +78,9 @@ def test_the_console_script_follows_the_rule():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "lowbit train: error: argument --lr: invalid float value: 'fast' (see lowbit train --help)"]
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
+    _raise_from_parsing(monkeypatch, KeyboardInterrupt())
+    assert cli.main(["train"]) == 130
+    assert _stderr_lines(capsys) == ["lowbit train: interrupted"]
