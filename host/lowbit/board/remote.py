@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
@@ -178,6 +179,7 @@ def _remote_device_class():  # built on first use: pynq is imported only then
             self.ip_addr, self.port = host, port
             self.client = type("Channel", (), {"channel": channel})()
             self._raw_channel = raw
+            self._buffers = {}  # id -> weakref.ref(RemoteBuffer) (ndarrays are unhashable)
             self._stub = {
                 "device": rd.remote_device_pb2_grpc.RemoteDeviceStub(channel),
                 "mmio": rd.mmio_pb2_grpc.MmioStub(channel),
@@ -188,7 +190,19 @@ def _remote_device_class():  # built on first use: pynq is imported only then
             self.name = self.get_board_name()
             self.capabilities = {"REMOTE": True}
 
+        def allocate(self, shape, dtype, **kwargs):
+            buffer = super().allocate(shape, dtype, **kwargs)
+            self._buffers = {k: r for k, r in self._buffers.items() if r() is not None}
+            self._buffers[id(buffer)] = weakref.ref(buffer)
+            return buffer
+
         def close_channel(self):
+            """Close the channel; the buffers allocated through it forget their server-side twins (a
+            RemoteBuffer's __del__ would otherwise call the closed channel during garbage collection)."""
+            for ref in self._buffers.values():
+                buffer = ref()
+                if buffer is not None:
+                    buffer.freed = True
             self._raw_channel.close()
 
     return RemoteDevice

@@ -392,6 +392,7 @@ def make_server(target: Target, port: int, host: str = "0.0.0.0", workers: int =
 
     services = Services(target)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[
+        ("grpc.so_reuseport", 0),  # a second server on a port in use must fail, not share it
         ("grpc.max_receive_message_length", 2 * proto.CHUNK_BYTES + 4096),
         ("grpc.max_send_message_length", 2 * proto.CHUNK_BYTES + 4096)])
     for service, (_, methods) in proto.SERVICES.items():
