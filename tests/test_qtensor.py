@@ -130,7 +130,7 @@ def test_pack_into_buffers_at_offsets():
 
 @pytest.mark.parametrize("fmt", ["mls:2,1", "mls:2,4", "mls:4,7", "pot:4", "mogami:bf16", "mogami:fp32"])
 def test_numpy_packing_fallback_equals_native(fmt, monkeypatch):
-    import lowbit.quant as quant_mod
+    import lowbit.quant.native as quant_mod
 
     q = quantize(torch.randn(7, 45), fmt, **({"block": 16} if fmt.startswith("mls") else {}))
     native = q.pack()

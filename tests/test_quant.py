@@ -229,7 +229,7 @@ def test_large_outputs_on_huge_pages_behave_like_tensors(monkeypatch, tmp_path):
         pytest.skip("native kernel unavailable")
     import lowbit.quant
 
-    monkeypatch.setattr(lowbit.quant, "_HUGE_MIN_BYTES", 1 << 20)  # take the huge-page path at this size
+    monkeypatch.setattr(lowbit.quant.native, "HUGE_MIN_BYTES", 1 << 20)  # take the huge-page path at this size
     # 4.9 MB of values (huge pages); odd H*W puts groups off vector bounds
     x = torch.randn(2, 2, 511, 601, generator=torch.Generator().manual_seed(8))
     for fmt in ("mls:2,1", "pot:4"):

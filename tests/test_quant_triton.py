@@ -1,7 +1,7 @@
 """The fused Triton element pass (the CUDA path of MLS and PoT) equals the numpy reference bit for bit.
 
 No GPU here: the kernels run under Triton's interpreter (TRITON_INTERPRET=1, numpy on CPU tensors),
-reached through ``quantize`` itself (the device check in quant.py is widened to "cpu"), so the
+reached through ``quantize`` itself (the device check in lowbit.quant.accel is widened to "cpu"), so the
 dispatch, the launchers' index and group arithmetic and the kernels' integer/float semantics are
 what is compared. What the interpreter cannot show (GPU code generation) is covered only by the
 kernels compiling and by docs/formats.md saying their GPU speed is not measured.
@@ -33,10 +33,10 @@ ROUNDINGS = ["nearest", "stochastic"]
 
 @pytest.fixture(scope="module")
 def kernels():
-    """lowbit.quant_triton with interpreted kernels; restored (compiled kernels) afterwards."""
+    """lowbit.quant.triton with interpreted kernels; restored (compiled kernels) afterwards."""
     mp = pytest.MonkeyPatch()
     mp.setenv("TRITON_INTERPRET", "1")
-    import lowbit.quant_triton as qt
+    import lowbit.quant.triton as qt
 
     importlib.reload(qt)
     assert type(qt._mls_kernel).__name__ == "InterpretedFunction"
@@ -49,8 +49,8 @@ def kernels():
 def calls(kernels, monkeypatch):
     """quantize() on CPU tensors takes the Triton path; counts the launcher calls, and makes any
     fallback warning an error (a silent fallback would compare the torch path, not the kernels)."""
-    monkeypatch.setattr(quant, "_TRITON_DEVICE_TYPES", ("cuda", "cpu"))
-    monkeypatch.setattr(quant, "_triton_state", {})
+    monkeypatch.setattr(quant.accel, "TRITON_DEVICE_TYPES", ("cuda", "cpu"))
+    monkeypatch.setattr(quant.accel, "triton_state", {})
     monkeypatch.delenv("LOWBIT_TRITON", raising=False)
     counts = {"mls": 0, "pot": 0}
     for name in counts:
@@ -64,7 +64,7 @@ def calls(kernels, monkeypatch):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="lowbit: the Triton")
         yield counts
-    assert quant._triton_state["failed"] == set()
+    assert quant.accel.triton_state["failed"] == set()
 
 
 @pytest.mark.parametrize("rounding", ROUNDINGS)
@@ -148,20 +148,20 @@ def test_launchers_equal_the_torch_element_functions(seed, kernels):
     seed words that have the sign bit set or not (the kernel takes them as int32 and bit-casts)."""
     x = _spread((6, 4, 5, 7), (0, 1), 9)
     xf = x.contiguous()
-    keys = torch.tensor([quant._signed32(seed & quant.M32), quant._signed32(seed >> 32)], dtype=torch.int32)
+    keys = torch.tensor([quant.signed32(seed & quant.M32), quant.signed32(seed >> 32)], dtype=torch.int32)
     for stochastic in (False, True):
         flat = xf.reshape(-1)
-        want = quant._pot_elements(flat, keys, 2.0 ** 1, 2.0 ** 1, 2.0 ** -2, 15, stochastic)
+        want = quant.pot_elements(flat, keys, 2.0 ** 1, 2.0 ** 1, 2.0 ** -2, 15, stochastic)
         got = kernels.pot_elements(xf, seed, -2, parse("pot:4"), stochastic)
         assert torch.equal(got[0].reshape(-1), want[0])
         assert torch.equal(got[1].reshape(-1).view(torch.int32), want[1].view(torch.int32))
         fmt = parse("mls:2,3,g=8,1,group=c")
-        view = quant._group_view(xf, None)
+        view = quant.group_view(xf, None)
         st = view.abs().amax()
-        gmax = quant._reduce_groups(view.abs().amax(dim=2, keepdim=True), fmt.group)
+        gmax = quant.reduce_groups(view.abs().amax(dim=2, keepdim=True), fmt.group)
         sg = quant.group_scale_values(quant.group_scale_codes(gmax / st, fmt.eg, fmt.mg), fmt.mg)
         inv = torch.reciprocal(sg * st)
-        want = quant._mls_elements(view, inv, sg, st, keys, view.shape[1] * view.shape[2], fmt, stochastic)
+        want = quant.mls_elements(view, inv, sg, st, keys, view.shape[1] * view.shape[2], fmt, stochastic)
         got = kernels.mls_elements(xf, inv, sg, st, seed, fmt, stochastic, None)
         assert torch.equal(got[0], want[0].reshape(xf.shape))
         assert torch.equal(got[1].view(torch.int32), want[1].reshape(xf.shape).view(torch.int32))
@@ -181,8 +181,8 @@ def test_random_bits_equal_the_reference(kernels):
 
 
 def test_kernel_failure_falls_back_with_one_warning(kernels, monkeypatch):
-    monkeypatch.setattr(quant, "_TRITON_DEVICE_TYPES", ("cuda", "cpu"))
-    monkeypatch.setattr(quant, "_triton_state", {})
+    monkeypatch.setattr(quant.accel, "TRITON_DEVICE_TYPES", ("cuda", "cpu"))
+    monkeypatch.setattr(quant.accel, "triton_state", {})
 
     def broken(*args, **kw):
         raise RuntimeError("no kernel for you")
@@ -191,7 +191,7 @@ def test_kernel_failure_falls_back_with_one_warning(kernels, monkeypatch):
     x = _spread((3, 5, 4, 6), (0, 1), 1)
     with pytest.warns(UserWarning, match=r"lowbit: the Triton mls quantizer failed .*no kernel for you"):
         assert_matches_reference(x, "mls:2,1", "stochastic", "torch")
-    assert quant._triton_state["failed"] == {"mls"}
+    assert quant.accel.triton_state["failed"] == {"mls"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once only; PoT still uses its kernel
         assert_matches_reference(x, "mls:2,1", "stochastic", "torch")
@@ -204,11 +204,11 @@ def test_kernel_failure_falls_back_with_one_warning(kernels, monkeypatch):
 
 def test_first_call_per_format_is_checked_and_a_wrong_kernel_is_replaced(kernels, monkeypatch):
     """A kernel that runs but computes other bits (a GPU miscompile) is caught on its first call."""
-    monkeypatch.setattr(quant, "_TRITON_DEVICE_TYPES", ("cuda", "cpu"))
-    monkeypatch.setattr(quant, "_triton_state", {})
+    monkeypatch.setattr(quant.accel, "TRITON_DEVICE_TYPES", ("cuda", "cpu"))
+    monkeypatch.setattr(quant.accel, "triton_state", {})
     x = _spread((3, 5, 4, 6), (0, 1), 1)
     assert_matches_reference(x, "mls:2,1", "stochastic", "torch")
-    assert quant._triton_state["checked"] == {(parse("mls:2,1"), True)}
+    assert quant.accel.triton_state["checked"] == {(parse("mls:2,1"), True)}
     real, calls = kernels.mls_elements, []
 
     def off_by_one(*args, **kw):
@@ -219,7 +219,7 @@ def test_first_call_per_format_is_checked_and_a_wrong_kernel_is_replaced(kernels
     monkeypatch.setattr(kernels, "mls_elements", off_by_one)
     with pytest.warns(UserWarning, match=r"Triton mls quantizer gave other codes or values than torch ops"):
         assert_matches_reference(x, "mls:2,4", "nearest", "torch")  # a new key: checked, replaced
-    assert quant._triton_state["failed"] == {"mls"}
+    assert quant.accel.triton_state["failed"] == {"mls"}
     assert_matches_reference(x, "mls:2,4", "nearest", "torch")
     assert calls == [1]  # the torch path from then on
 
@@ -240,7 +240,7 @@ def test_triton_path_is_skipped_when_disabled_or_too_large(calls, monkeypatch, k
 
 
 def test_cpu_tensors_do_not_take_the_triton_path_by_default(kernels, monkeypatch):
-    monkeypatch.setattr(quant, "_triton_state", {})
+    monkeypatch.setattr(quant.accel, "triton_state", {})
     called = []
     monkeypatch.setattr(kernels, "mls_elements", lambda *a, **k: called.append(1))
     assert_matches_reference(_spread((3, 5, 4, 6), (0, 1), 1), "mls:2,1", "stochastic", "torch")
@@ -298,7 +298,7 @@ import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from lowbit import quant_triton as qt
+from lowbit.quant import triton as qt
 
 FLOAT_ARGS = {"mag_max", "step1", "step2", "scale"}
 

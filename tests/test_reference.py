@@ -110,7 +110,7 @@ def test_reference_random_bits_match_torch(form, monkeypatch):
     from lowbit.quant import random_bits
 
     if form == "int64":  # the form used for tensors of 2^31 elements and more
-        monkeypatch.setattr(quant_mod, "_INT32_COUNTERS", 0)
+        monkeypatch.setattr(quant_mod.rng, "INT32_COUNTERS", 0)
     seed = 0x0123456789ABCDEF
     expected = R.random_bits(100_000, seed).astype(np.int64)
     for keep in (16, 24, 31):
@@ -140,11 +140,11 @@ def test_compiled_elementwise_path_matches_reference(monkeypatch):
     import lowbit.quant as quant_mod
 
     monkeypatch.setenv("LOWBIT_COMPILE", "force")
-    monkeypatch.setattr(quant_mod, "_compiled", {})
+    monkeypatch.setattr(quant_mod.accel, "_compiled", {})
     x = _spread((3, 5, 4, 6), (0, 1), 6)
     import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="lowbit: torch.compile")  # no silent fallback to eager
         assert_matches_reference(x, "mls:2,1", "stochastic", "torch")
-    assert "mls" in quant_mod._compiled and quant_mod._compiled["mls"] is not quant_mod._mls_elements
+    assert "mls" in quant_mod.accel._compiled and quant_mod.accel._compiled["mls"] is not quant_mod.mls_elements

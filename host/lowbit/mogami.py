@@ -32,9 +32,9 @@ def mogami_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return _mogami_native(a, b)
     _check_finite(a, b)
     a, b = torch.broadcast_tensors(a, b)
-    from .quant import _maybe_compiled
+    from .quant.accel import maybe_compiled
 
-    return _maybe_compiled("mogami", _mogami_ops, a.device)(a.contiguous(), b.contiguous())
+    return maybe_compiled("mogami", _mogami_ops, a.device)(a.contiguous(), b.contiguous())
 
 
 def _mogami_ops(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -61,18 +61,18 @@ def _check_finite(a: torch.Tensor, b: torch.Tensor) -> None:
 def _native_ok() -> bool:
     import os
 
-    from .quant import native_available
+    from .quant.native import native_available
 
     return os.environ.get("LOWBIT_NATIVE", "1") != "0" and native_available()
 
 
 def _mogami_native(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The same rules in the fused CPU kernel (csrc/quantize.c): one pass, no temporaries."""
-    from .quant import _empty, _native_lib
+    from .quant.native import empty_buffer, library
 
-    ffi, lib = _native_lib()
+    ffi, lib = library()
     a, b = (t.contiguous() for t in torch.broadcast_tensors(a, b))
-    out = _empty(a.shape, a.dtype)
+    out = empty_buffer(a.shape, a.dtype)
     ctype, fn = ("uint32_t *", lib.lowbit_mogami_mul_f32) if a.dtype == torch.float32 else \
         ("uint16_t *", lib.lowbit_mogami_mul_bf16)
     if fn(ffi.cast(ctype, a.data_ptr()), ffi.cast(ctype, b.data_ptr()), a.numel(), ffi.cast(ctype, out.data_ptr())):

@@ -247,10 +247,10 @@ def _write_codes(span: np.ndarray, codes: np.ndarray, lane_bits: int, code_bits:
     if lane_bits == 32:
         span[:used].view("<u4")[...] = codes
         return
-    from .quant import _native_lib, native_available
+    from .quant.native import library, native_available
 
     if native_available():
-        ffi, lib = _native_lib()
+        ffi, lib = library()
         bad = lib.lowbit_pack_codes(ffi.from_buffer("uint16_t[]", codes), codes.size, lane_bits, code_bits,
                                     ffi.from_buffer("uint8_t[]", span, require_writable=True))
     else:

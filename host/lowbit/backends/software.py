@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
+from ..quant.native import ptr
 from ..formats import Mogami
 from ..qtensor import QTensor
 from ..wire import Op
@@ -69,9 +70,6 @@ def native_or_none():
     return _NATIVE["lib"]
 
 
-def _ptr(ffi, t: torch.Tensor, ctype: str):
-    assert t.is_contiguous() and t.device.type == "cpu"
-    return ffi.cast(ctype, t.data_ptr())
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -129,8 +127,8 @@ def mogami_bmm(a: torch.Tensor, b: torch.Tensor, *, reduce_batch: bool = False,
         out = torch.empty((m, n) if reduce_batch else (batch, m, n), dtype=torch.float32)
         ffi, lib = native()
         sab = 0 if a.shape[0] == 1 and batch > 1 else m * k
-        lib.mogami_gemm(_ptr(ffi, a_bits, "uint32_t*"), _ptr(ffi, b_bits, "uint32_t*"),
-                        _ptr(ffi, out, "float*"), batch, m, n, k, sab, k, k * n, int(reduce_batch), max_finite,
+        lib.mogami_gemm(ptr(ffi, a_bits, "uint32_t*"), ptr(ffi, b_bits, "uint32_t*"),
+                        ptr(ffi, out, "float*"), batch, m, n, k, sab, k, k * n, int(reduce_batch), max_finite,
                         0xFFFFFFFF if b_max_bits is None else b_max_bits)
         return out
     return _torch_bmm(a, b, reduce_batch, max_finite)
@@ -158,8 +156,8 @@ def mogami_grad_fixed_col(g, p, q):
         g, pb, qb = g.contiguous(), _bits(p), _bits(q)
         out = torch.empty(batch, ii, jj, dtype=torch.float32)
         ffi, lib = native()
-        lib.mogami_grad_fixed_col(_ptr(ffi, g, "float*"), _ptr(ffi, pb, "uint32_t*"), _ptr(ffi, qb, "uint32_t*"),
-                                  _ptr(ffi, out, "float*"), batch, ii, jj, rr, rr * jj)
+        lib.mogami_grad_fixed_col(ptr(ffi, g, "float*"), ptr(ffi, pb, "uint32_t*"), ptr(ffi, qb, "uint32_t*"),
+                                  ptr(ffi, out, "float*"), batch, ii, jj, rr, rr * jj)
         return out
     d = _torch_dy_bits(_bits(p)[None, :, :, None], _bits(q)[:, :, None, :]).view(torch.float32)
     return (g[:, None, :, :] * d).sum(dim=2)
@@ -173,8 +171,8 @@ def mogami_grad_reduce(g, x, w):
         g, xb, wb = g.contiguous(), _bits(x), _bits(w)
         out = torch.empty(ii, jj, dtype=torch.float32)
         ffi, lib = native()
-        lib.mogami_grad_reduce(_ptr(ffi, g, "float*"), _ptr(ffi, xb, "uint32_t*"), _ptr(ffi, wb, "uint32_t*"),
-                               _ptr(ffi, out, "float*"), batch, ii, jj, rr, ii * rr, rr, rr * jj)
+        lib.mogami_grad_reduce(ptr(ffi, g, "float*"), ptr(ffi, xb, "uint32_t*"), ptr(ffi, wb, "uint32_t*"),
+                               ptr(ffi, out, "float*"), batch, ii, jj, rr, ii * rr, rr, rr * jj)
         return out
     out = torch.zeros(ii, jj, dtype=torch.float32, device=g.device)
     for bi in range(batch):
@@ -218,7 +216,7 @@ def _unfold(x: torch.Tensor, kernel, geom: ConvGeometry, *, transposed: bool = F
     k, l = c * kernel[0] * kernel[1], ho * wo
     cols = torch.empty((n, l, k) if transposed else (n, k, l), dtype=torch.float32)
     ffi, lib = native()
-    lib.im2col(_ptr(ffi, x, "float*"), _ptr(ffi, cols, "float*"), n, c, h, w, kernel[0], kernel[1],
+    lib.im2col(ptr(ffi, x, "float*"), ptr(ffi, cols, "float*"), n, c, h, w, kernel[0], kernel[1],
                geom.stride[0], geom.stride[1], geom.padding[0], geom.padding[1], geom.dilation[0],
                geom.dilation[1], ho, wo, int(transposed))
     return cols
@@ -243,7 +241,7 @@ def _direct_conv(which: int, p: torch.Tensor, q: torch.Tensor, out_shape, x_shap
     out = torch.empty(tuple(out_shape), dtype=torch.float32)
     ffi, lib = native()
     geo = ffi.new("int64_t[15]", [n, c, h, w, co, kh, kw, *geom.stride, *geom.padding, *geom.dilation, ho, wo])
-    status = lib.mogami_conv2d(which, _ptr(ffi, p, "uint32_t*"), _ptr(ffi, q, "uint32_t*"), _ptr(ffi, out, "float*"),
+    status = lib.mogami_conv2d(which, ptr(ffi, p, "uint32_t*"), ptr(ffi, q, "uint32_t*"), ptr(ffi, out, "float*"),
                                geo, max_finite)
     if status == 2:
         raise MemoryError("mogami_conv2d: out of memory for its scratch buffers")

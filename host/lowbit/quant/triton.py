@@ -26,8 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .formats import MLS, PoT
-from .quant import seed_words
+from ..formats import MLS, PoT
+from .rng import seed_words
 
 BLOCK = 1024  # elements per program
 # int32 offsets, including the masked lanes of the last program, must not wrap
