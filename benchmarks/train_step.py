@@ -1,4 +1,6 @@
-"""Training-step time of ResNet-20 (CIFAR shapes, batch 128, synthetic data) per format vs fp32.
+"""Training-step time per format vs fp32: ResNet-20 (CIFAR shapes, batch 128, synthetic data) or
+the character Transformer (``--model char_transformer``: random token ids, every multiply
+quantized, batch 32 x 64 characters as `lowbit train --data pydoc` runs it).
 
 All configurations live in one process and are timed in interleaved rounds (one step of each
 per round), so machine load hits them alike; the report is the median step time and its ratio
@@ -7,6 +9,7 @@ to the fp32 median. Usage:
     python benchmarks/train_step.py                      # CPU, 2 threads
     python benchmarks/train_step.py --device cuda        # adds a bf16-autocast baseline
     python benchmarks/train_step.py --formats mls:2,1 pot:4 --rounds 5
+    python benchmarks/train_step.py --model char_transformer --batch 32
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from torch import nn
 import lowbit.nn as lnn
 from lowbit.memory import keep_freed_memory
 from lowbit.models import get as get_model
+from lowbit.models import info as model_info
 
 DEFAULT_FORMATS = ("mls:2,1", "pot:4", "mogami:fp32")
 TARGETS = {"mls": 1.25, "pot": 1.25, "mogami": 10.0}
@@ -58,9 +62,26 @@ def build_configs(args, device):
     configs = [Config("fp32", base, device)]
     if device.type == "cuda":
         configs.append(Config("fp32+bf16-autocast", copy.deepcopy(base), device, autocast=torch.bfloat16))
+    every = _is_language_model(args.model)  # the Transformer runs with every multiply quantized
     for fmt in args.formats:
-        configs.append(Config(fmt, lnn.convert(base, fmt, backend="software"), device))
+        configs.append(Config(fmt, lnn.convert(base, fmt, backend="software", skip_first_last=not every), device))
     return configs
+
+
+def _is_language_model(name: str) -> bool:
+    return len(model_info(name).input_shape) == 1
+
+
+def _batch(args, device):
+    gen = torch.Generator().manual_seed(1)
+    info = model_info(args.model)
+    if _is_language_model(args.model):
+        x = torch.randint(0, info.num_classes, (args.batch, *info.input_shape), generator=gen)
+        y = torch.randint(0, info.num_classes, (args.batch, *info.input_shape), generator=gen)
+    else:
+        x = torch.randn(args.batch, *info.input_shape, generator=gen)
+        y = torch.randint(0, info.num_classes, (args.batch,), generator=gen)
+    return x.to(device), y.to(device)
 
 
 def run(args) -> dict:
@@ -69,9 +90,7 @@ def run(args) -> dict:
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     configs = build_configs(args, device)
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(args.batch, 3, 32, 32, generator=gen).to(device)
-    y = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
+    x, y = _batch(args, device)
     for c in configs:
         for _ in range(args.warmup):
             c.step(x, y)

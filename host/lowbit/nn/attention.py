@@ -244,6 +244,15 @@ _MHA_PARAMS = ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight
                "bias_v")
 
 
+def _seq_first(query, key, value):
+    """[N, L, E] -> [L, N, E], keeping self-attention's one tensor one tensor (one packed in-projection)."""
+    flip = lambda t: t.transpose(1, 0) if t.dim() == 3 else t  # noqa: E731
+    if query is key and key is value:
+        query = key = value = flip(query)
+        return query, key, value
+    return flip(query), flip(key), flip(value)
+
+
 class QMultiheadAttention(nn.MultiheadAttention):
     """nn.MultiheadAttention with every GEMM in ``fmt``: the in-projections and out-projection
     (three GEMMs each, as QLinear) and Q.K^T, P.V (three each, as qmatmul). Same parameters and
@@ -275,7 +284,7 @@ class QMultiheadAttention(nn.MultiheadAttention):
                 average_attn_weights=True, is_causal=False):
         self.spec.training = self.training
         if self.batch_first:
-            query, key, value = (t.transpose(1, 0) if t.dim() == 3 else t for t in (query, key, value))
+            query, key, value = _seq_first(query, key, value)
         out, weights = mha_forward(
             query, key, value, self.embed_dim, self.num_heads, self.in_proj_weight, self.in_proj_bias,
             self.bias_k, self.bias_v, self.add_zero_attn, self.dropout, self.out_proj.weight, self.out_proj.bias,
