@@ -130,29 +130,35 @@ class BoardConfig:
         return self.array(family).macs_per_cycle * self.compute_units
 
 
+ON_CHIP_BRAM = (("a_tile", "bram"), ("b_tiles", "bram"))
+A_BRAM_B_URAM = (("a_tile", "bram"), ("b_tiles", "uram"))
+ON_CHIP_URAM = (("a_tile", "uram"), ("b_tiles", "uram"))
+ALVEO_ARRAYS = (("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)),
+                ("mogami", Array(16, 16, 1, interleave=8, k_tile=2048, a_elems=1 << 17)))
+
 PYNQ_Z2 = BoardConfig(
     name="pynq-z2", kind="zynq", part=Part("xc7z020clg400-1", bram36=140, uram=0, dsp=220, lut=53_200),
     clock_mhz=100.0, hp_bits=64, stream_bits=64,
-    arrays=(("mls", Array(16, 4, 4)), ("pot", Array(16, 4, 4)), ("mogami", Array(8, 8, 1, interleave=8, k_tile=512))),
-    limits=KernelLimits(scale_buf=1 << 13, a_elems=1 << 14), storage=(("a_tile", "bram"), ("b_tiles", "bram")), mls_max=(2, 4))
+    arrays=(("mls", Array(16, 4, 4)), ("pot", Array(16, 4, 4)),
+            ("mogami", Array(8, 8, 1, interleave=8, k_tile=512))),
+    limits=KernelLimits(scale_buf=1 << 13, a_elems=1 << 14), storage=ON_CHIP_BRAM, mls_max=(2, 4))
 ZCU104 = BoardConfig(
     name="zcu104", kind="zynq", part=Part("xczu7ev-ffvc1156-2-e", bram36=312, uram=96, dsp=1728, lut=230_400),
     clock_mhz=200.0, hp_bits=128, stream_bits=64,
-    arrays=(("mls", Array(16, 4, 4)), ("pot", Array(16, 4, 4)), ("mogami", Array(16, 4, 1, interleave=8, k_tile=1024, a_elems=1 << 15))),
-    limits=KernelLimits(scale_buf=1 << 15, a_elems=1 << 16), storage=(("a_tile", "bram"), ("b_tiles", "uram")), mls_max=(2, 4),
+    arrays=(("mls", Array(16, 4, 4)), ("pot", Array(16, 4, 4)),
+            ("mogami", Array(16, 4, 1, interleave=8, k_tile=1024, a_elems=1 << 15))),
+    limits=KernelLimits(scale_buf=1 << 15, a_elems=1 << 16), storage=A_BRAM_B_URAM, mls_max=(2, 4),
     compute_units=4, memory_banks=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"))
 U50 = BoardConfig(
     name="u50", kind="alveo", part=Part("xcu50-fsvh2104-2-e", bram36=1344, uram=640, dsp=5952, lut=872_000),
-    clock_mhz=300.0, hp_bits=512, stream_bits=512,
-    arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8, k_tile=2048, a_elems=1 << 17))),
-    limits=FULL_LIMITS, storage=(("a_tile", "uram"), ("b_tiles", "uram")), mls_max=(2, 4), compute_units=2,
-    memory_banks=("HBM[0:3]", "HBM[4:7]"))
+    clock_mhz=300.0, hp_bits=512, stream_bits=512, arrays=ALVEO_ARRAYS,
+    limits=FULL_LIMITS, storage=ON_CHIP_URAM, mls_max=(2, 4),
+    compute_units=2, memory_banks=("HBM[0:3]", "HBM[4:7]"))
 U250 = BoardConfig(
     name="u250", kind="alveo", part=Part("xcu250-figd2104-2L-e", bram36=2688, uram=1280, dsp=12_288, lut=1_728_000),
-    clock_mhz=300.0, hp_bits=512, stream_bits=512,
-    arrays=(("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)), ("mogami", Array(16, 16, 1, interleave=8, k_tile=2048, a_elems=1 << 17))),
-    limits=FULL_LIMITS, storage=(("a_tile", "uram"), ("b_tiles", "uram")), mls_max=(2, 4), compute_units=4,
-    memory_banks=("DDR[0]", "DDR[1]", "DDR[2]", "DDR[3]"))
+    clock_mhz=300.0, hp_bits=512, stream_bits=512, arrays=ALVEO_ARRAYS,
+    limits=FULL_LIMITS, storage=ON_CHIP_URAM, mls_max=(2, 4),
+    compute_units=4, memory_banks=("DDR[0]", "DDR[1]", "DDR[2]", "DDR[3]"))
 
 BOARDS: Dict[str, BoardConfig] = {b.name: b for b in (PYNQ_Z2, ZCU104, U50, U250)}
 
