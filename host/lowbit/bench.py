@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+_CHECKOUT = Path(__file__).resolve().parents[2]  # host/lowbit -> the repository, when this is a source checkout
+# The checkout's benchmarks/ when lowbit runs from one, else ./benchmarks (an installed wheel has none).
+BENCH_DIR = _CHECKOUT / "benchmarks" if (_CHECKOUT / "pyproject.toml").is_file() else Path("benchmarks")
 
 
 def available() -> list:
@@ -18,7 +20,8 @@ def main(argv=None) -> int:
     p.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {available()})")
     args = p.parse_args(argv)
     if not BENCH_DIR.is_dir():
-        print(f"lowbit bench: no benchmarks/ folder at {BENCH_DIR}; run it from a source checkout", file=sys.stderr)
+        print(f"lowbit bench: no benchmarks/ folder at {BENCH_DIR.resolve()}: the benchmarks live in the source "
+              "checkout (git clone, then run lowbit bench there)", file=sys.stderr)
         return 2
     names = args.names or available()
     unknown = sorted(set(names) - set(available()))

@@ -10,10 +10,12 @@ import site
 import sys
 from pathlib import Path
 
-INSTALL_HINT = "pip install --no-deps hls4ml==1.3.0"
+INSTALL_HINT = "pip install 'lowbit[emulation]'` (or, for the headers alone, `pip install --no-deps hls4ml==1.3.0"
 _SUBDIR = Path("hls4ml") / "templates" / "vivado" / "ap_types"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HLS_DIR = REPO_ROOT / "hls"
+# An installed wheel carries the sources as lowbit/hls/ (setup.py); a source checkout has them at hls/.
+_PACKAGED = Path(__file__).resolve().parent / "hls"
+HLS_DIR = _PACKAGED if (_PACKAGED / "include").is_dir() else REPO_ROOT / "hls"
 CXX_FLAGS = ("-std=c++14", "-O2", "-Wno-unknown-pragmas")
 
 
@@ -43,7 +45,7 @@ def ap_types_dir() -> Path:
 def hls_include_dir() -> Path:
     path = HLS_DIR / "include"
     if not (path / "lowbit" / "gemm.hpp").is_file():
-        raise FileNotFoundError(f"HLS sources not found under {HLS_DIR}; lowbit must run from a source checkout")
+        raise FileNotFoundError(f"HLS sources not found under {HLS_DIR}; reinstall lowbit (the wheel ships them as lowbit/hls/) or run from a source checkout")
     return path
 
 
