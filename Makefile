@@ -4,9 +4,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HLS4ML := hls4ml==1.3.0
 
-.PHONY: install demo test bench hpp clean
+.PHONY: install rtl-tools demo test bench hpp clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed rtl-tools
+
+# yosys and Verilator (Debian packages) for the RTL equivalence and synthesis tests (docs/rtl.md).
+RTL_TOOLS := yosys verilator
+rtl-tools:
+	@missing=""; for t in $(RTL_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing$$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing >/dev/null; \
+	else \
+		echo "warning:$$missing not found: the RTL tests need them; install with: sudo apt-get install$$missing"; \
+	fi
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
