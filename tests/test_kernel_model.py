@@ -68,3 +68,31 @@ def test_resnet20_step_is_the_lowered_convs():
     fwd = sum(g.m * g.n * g.k for g in gemms if g.op == Op.FORWARD)
     assert 40.0e6 < fwd < 41.5e6  # ResNet-20's ~40.6M conv MACs per image
     assert {g.block for g in gemms if g.op == Op.WEIGHT_GRAD} == {1024, 256, 64}
+
+
+def test_lut_figures_come_from_the_measured_cost_when_it_has_the_row(monkeypatch):
+    """The model reads helper H11's loader (hw_cost.per_mac at the PE's SIMD width); without a row it
+    falls back to the labelled placeholder."""
+    import types
+
+    import lowbit.kernel
+
+    asked = []
+
+    def per_mac(datapath, family, lanes=None):
+        asked.append((datapath, family, lanes))
+        if datapath != "pot:4":
+            raise KeyError(datapath)
+        return types.SimpleNamespace(luts=10.0, dsps=0.0, lanes=lanes, datapath=datapath)
+
+    fake = types.SimpleNamespace(per_mac=per_mac)
+    monkeypatch.setitem(sys.modules, "lowbit.kernel.hw_cost", fake)
+    monkeypatch.setattr(lowbit.kernel, "hw_cost", fake, raising=False)
+    cfg = boards.ZCU104
+    res = model.resources(cfg, "pot")
+    assert ("pot:4", "xcup", 4) in asked and res["lut_source"].startswith("hw_cost.json")
+    arr = cfg.array("pot")
+    expect = (arr.macs_per_cycle * 10.0 + model.finishers(cfg, "pot") * model.FINISHER_LUTS
+              + model.CONTROL_LUTS) * cfg.compute_units
+    assert res["lut_estimate"] == round(expect)
+    assert model.resources(cfg, "mls")["lut_source"].startswith("placeholder")

@@ -122,14 +122,22 @@ def fpga_family(cfg: BoardConfig) -> str:
     return "xc7" if cfg.part.name.startswith("xc7") else "xcup"
 
 
-def luts_per_mac(cfg: BoardConfig, family: str) -> Tuple[float, str]:
-    """(LUTs per MAC of the PE datapath, where the figure comes from)."""
+def luts_per_mac(cfg: BoardConfig, family: str) -> Tuple[float, float, str]:
+    """(LUTs per MAC, DSPs per MAC of the PE datapath, where the figures come from): helper H11's
+    yosys measurement (``hw_cost.per_mac`` at the PE's SIMD width, else its one-lane row), or the
+    labelled placeholder while hw_cost.json has no row for the datapath."""
+    simd = cfg.array(family).simd
     try:
-        from . import hw_cost  # helper H11's measurement
-        row = hw_cost.lookup(DATAPATH[family], fpga_family(cfg))
-        return float(row["luts_per_mac"]), "hw_cost.json (yosys)"
-    except Exception:  # noqa: BLE001  not there yet, or no row for this datapath: the labelled placeholder
-        return float(PLACEHOLDER_LUTS_PER_MAC[(family, fpga_family(cfg))]), "placeholder (no hw_cost.json row)"
+        from . import hw_cost
+    except ImportError:
+        hw_cost = None
+    for lanes in dict.fromkeys((simd, 1)):
+        try:
+            cost = hw_cost.per_mac(DATAPATH[family], fpga_family(cfg), lanes=lanes)
+        except Exception:  # noqa: BLE001  no json yet, or no row for this datapath/width
+            continue
+        return cost.luts, cost.dsps, f"hw_cost.json (yosys, {cost.lanes}-lane {cost.datapath})"
+    return float(PLACEHOLDER_LUTS_PER_MAC[(family, fpga_family(cfg))]), 0.0, "placeholder (no hw_cost.json row)"
 
 
 def finishers(cfg: BoardConfig, family: str) -> int:
@@ -141,11 +149,12 @@ def finishers(cfg: BoardConfig, family: str) -> int:
 
 def resources(cfg: BoardConfig, family: str) -> Dict[str, object]:
     arr, cus = cfg.array(family), cfg.compute_units
-    per_mac, source = luts_per_mac(cfg, family)
+    per_mac, dsp_per_mac, source = luts_per_mac(cfg, family)
     fin = finishers(cfg, family)
     dsp = fin * FADD_DSP if family == "mls" else 0
     if family == "mogami":
         dsp = arr.rows * arr.cols * FADD_DSP  # one fp32 adder per PE
+    dsp += math.ceil(dsp_per_mac * arr.macs_per_cycle)
     lut = arr.macs_per_cycle * per_mac + fin * FINISHER_LUTS + CONTROL_LUTS
     mems = memory_plan(cfg, family)
     return {"dsp_used": dsp * cus, "lut_estimate": int(round(lut * cus)), "lut_source": source,
