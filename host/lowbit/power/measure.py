@@ -1,7 +1,7 @@
 """Measured joules per training step next to the energy model's estimate.
 
     python -m lowbit.power.measure --model resnet20 --batch 128 --steps 300 [--device cuda]
-        [--format mls:2,1] [--table horowitz45] [--idle 2] [--out DIR]
+        [--format mls:2,1] [--table mls65] [--idle 2] [--out DIR]
 
 Trains ``--model`` (fp32, torch) on a fixed pool of seeded synthetic batches, records every sensor
 ``auto_sensors()`` finds (NVML on a GPU, RAPL on a CPU, rails on a board) plus a ModelSensor, marks
@@ -32,14 +32,15 @@ def _sync(device: torch.device) -> None:
 
 
 def run(model_name="resnet20", batch=128, steps=300, warmup=20, device="auto", fmt="mls:2,1",
-        table="horowitz45", idle=2.0, interval=0.02, out=None) -> dict:
+        table=None, idle=2.0, interval=0.02, out=None) -> dict:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     torch.manual_seed(0)
     info = models.info(model_name)
     model = models.get(model_name).to(device)
     shape = info.input_shape
-    est_fp32 = estimate(model, shape, "fp32", table, batch=batch)
-    est_low = estimate(model, shape, formats.parse(fmt), table, batch=batch)
+    tables = {} if table is None else {"table": table}  # None: lowbit.energy.estimate's default, as everywhere
+    est_fp32 = estimate(model, shape, "fp32", batch=batch, **tables)
+    est_low = estimate(model, shape, formats.parse(fmt), batch=batch, **tables)
     gen = torch.Generator().manual_seed(0)
     pool = [(torch.randn(batch, *shape, generator=gen).to(device),
              torch.randint(0, info.num_classes, (batch,), generator=gen).to(device)) for _ in range(8)]
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--device", default="auto")
     p.add_argument("--format", default="mls:2,1", help="the low-bit format whose modelled energy is printed too")
-    p.add_argument("--table", default="horowitz45")
+    p.add_argument("--table", default=None, help="energy table (default: lowbit energy's, mls65)")
     p.add_argument("--idle", type=float, default=2.0, help="seconds of idle power measured first")
     p.add_argument("--interval", type=float, default=0.02)
     p.add_argument("--out", default=None, help="folder for power.csv, energy_per_step.csv, power.png, summary.json")

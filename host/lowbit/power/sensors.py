@@ -87,29 +87,36 @@ class CallableSensor(Sensor):
 
 
 class ModelSensor(Sensor):
-    """The energy model as a sensor: ``joules_per_step`` at every mark, power = J / step time.
+    """The energy model as a sensor: ``joules_per_step`` at every step mark, power = J / step time.
 
-    The recorder calls ``on_mark`` at each mark; ``energy_j()`` counts whole steps, so the energy
-    per marked step is exactly the model's figure.
+    The recorder calls ``on_mark`` at each mark; only marks labelled one of ``step_labels`` end a
+    step (an "epoch" mark right after the last step ends no step and adds no joules), and
+    ``energy_j()`` counts whole steps, so the energy per marked step is exactly the model's figure.
     """
 
-    def __init__(self, joules_per_step: float, name: str = "model", clock=time.monotonic) -> None:
+    def __init__(self, joules_per_step: float, name: str = "model", clock=time.monotonic,
+                 step_labels=("step",)) -> None:
         super().__init__(name)
         self.joules_per_step = float(joules_per_step)
+        self.step_labels = tuple(step_labels)
         self._clock = clock
         self._last = clock()
         self._steps = 0
         self._watts = float("nan")  # unknown until the first step ends
 
     @classmethod
-    def for_model(cls, model, input_shape, fmt="fp32", batch: int = 1, table="horowitz45", name=None, **kwargs):
-        """The energy model's joules per training step of ``model`` (lowbit.energy.estimate) as a sensor."""
+    def for_model(cls, model, input_shape, fmt="fp32", batch: int = 1, table=None, name=None, **kwargs):
+        """The energy model's joules per training step of ``model`` (lowbit.energy.estimate, with its
+        default table unless ``table`` is given) as a sensor."""
         from ..energy import estimate
 
-        est = estimate(model, input_shape, fmt, table, batch=batch, **kwargs)
+        tables = {} if table is None else {"table": table}
+        est = estimate(model, input_shape, fmt, batch=batch, **tables, **kwargs)
         return cls(est.joules_per_step(), name or f"model:{est.counts.fmt}:{est.table.name}")
 
-    def on_mark(self, t: float, label: str = "") -> None:
+    def on_mark(self, t: float, label: str = "step") -> None:
+        if label not in self.step_labels:
+            return
         if t > self._last:
             self._watts = self.joules_per_step / (t - self._last)
         self._last = t
