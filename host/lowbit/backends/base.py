@@ -19,13 +19,7 @@ import torch
 
 from ..qtensor import QTensor
 from ..wire import Op
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    stride: Tuple[int, int] = (1, 1)
-    padding: Tuple[int, int] = (0, 0)
-    dilation: Tuple[int, int] = (1, 1)
+from .geometry import ConvGeometry
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..formats import MLS
 from ..qtensor import QTensor
 from ..wire import Op
-from .base import ConvGeometry
+from .geometry import ConvGeometry
 
 
 def _scale_grid(q: QTensor) -> Optional[torch.Tensor]:
@@ -66,15 +66,10 @@ def _pair(v) -> Tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
-
-
 def conv2d_forward(backend, qw: QTensor, qa: QTensor, geom: ConvGeometry) -> torch.Tensor:
     co, ci, kh, kw = qw.shape
     n, _, h, w = qa.shape
-    ho = _out_size(h, kh, geom.stride[0], geom.padding[0], geom.dilation[0])
-    wo = _out_size(w, kw, geom.stride[1], geom.padding[1], geom.dilation[1])
+    ho, wo = geom.output_hw((h, w), (kh, kw))
     b_codes = _rows_by_position(_patches(qa.codes, (kh, kw), geom.dilation, geom.padding, geom.stride))
     sa, sw = _scale_grid(qa), _scale_grid(qw)
     b_scales = sa.repeat_interleave(ho * wo, dim=0) if sa is not None else None

@@ -212,7 +212,7 @@ def _unfold(x: torch.Tensor, kernel, geom: ConvGeometry, *, transposed: bool = F
         return cols.transpose(1, 2).contiguous() if transposed else cols
     x = x.float().contiguous()
     n, c, h, w = x.shape
-    ho, wo = _out_hw((h, w), kernel, geom)
+    ho, wo = geom.output_hw((h, w), kernel)
     k, l = c * kernel[0] * kernel[1], ho * wo
     cols = torch.empty((n, l, k) if transposed else (n, k, l), dtype=torch.float32)
     ffi, lib = native()
@@ -234,7 +234,7 @@ def _direct_conv(which: int, p: torch.Tensor, q: torch.Tensor, out_shape, x_shap
         return None
     n, c, h, w = x_shape
     co, _, kh, kw = w_shape
-    ho, wo = _out_hw((h, w), (kh, kw), geom)
+    ho, wo = geom.output_hw((h, w), (kh, kw))
     if wo < 8 or ho < 1 or n == 0:
         return None
     p, q = _bits(p), _bits(q)
@@ -246,11 +246,6 @@ def _direct_conv(which: int, p: torch.Tensor, q: torch.Tensor, out_shape, x_shap
     if status == 2:
         raise MemoryError("mogami_conv2d: out of memory for its scratch buffers")
     return out if status == 0 else None
-
-
-def _out_hw(in_hw, kernel, geom: ConvGeometry):
-    return tuple((in_hw[i] + 2 * geom.padding[i] - geom.dilation[i] * (kernel[i] - 1) - 1) // geom.stride[i] + 1
-                 for i in range(2))
 
 
 class SoftwareBackend(Backend):
@@ -293,7 +288,7 @@ class SoftwareBackend(Backend):
             with exact_fp32(a.device):
                 return F.conv2d(a, w, None, **_geom_kwargs(geom))
         n, co, kernel = a.shape[0], w.shape[0], w.shape[2:]
-        ho, wo = _out_hw(a.shape[2:], kernel, geom)
+        ho, wo = geom.output_hw(a.shape[2:], kernel)
         z = _direct_conv(_CONV_FORWARD, a, w, (n, co, ho, wo), a.shape, w.shape, geom, max_finite_bits(qw.fmt))
         if z is not None:
             return z
