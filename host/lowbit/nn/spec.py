@@ -11,9 +11,9 @@ import torch
 from ..backends import Backend, get_backend
 from ..formats import FP32, MLS, Format, Mogami, PoT, parse
 from ..qtensor import QTensor
+from ..quant import ROUNDINGS
 
 OPERANDS = ("W", "A", "E")
-ROUNDINGS = ("nearest", "stochastic")
 MOGAMI_BACKWARD = ("approx", "exact")
 
 
