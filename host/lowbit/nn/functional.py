@@ -36,8 +36,8 @@ class QConv2dFunction(torch.autograd.Function):
         wbc = None
         if spec.wbc:
             qw, wbc = _weight_bias_correction(spec, weight, qw)
-        z = torch.cat([spec.run("fwd", "conv2d_forward", w, a, geom)
-                       for w, a in zip(split_channels(qw, 0, groups), split_channels(qa, 1, groups))], dim=1)
+        z = _cat([spec.run("fwd", "conv2d_forward", w, a, geom)
+                  for w, a in zip(split_channels(qw, 0, groups), split_channels(qa, 1, groups))], dim=1)
         if wbc is not None:
             z = z + _wbc_term(wbc, _window_sum(qa.dequantize(), weight.shape, geom, groups))
         ctx.spec, ctx.geom, ctx.qw, ctx.qa, ctx.wbc, ctx.groups = spec, geom, qw, qa, wbc, groups
@@ -54,8 +54,8 @@ class QConv2dFunction(torch.autograd.Function):
         parts = [_conv_backward(spec, e, w, a, geom, in_shape, w_shape, need_x, need_w)
                  for e, w, a in zip(split_channels(qe, 1, groups), split_channels(ctx.qw, 0, groups),
                                     split_channels(ctx.qa, 1, groups))]
-        dx = torch.cat([p[0] for p in parts], dim=1) if need_x else None
-        dw = torch.cat([p[1] for p in parts], dim=0) if need_w else None
+        dx = _cat([p[0] for p in parts], dim=1) if need_x else None
+        dw = _cat([p[1] for p in parts], dim=0) if need_w else None
         if need_x and ctx.wbc is not None:
             dx = dx + _window_sum_input_grad(qe.dequantize(), ctx.wbc, ctx.input_shape, ctx.weight_shape, geom,
                                              groups)
@@ -99,8 +99,8 @@ class QConvTranspose2dFunction(torch.autograd.Function):
     def forward(ctx, x, weight, spec: LayerSpec, geom: ConvGeometry, groups: int, out_shape):
         qw, qa = spec.quantize(weight, "W"), spec.quantize(x, "A")
         group_out = _group_shape(out_shape, 1, groups)
-        z = torch.cat([spec.run("fwd", "conv2d_backward_data", a, w, geom, group_out)
-                       for a, w in zip(split_channels(qa, 1, groups), split_channels(qw, 0, groups))], dim=1)
+        z = _cat([spec.run("fwd", "conv2d_backward_data", a, w, geom, group_out)
+                  for a, w in zip(split_channels(qa, 1, groups), split_channels(qw, 0, groups))], dim=1)
         ctx.spec, ctx.geom, ctx.groups, ctx.qw, ctx.qa, ctx.weight_shape = spec, geom, groups, qw, qa, weight.shape
         return z
 
@@ -112,11 +112,10 @@ class QConvTranspose2dFunction(torch.autograd.Function):
                        split_channels(ctx.qa, 1, groups))
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = torch.cat([spec.run("bwd_data", "conv2d_forward", w, e, geom) for w, e in zip(ws, es)], dim=1)
+            dx = _cat([spec.run("bwd_data", "conv2d_forward", w, e, geom) for w, e in zip(ws, es)], dim=1)
         if ctx.needs_input_grad[1]:
             w_shape = _group_shape(ctx.weight_shape, 0, groups)
-            dw = torch.cat([spec.run("wgrad", "conv2d_weight_grad", a, e, geom, w_shape)
-                            for a, e in zip(as_, es)], dim=0)
+            dw = _cat([spec.run("wgrad", "conv2d_weight_grad", a, e, geom, w_shape) for a, e in zip(as_, es)], dim=0)
         ctx.qw = ctx.qa = None
         return dx, dw, None, None, None, None
 
@@ -137,6 +136,10 @@ def split_channels(q: QTensor, dim: int, groups: int) -> list:
         out.append(dataclasses.replace(q, codes=pick(q.codes), scale_codes=scales,
                                        values=None if q.values is None else pick(q.values)))
     return out
+
+
+def _cat(parts: list, dim: int) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)  # one group: no copy
 
 
 def _group_shape(shape, dim: int, groups: int) -> torch.Size:
