@@ -168,24 +168,6 @@ def gemm(a: QTensor, b: QTensor, *, op: Op = Op.FORWARD, limits=None) -> torch.T
     return tiled_gemm(a, b, op, gemm_call, limits or FULL)
 
 
-class ReferenceBackend:
-    """A Backend running ``gemm`` in this numpy model (for bit-exact comparisons)."""
-
-    def __new__(cls):
-        from .backends.base import Backend, Capabilities
-
-        class _Ref(Backend):
-            name = "reference"
-
-            def capabilities(self):
-                return Capabilities(self.name, ("mls", "pot", "mogami"), True, ("cpu",), "numpy kernel model")
-
-            def gemm(self, a, b, *, op=Op.FORWARD):
-                return gemm(a, b, op=op)
-
-        return _Ref()
-
-
 # ------------------------------------------------------------------------------------------------
 # The whole top on a word stream
 # ------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 from lowbit import reference_kernel as rk
 from lowbit import wire
 from lowbit.backends import emulation as em
+from lowbit.backends.reference import ReferenceBackend
 from lowbit.backends.base import ConvGeometry
 from lowbit.quant import quantize
 from lowbit.wire import Header, Op, Status
@@ -23,7 +24,7 @@ def backend():
 
 @pytest.fixture(scope="module")
 def reference():
-    return rk.ReferenceBackend()
+    return ReferenceBackend()
 
 
 def _pair(fmt, m, n, k, seed, block=None):

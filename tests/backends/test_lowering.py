@@ -72,15 +72,21 @@ def test_lowered_convs_equal_torch(fmt, stride, padding, dilation):
 
 
 def test_lowering_moves_codes_only():
-    """Padding is code 0 and every other element of im2col is a code of the input."""
-    from lowbit.backends.lowering import _unfold
+    """Padding is code 0 and every other element of the patches is a code of the input, where
+    F.unfold puts it."""
+    from lowbit.backends.lowering import _patches
+
+    def im2col(codes, kernel, dilation, padding, stride):
+        p = _patches(codes, kernel, dilation, padding, stride)  # [N, C, Ho, Wo, kh, kw]
+        n, c, ho, wo, kh, kw = p.shape
+        return p.permute(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, ho * wo)
 
     codes = torch.randint(-2 ** 15, 2 ** 15, (2, 3, 7, 6), dtype=torch.int16)
-    got = _unfold(codes, (3, 2), (2, 1), (1, 2), (2, 1))
+    got = im2col(codes, (3, 2), (2, 1), (1, 2), (2, 1))
     want = F.unfold(codes.double(), (3, 2), dilation=(2, 1), padding=(1, 2), stride=(2, 1)).to(torch.int16)
     assert got.dtype == torch.int16 and torch.equal(got, want)
     big = torch.randint(-2 ** 31, 2 ** 31 - 1, (1, 2, 5, 5), dtype=torch.int32)
-    assert torch.equal(_unfold(big, (3, 3), 1, 1, 1), F.unfold(big.double(), 3, padding=1).to(torch.int32))
+    assert torch.equal(im2col(big, (3, 3), 1, 1, 1), F.unfold(big.double(), 3, padding=1).to(torch.int32))
 
 
 def test_weight_grad_geometry_mismatch_is_explained():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lowbit.board import packing
-from lowbit.reference_kernel import ReferenceBackend
+from lowbit.backends.reference import ReferenceBackend
 
 
 @pytest.mark.parametrize("m, n", [(1, 5), (5, 1), (1, 1), (3, 4)])

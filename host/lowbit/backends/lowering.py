@@ -49,13 +49,6 @@ def _patches(codes: torch.Tensor, kernel: Tuple[int, int], dilation, padding, st
     return x.unfold(2, span[0], stride[0]).unfold(3, span[1], stride[1])[..., :: dilation[0], :: dilation[1]]
 
 
-def _unfold(codes: torch.Tensor, kernel: Tuple[int, int], dilation, padding, stride) -> torch.Tensor:
-    """im2col of integer codes [N, C, H, W] -> [N, C*kh*kw, L] in F.unfold's order."""
-    p = _patches(codes, kernel, dilation, padding, stride)
-    n, c, ho, wo = p.shape[:4]
-    return p.permute(0, 1, 4, 5, 2, 3).reshape(n, c * kernel[0] * kernel[1], ho * wo)
-
-
 def _rows_by_position(p: torch.Tensor) -> torch.Tensor:
     """[N, C, Ho, Wo, kh, kw] -> [(n, x, y), (c, i, j)]."""
     n, c, ho, wo, kh, kw = p.shape
