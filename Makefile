@@ -23,7 +23,7 @@ rtl-tools:
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/pip install -q -c constraints.txt -e '.[test,board,plot]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/pip install -q -c constraints.txt -e '.[test,board,remote,plot]'
 	# Only for Xilinx's Apache-2.0 ap_int headers (C-simulation); none of its dependencies.
 	$(BIN)/pip install -q --no-deps $(HLS4ML)
 	touch $@

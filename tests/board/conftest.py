@@ -9,7 +9,7 @@ from lowbit import quantize
 # Without pynq (the [board] extra) only the Alveo fake and the emulation parts can run.
 collect_ignore = [] if importlib.util.find_spec("pynq") else [
     "test_fixture.py", "test_sim_dma.py", "test_gemm.py", "test_faults.py", "test_train.py", "test_device.py",
-    "test_notebook.py", "test_result_ownership.py", "test_gemm_property.py"]
+    "test_notebook.py", "test_result_ownership.py", "test_gemm_property.py", "test_remote.py"]
 
 
 @pytest.fixture
