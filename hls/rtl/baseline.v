@@ -1,9 +1,9 @@
 // The baselines a user compares against: an IEEE fp32 MAC (out <= out + a*b, two roundings, as
-// C's `acc += a * b` without contraction) and an INT8 MAC with a 32-bit accumulator.
+// C's `acc += a * b` without contraction; FTZ = 1: subnormals flushed, as FPGA cores do) and an INT8 MAC with a 32-bit accumulator.
 // first = 1 starts an output.
 `default_nettype none
 
-module fp32_mac (
+module fp32_mac #(parameter FTZ = 0) (
     input  wire        clk,
     input  wire        first,
     input  wire [31:0] a,
@@ -11,8 +11,8 @@ module fp32_mac (
     output reg  [31:0] out
 );
     wire [31:0] p, next;
-    fp32_mul mul (.a(a), .b(b), .y(p));
-    fp32_add add (.a(first ? 32'd0 : out), .b(p), .y(next));
+    fp32_mul #(.FTZ(FTZ)) mul (.a(a), .b(b), .y(p));
+    fp32_add #(.FTZ(FTZ)) add (.a(first ? 32'd0 : out), .b(p), .y(next));
     always @(posedge clk) out <= next;
 endmodule
 

@@ -2,6 +2,8 @@
 // out), as C's float arithmetic on the host: the kernel's C simulation adds block values with
 // `out += v`, so the adder must agree with that bit for bit. NaN results are the canonical quiet
 // NaN 0x7FC00000 (IEEE fixes no NaN payload; tests compare NaN by class).
+// FTZ = 1 (fp32_add, fp32_mul): subnormal operands read as zero and subnormal results are flushed
+// to zero of their sign, as FPGA floating-point cores do; the baseline `fp32-ftz` uses it.
 `default_nettype none
 
 // Index of the highest set bit of a W-bit word (0 when the word is 0).
@@ -17,8 +19,8 @@ module msb_index #(parameter W = 32, parameter IW = 6) (
     end
 endmodule
 
-// a + b.
-module fp32_add (
+// a + b (IEEE, gradual underflow).
+module fp32_add_ieee (
     input  wire [31:0] a,
     input  wire [31:0] b,
     output wire [31:0] y
@@ -75,8 +77,28 @@ module fp32_add (
                {sign, mag};
 endmodule
 
-// a * b.
-module fp32_mul (
+// a + b; FTZ = 1: IEEE addition of the flushed operands, result flushed.
+module fp32_add #(parameter FTZ = 0) (
+    input  wire [31:0] a,
+    input  wire [31:0] b,
+    output wire [31:0] y
+);
+    generate
+        if (FTZ) begin : ftz
+            wire [31:0] af = (a[30:23] == 0) ? {a[31], 31'd0} : a;
+            wire [31:0] bf = (b[30:23] == 0) ? {b[31], 31'd0} : b;
+            wire [31:0] r;
+            fp32_add_ieee add (.a(af), .b(bf), .y(r));
+            assign y = (r[30:23] == 0) ? {r[31], 31'd0} : r;
+        end else begin : ieee
+            fp32_add_ieee add (.a(a), .b(b), .y(y));
+        end
+    endgenerate
+endmodule
+
+// a * b. FTZ = 1: the operands' significands are normal, so the product needs a 1-bit normalise
+// and only an exponent of 0 can still round up to the smallest normal.
+module fp32_mul #(parameter FTZ = 0) (
     input  wire [31:0] a,
     input  wire [31:0] b,
     output wire [31:0] y
@@ -84,21 +106,28 @@ module fp32_mul (
     wire [7:0] ea = a[30:23], eb = b[30:23];
     wire a_nan = (ea == 8'hFF) && (a[22:0] != 0), b_nan = (eb == 8'hFF) && (b[22:0] != 0);
     wire a_inf = (ea == 8'hFF) && (a[22:0] == 0), b_inf = (eb == 8'hFF) && (b[22:0] == 0);
-    wire a_zero = a[30:0] == 0, b_zero = b[30:0] == 0;
+    wire a_zero = FTZ ? (ea == 0) : (a[30:0] == 0), b_zero = FTZ ? (eb == 0) : (b[30:0] == 0);
     wire sign = a[31] ^ b[31];
 
     wire [23:0] ma = {ea != 0, a[22:0]}, mb = {eb != 0, b[22:0]};
     wire [47:0] p = ma * mb;
-    wire [5:0] top;
-    msb_index #(.W(48), .IW(6)) lz (.x(p), .idx(top));
-    wire [5:0] lead = 6'd47 - top;
+    wire [5:0] lead;
+    generate
+        if (FTZ) begin : one_bit
+            assign lead = {5'd0, ~p[47]};
+        end else begin : full
+            wire [5:0] top;
+            msb_index #(.W(48), .IW(6)) lz (.x(p), .idx(top));
+            assign lead = 6'd47 - top;
+        end
+    endgenerate
     wire [47:0] q = p << lead;
     // Biased exponent of q read as 1.f: ea' + eb' - 126 - lead (ea' = 1 for subnormals).
     wire signed [10:0] e = $signed({3'b0, (ea == 0) ? 8'd1 : ea}) + $signed({3'b0, (eb == 0) ? 8'd1 : eb})
                            - 11'sd126 - $signed({5'b0, lead});
     // Below the normal range: shift right into the subnormal position (sticky keeps the rest).
     wire [10:0] under = 11'sd1 - e;
-    wire [5:0] rshift = (e >= 1) ? 6'd0 : ((under > 11'd49) ? 6'd49 : under[5:0]);
+    wire [5:0] rshift = (e >= 1) ? 6'd0 : FTZ ? 6'd1 : ((under > 11'd49) ? 6'd49 : under[5:0]);
     wire [48:0] qx = {q, 1'b0};
     wire [48:0] q_r = qx >> rshift;
     wire [48:0] lost = qx & ~({49{1'b1}} << rshift);
@@ -109,11 +138,13 @@ module fp32_mul (
     wire [7:0] field = sig[23] ? e[7:0] : 8'd0;
     wire [30:0] mag = {field, sig[22:0]} + {30'd0, round_up};
     wire overflow = e >= 11'sd255;
+    wire flush = FTZ && (e < 0 || mag[30:23] == 0);
 
     assign y = (a_nan | b_nan | (a_inf & b_zero) | (b_inf & a_zero)) ? 32'h7FC00000 :
                (a_inf | b_inf) ? {sign, 8'hFF, 23'd0} :
                (a_zero | b_zero) ? {sign, 31'd0} :
                overflow ? {sign, 8'hFF, 23'd0} :
+               flush ? {sign, 31'd0} :
                {sign, mag};
 endmodule
 

@@ -11,6 +11,7 @@ Nothing is cached: every call builds in a fresh temporary folder.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -100,6 +101,8 @@ DATAPATHS: Tuple[Datapath, ...] = (
     Datapath("mogami:bf16", "mac", 1, "mogami_mac", (("BITS", 16),), note="bf16 Mogami product + fp32 add"),
     Datapath("fp32", "mac", 1, "fp32_mac", note="IEEE fp32 multiply + add (DSPs where yosys maps them)"),
     Datapath("fp32-lut", "mac", 1, "fp32_mac", nodsp=True, note="IEEE fp32 multiply + add, LUTs only"),
+    Datapath("fp32-ftz", "mac", 1, "fp32_mac", (("FTZ", 1),),
+             note="fp32 multiply + add, subnormals flushed (as FPGA floating-point cores)"),
     Datapath("int8", "mac", 1, "int8_mac", note="INT8 x INT8 + 32-bit accumulator"),
     Datapath("int8-lut", "mac", 1, "int8_mac", nodsp=True, note="INT8 MAC, LUTs only"),
     Datapath("mls:4,7/decode", "part", 0, "mls_rt_decode", note="run-time MLS element decoder (array edge)"),
@@ -218,6 +221,9 @@ SIM_MODELS: Dict[str, Tuple[str, Tuple[Tuple[str, int], ...]]] = {
     "fp32_add": ("fp32_add", ()),
     "fp32_mul": ("fp32_mul", ()),
     "fp32_mac": ("fp32_mac", ()),
+    "fp32_add_ftz": ("fp32_add", (("FTZ", 1),)),
+    "fp32_mul_ftz": ("fp32_mul", (("FTZ", 1),)),
+    "fp32_mac_ftz": ("fp32_mac", (("FTZ", 1),)),
     "mogami_mul32": ("mogami_mul", (("BITS", 32),)),
     "mogami_mul16": ("mogami_mul", (("BITS", 16),)),
     "mogami_mac32": ("mogami_mac", (("BITS", 32),)),
@@ -313,3 +319,32 @@ def check_equivalence(seed: int = 1, scale: float = 1.0) -> List[CheckResult]:
     """Build in a fresh temporary folder and run: the results of every check."""
     with tempfile.TemporaryDirectory(prefix="lowbit-equiv-") as tmp:
         return run_equivalence(build_equivalence(Path(tmp)), seed, scale)
+
+
+# ------------------------------------------------------------------------------------------------
+# Rows of hw_cost.json
+# ------------------------------------------------------------------------------------------------
+def rtl_digest() -> str:
+    """SHA-256 (first 16 hex digits) of the Verilog sources, in SOURCES order: a row measured from
+    other RTL is stale."""
+    h = hashlib.sha256()
+    for f in SOURCES:
+        h.update(f.encode() + b"\0" + (RTL_DIR / f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def row(d: Datapath, family: str, cells: Cells, version: str, digest: str) -> Dict[str, object]:
+    """One measured unit as a hw_cost.json row."""
+    return {
+        "datapath": d.name, "kind": d.kind, "family": family, "macs": d.macs,
+        "luts": cells.luts, "ffs": cells.ffs, "carry": cells.carry, "dsps": cells.dsps,
+        "luts_per_mac": round(cells.luts / d.macs, 2) if d.macs else None,
+        "yosys": version, "rtl": digest, "note": d.note,
+    }
+
+
+def measure(datapaths: Iterable[Datapath] = DATAPATHS, families: Sequence[str] = FAMILIES,
+            jobs: Optional[int] = None) -> List[Dict[str, object]]:
+    """Synthesise every (datapath, family) now and return the hw_cost.json rows."""
+    version, digest = yosys_version(), rtl_digest()
+    return [row(d, f, c, version, digest) for d, f, c in synthesise_all(datapaths, families, jobs)]
