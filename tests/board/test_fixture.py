@@ -124,3 +124,19 @@ def test_a_family_the_bitstream_lacks_comes_back_as_a_status_naming_the_build(op
         backend.gemm(a, b)
     a, b = operands("pot:4", 3, 5, 16)
     backend.gemm(a, b)  # and the board is still usable
+
+
+def test_an_overlay_with_several_compute_units_drives_unit_zero():
+    """bd_zynq.tcl builds one DMA + IP per compute unit (ZCU104: four): unit 0 is lowbit_gemm/dma."""
+    import types
+
+    from lowbit.board.errors import BoardError
+    from lowbit.board.pynq_backend import UNIT0_IP, _find_ip
+
+    units = {"lowbit_gemm": wire.VLNV, "lowbit_gemm_1": wire.VLNV, "lowbit_gemm_2": wire.VLNV,
+             "dma": "xilinx.com:ip:axi_dma:7.1", "dma_1": "xilinx.com:ip:axi_dma:7.1"}
+    overlay = types.SimpleNamespace(ip_dict={n: {"type": t} for n, t in units.items()})
+    assert _find_ip(overlay, wire.VLNV, UNIT0_IP) == "lowbit_gemm"
+    assert _find_ip(overlay, "xilinx.com:ip:axi_dma:", "dma") == "dma"
+    with pytest.raises(BoardError, match="expected exactly one IP"):
+        _find_ip(overlay, wire.VLNV, "")

@@ -68,9 +68,9 @@ class PynqBackend(Backend):
         self.device = overlay.device
         self.board = board
         self.timeout_s = float(timeout_s)
-        ip_name = ip_name or _find_ip(overlay, wire.VLNV)
+        ip_name = ip_name or _find_ip(overlay, wire.VLNV, UNIT0_IP)
         self.ip: LowbitGemm = getattr(overlay, ip_name)
-        self.dma = getattr(overlay, dma_name or _find_ip(overlay, "xilinx.com:ip:axi_dma:"))
+        self.dma = getattr(overlay, dma_name or _find_ip(overlay, "xilinx.com:ip:axi_dma:", UNIT0_DMA))
         if not isinstance(self.ip, LowbitGemm):
             raise BoardError(f"overlay.{ip_name} is a {type(self.ip).__name__}, not lowbit_drivers.LowbitGemm: "
                              "import lowbit_drivers before building the pynq.Overlay")
@@ -285,8 +285,15 @@ def _status_name(code: int) -> str:
         return str(code)
 
 
-def _find_ip(overlay, vlnv_prefix: str) -> str:
+# tcl/bd_zynq.tcl names compute unit i's cells lowbit_gemm_<i> / dma_<i> and unit 0's without a
+# suffix; this backend drives unit 0 of an overlay with several.
+UNIT0_IP, UNIT0_DMA = "lowbit_gemm", "dma"
+
+
+def _find_ip(overlay, vlnv_prefix: str, unit0: str = "") -> str:
     names = [name for name, info in overlay.ip_dict.items() if str(info.get("type", "")).startswith(vlnv_prefix)]
+    if len(names) > 1 and unit0 in names:
+        return unit0
     if len(names) != 1:
         found = ", ".join(f"{n} ({i.get('type')})" for n, i in overlay.ip_dict.items())
         raise BoardError(f"expected exactly one IP of type {vlnv_prefix} in the overlay, found {len(names)}: {found}; "
