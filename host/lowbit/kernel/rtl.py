@@ -255,6 +255,7 @@ def build_equivalence(out_dir: Path, jobs: Optional[int] = None) -> Path:
     require("verilator")
     require("g++")
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     root = _verilator_root()
     sources = [str(RTL_DIR / f) for f in SOURCES]
     jobs = jobs or os.cpu_count() or 1

@@ -1,0 +1,143 @@
+"""The RTL datapaths (hls/rtl/): equal to the HLS MAC policies under Verilator (==), and their yosys
+synthesis equal to the committed hw_cost.json. Built fresh in a temporary folder every run.
+
+Without verilator / yosys the tests skip with the install command, except under CI=true, where a
+missing tool fails (make install puts both there)."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lowbit.kernel import hw_cost, rtl
+
+
+def need(tool: str) -> None:
+    try:
+        rtl.require(tool)
+    except rtl.ToolMissing as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run this test: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def equivalence(tmp_path_factory):
+    need("verilator")
+    need("g++")
+    exe = rtl.build_equivalence(tmp_path_factory.mktemp("equiv"))
+    return {r.name: r for r in rtl.run_equivalence(exe, seed=20261203)}
+
+
+def simulated_name(d: rtl.Datapath) -> str:
+    """The equivalence check of a measured unit (a -lut variant is the same RTL as its base)."""
+    name = d.name.replace("-lut", "")
+    return f"{name} lanes={d.macs}" if d.kind == "mac" else name
+
+
+# Checks of pieces that are measured only inside a larger unit.
+EXTRA_CHECKS = ("scaled_to_f32", "fp32 add", "fp32 mul", "fp32-ftz add", "fp32-ftz mul", "mogami:bf16/mul",
+                "mls:4,7 lanes=16")
+
+
+@pytest.mark.parametrize("name", sorted({simulated_name(d) for d in rtl.DATAPATHS} | set(EXTRA_CHECKS)))
+def test_rtl_equals_hls_policy(equivalence, name):
+    assert name in equivalence, f"no equivalence check ran for {name}"
+    r = equivalence[name]
+    assert r.passed, f"{name}: {r.detail}"
+    assert int(r.detail) >= 1000
+
+
+EXHAUSTIVE = {  # every operand pair at least once: (check, pairs)
+    "pot:4 lanes=1": 32 * 32, "pot:4 lanes=16": 32 * 32,
+    "mls:2,1 lanes=1": 16 * 16, "mls:2,1 lanes=16": 16 * 16,
+    "mls:2,4 lanes=1": 128 * 128, "mls:2,4 lanes=4": 128 * 128, "mls:2,4 lanes=16": 128 * 128,
+}
+
+
+@pytest.mark.parametrize("name,pairs", sorted(EXHAUSTIVE.items()))
+def test_exhaustive_checks_cover_every_pair(equivalence, name, pairs):
+    assert int(equivalence[name].detail) >= pairs
+
+
+@pytest.mark.parametrize("name", ["mls:4,7 lanes=1", "mls:4,7/finish", "fp32 add", "fp32 mul",
+                                  "mogami:fp32/mul", "mogami:fp32 lanes=1", "fp32 lanes=1"])
+def test_wide_datapaths_see_millions_of_random_operands(equivalence, name):
+    assert int(equivalence[name].detail) >= 1_000_000
+
+
+def test_a_wrong_datapath_is_caught(tmp_path, monkeypatch):
+    """The checks can fail: the PoT lane with the INT4 add off by one (ca + cb - 1)."""
+    need("verilator")
+    need("g++")
+    bad = tmp_path / "rtl"
+    shutil.copytree(rtl.RTL_DIR, bad)
+    pot = bad / "pot.v"
+    text = pot.read_text()
+    assert "- 5'd2;" in text
+    pot.write_text(text.replace("- 5'd2;", "- 5'd1;"))
+    monkeypatch.setattr(rtl, "RTL_DIR", bad)
+    monkeypatch.setattr(rtl, "HARNESS", bad / "sim" / "equiv.cpp")
+    results = {r.name: r for r in rtl.run_equivalence(rtl.build_equivalence(tmp_path / "b"), seed=1, scale=0.01)}
+    assert not results["pot:4 lanes=1"].passed and not results["pot:4 lanes=16"].passed
+    assert results["mls:2,1 lanes=1"].passed
+
+
+# ------------------------------------------------------------------------------------------------
+# Synthesis
+# ------------------------------------------------------------------------------------------------
+COMPARED = ("luts", "ffs", "carry", "dsps", "macs", "kind")
+# Re-synthesised in every run (both families): the units the kernel model reads and the baselines
+# of the ratios, about a minute on 2 cores. LOWBIT_RTL_FULL=1 re-synthesises every row (~3 min on
+# 2 idle cores). Every row is also tied to the RTL it measured by its digest (below).
+CHECKED = (("pot:4", 1), ("pot:4", 4), ("mls:2,1", 4), ("mls:2,4", 1), ("mls:2,4", 4), ("mogami:fp32", 1),
+           ("fp32", 1), ("fp32-ftz", 1), ("int8", 1))
+
+
+def test_committed_rows_were_measured_from_this_rtl():
+    digest = rtl.rtl_digest()
+    stale = sorted({r["datapath"] for r in hw_cost.load() if r["rtl"] != digest})
+    assert not stale, (f"hw_cost.json rows {stale} were measured from other RTL than hls/rtl/ now holds: "
+                       f"run `python benchmarks/hw_cost.py --write`")
+
+
+@pytest.fixture(scope="module")
+def fresh_rows():
+    need("yosys")
+    committed = hw_cost.load()
+    version = rtl.yosys_version()
+    versions = {r["yosys"] for r in committed}
+    if versions != {version}:
+        pytest.fail(f"hw_cost.json was measured with yosys {', '.join(sorted(versions))}, this is {version}: "
+                    f"cell counts are only reproducible with the same version; install it or regenerate "
+                    f"with `python benchmarks/hw_cost.py --write`")
+    full = os.environ.get("LOWBIT_RTL_FULL") == "1"
+    units = [d for d in rtl.DATAPATHS if full or (d.name, d.macs) in CHECKED]
+    assert full or len(units) == len(CHECKED)
+    return rtl.measure(units)
+
+
+def test_committed_hw_cost_equals_a_fresh_synthesis(fresh_rows):
+    committed = {(r["datapath"], r["macs"], r["family"]): r for r in hw_cost.load()}
+    assert {(d.name, d.macs, f) for d in rtl.DATAPATHS for f in rtl.FAMILIES} == set(committed)
+    for r in fresh_rows:
+        key = (r["datapath"], r["macs"], r["family"])
+        c = committed[key]
+        assert {k: c[k] for k in COMPARED} == {k: r[k] for k in COMPARED}, key
+
+
+def test_every_datapath_maps_to_real_cells(fresh_rows):
+    for r in fresh_rows:
+        assert r["luts"] + r["dsps"] > 0, r
+        if r["kind"] == "mac":  # the accumulator: flip-flops, or a DSP's own P register
+            assert r["ffs"] >= 8 or r["dsps"] >= 1, r
+        if r["datapath"].endswith("-lut"):
+            assert r["dsps"] == 0
+
+
+def test_missing_yosys_says_how_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", str(Path("/nonexistent")))
+    with pytest.raises(rtl.ToolMissing, match="yosys not found on PATH.*apt-get install yosys"):
+        rtl.synthesise(rtl.DATAPATHS[0], "xc7")
+    with pytest.raises(rtl.ToolMissing, match="verilator not found on PATH.*apt-get install verilator"):
+        rtl.build_equivalence(Path("/nonexistent"))
