@@ -40,6 +40,12 @@ class ToolMissing(RuntimeError):
     """A synthesis or simulation tool is not on PATH (the message says how to install it)."""
 
 
+def require_sources() -> None:
+    if not (RTL_DIR / SOURCES[0]).is_file():
+        raise FileNotFoundError(f"RTL sources not found under {RTL_DIR}: the RTL checks and measurement run "
+                                f"from a source checkout of lowbit")
+
+
 def require(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
@@ -171,6 +177,7 @@ def synthesise(d: Datapath, family: str) -> Cells:
     if family not in FAMILIES:
         raise ValueError(f"family {family!r} not measured; choose one of {', '.join(FAMILIES)}")
     yosys = require("yosys")
+    require_sources()
     with tempfile.TemporaryDirectory(prefix="lowbit-synth-") as tmp:
         stat = Path(tmp) / "stat.json"
         script = Path(tmp) / "run.ys"
@@ -254,6 +261,7 @@ def build_equivalence(out_dir: Path, jobs: Optional[int] = None) -> Path:
     """Verilate every model, compile them with the harness and the HLS headers; the program's path."""
     require("verilator")
     require("g++")
+    require_sources()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     root = _verilator_root()
