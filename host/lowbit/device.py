@@ -92,15 +92,14 @@ def open_pynq(bitstream, *, device=None, download: Optional[bool] = None, timeou
     import lowbit_drivers  # noqa: F401  must be imported before the Overlay binds drivers
     import pynq
 
-    if device is None and not _pynq_board_present():
-        raise NoBoardError("open_device('pynq'): this machine is not a PYNQ board (pynq finds no Zynq device); "
-                           + NO_BOARD_HELP)
-
     from .board.packing import KernelLimits
     from .board.pynq_backend import PynqBackend
 
     bit = _find_file(Path(bitstream), ".bit")
     manifest = read_manifest(bit)
+    if device is None and not _pynq_board_present():
+        raise NoBoardError("open_device('pynq'): this machine is not a PYNQ board (pynq finds no Zynq device); "
+                           + NO_BOARD_HELP)
     if download is None:
         download = not getattr(device, "simulated", False)
     overlay = pynq.Overlay(str(bit), download=download, device=device)

@@ -49,4 +49,5 @@ def test_emulation_and_board_load_lazily(monkeypatch):
                         types.SimpleNamespace(open_device=lambda how: calls.append(how) or Fake()))
     monkeypatch.setattr(reg, "_instances", {})
     assert isinstance(get_backend("emulation"), Fake)
-    assert isinstance(get_backend("board"), Fake) and calls == ["auto"]
+    assert isinstance(get_backend("board"), Fake) and calls == ["board"]  # a board or an error, never a fallback
+    assert isinstance(get_backend("auto"), Fake) and calls == ["board", "auto"]
