@@ -10,13 +10,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import lowbit
 from lowbit.backends.software import SoftwareBackend
-from lowbit.nn import (Matmul, QConv1d, QConv2d, QConvTranspose1d, QConvTranspose2d, QLinear, QMatmul,
-                       QMultiheadAttention, convert, quantized_matmuls, summary)
+from lowbit.nn import (QGRU, QLSTM, QRNN, Matmul, QConv1d, QConv2d, QConvTranspose1d, QConvTranspose2d, QLinear,
+                       QMatmul, QMultiheadAttention, convert, quantized_matmuls, summary)
 
 
 class EveryLayer(nn.Module):
-    """Conv1d, reflect-padded Conv2d, depthwise and grouped Conv2d, ConvTranspose2d / 1d, a
-    Transformer encoder layer (MHA), a user matmul module, SDPA in user code, Linear."""
+    """Conv1d, reflect-padded Conv2d, depthwise and grouped Conv2d, ConvTranspose2d / 1d, an LSTM,
+    a Transformer encoder layer (MHA), a user matmul module, SDPA in user code, Linear."""
 
     def __init__(self):
         super().__init__()
@@ -26,12 +26,14 @@ class EveryLayer(nn.Module):
         self.grouped = nn.Conv2d(4, 4, 1, groups=2)
         self.up = nn.ConvTranspose2d(4, 2, 2, stride=2)
         self.up1d = nn.ConvTranspose1d(4, 4, 3, stride=1, padding=1, groups=2)
+        self.rnn = nn.LSTM(16, 16, batch_first=True)
         self.encoder = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
         self.mix = Matmul()
         self.head = nn.Linear(8, 3)
 
     def forward(self, x):  # x [N, 2, 16]
         s = self.up1d(torch.relu(self.stem(x)))  # [N, 4, 16]
+        s = s + self.rnn(s)[0]  # 4 steps of 16 features
         img = self.conv(s[:, :1].reshape(-1, 1, 4, 4))  # [N, 4, 4, 4]
         img = self.up(self.grouped(torch.relu(self.depthwise(img))))  # [N, 2, 8, 8]
         tokens = self.encoder(img.reshape(img.shape[0], 16, 8))  # [N, 16, 8]
@@ -42,7 +44,7 @@ class EveryLayer(nn.Module):
 
 
 TWIN_TYPES = {"stem": QConv1d, "conv": QConv2d, "depthwise": QConv2d, "grouped": QConv2d,
-              "up": QConvTranspose2d, "up1d": QConvTranspose1d, "encoder.self_attn": QMultiheadAttention,
+              "up": QConvTranspose2d, "up1d": QConvTranspose1d, "rnn": QLSTM, "encoder.self_attn": QMultiheadAttention,
               "encoder.linear1": QLinear, "encoder.linear2": QLinear, "mix": QMatmul, "head": QLinear}
 
 
@@ -245,13 +247,13 @@ class _Recording(SoftwareBackend):
         return super().conv2d_backward(qe, qw, qa, geom, need_input=need_input, need_weight=need_weight)
 
 
-class WithLSTM(EveryLayer):
+class WithConv3d(EveryLayer):
     def __init__(self):
         super().__init__()
-        self.rnn = nn.LSTM(2, 2, batch_first=True)
+        self.vol = nn.Conv3d(2, 2, 1)  # no quantized twin
 
     def forward(self, x):
-        return super().forward(x + self.rnn(x.transpose(1, 2))[0].transpose(1, 2))
+        return super().forward(self.vol(x[..., None, None])[..., 0, 0])
 
 
 def _ran_counts(table) -> Counter:
@@ -269,7 +271,7 @@ def _ran_counts(table) -> Counter:
 def test_summary_reports_the_gemms_that_ran():
     rec = _Recording()
     torch.manual_seed(0)
-    model = convert(WithLSTM(), "pot:4", backend=rec, skip_first_last=False, overrides={"head": "mls:2,1"})
+    model = convert(WithConv3d(), "pot:4", backend=rec, skip_first_last=False, overrides={"head": "mls:2,1"})
     assert set(_ran_counts(summary(model))) == set()
     assert all(r["ran"] in ("not run yet", "fp32") for r in summary(model).rows)
     x, y = _data()
@@ -277,8 +279,8 @@ def test_summary_reports_the_gemms_that_ran():
     table = summary(model)
     assert _ran_counts(table) == rec.gemms and rec.gemms["pot:4"] > 0 and rec.gemms["mls:2,1"] == 3
     rows = {r["layer"]: r for r in table.rows}
-    assert rows["rnn"]["format"] == "fp32 (torch; no quantized twin)" and rows["rnn"]["ran"] == "fp32"
-    assert set(rows) == set(TWIN_TYPES) | {"rnn"}  # every multiply listed; out_proj belongs to its attention
+    assert rows["vol"]["format"] == "fp32 (torch; no quantized twin)" and rows["vol"]["ran"] == "fp32"
+    assert set(rows) == set(TWIN_TYPES) | {"vol"}  # every multiply listed; out_proj belongs to its attention
     assert rows["encoder.self_attn"]["type"] == "QMultiheadAttention"
 
 
@@ -286,13 +288,13 @@ def test_strict_names_every_multiply_it_cannot_quantize():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.rnn, self.gru, self.fc = nn.LSTM(4, 4), nn.GRU(4, 4), nn.Linear(4, 4)
-            self.vol = nn.Conv3d(1, 1, 1)
+            self.cell, self.fc = nn.LSTMCell(4, 4), nn.Linear(4, 4)
+            self.vol, self.bi = nn.Conv3d(1, 1, 1), nn.Bilinear(2, 2, 2)
 
-    with pytest.raises(ValueError, match=r"strict.*rnn \(LSTM.*gru \(GRU.*vol \(Conv3d"):
+    with pytest.raises(ValueError, match=r"strict.*cell \(LSTMCell.*vol \(Conv3d.*bi \(Bilinear"):
         convert(Net(), "pot:4", strict=True)
     q = convert(Net(), "pot:4", skip_first_last=False)  # not strict: kept fp32, listed
-    assert type(q.rnn) is nn.LSTM and type(q.fc) is QLinear
+    assert type(q.vol) is nn.Conv3d and type(q.fc) is QLinear
 
 
 def test_reconvert_changes_the_format_or_reverts_to_torch():
@@ -349,3 +351,25 @@ def test_eval_runs_quantized_attention_not_torch_fused_kernel():
     with torch.no_grad():
         q(x)
     assert q[0].self_attn.spec.ran[("fwd", "pot:4")] > 0
+
+
+@pytest.mark.parametrize("make,twin", [
+    (lambda: nn.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True), QLSTM),
+    (lambda: nn.GRU(3, 5, num_layers=2, dropout=0.0), QGRU),
+    (lambda: nn.RNN(3, 5, nonlinearity="relu"), QRNN),
+])
+def test_recurrent_twins_in_fp32_match_torch(make, twin):
+    torch.manual_seed(0)
+    rnn = make()
+    q = convert(nn.Sequential(rnn), "fp32", skip_first_last=False)[0]
+    assert type(q) is twin and list(q.state_dict()) == list(rnn.state_dict())
+    x = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    ref, out = rnn(x)[0], q(x)[0]
+    g = torch.linspace(-1, 1, ref.numel()).view_as(ref)
+    for a, b in zip(torch.autograd.grad(ref, [x] + list(rnn.parameters()), g),
+                    torch.autograd.grad(out, [x] + list(q.parameters()), g)):
+        assert (a - b).abs().max() <= 1e-5
+    assert (ref - out).abs().max() <= 1e-6
+    steps = x.shape[1] if rnn.batch_first else x.shape[0]
+    layers = rnn.num_layers * (2 if rnn.bidirectional else 1)
+    assert q.spec.ran[("fwd", "fp32")] == layers * (1 + steps)  # one input GEMM, a hidden GEMM per step

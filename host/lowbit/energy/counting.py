@@ -10,7 +10,7 @@ Counting rules (MLS paper, Appendix C and Alg. 2; our readings are marked):
 
 * which GEMMs are low-bit: for a plain model, ``lowbit.nn.plan`` (the same answer convert()
   acts on: first/last kept, no twin -> fp32); for a converted model, each module's own format.
-  Whatever stays fp32 (LSTM/GRU/RNN gates, Conv3d, functional matmuls / F.linear /
+  Whatever stays fp32 (Conv3d, RNN cells, functional matmuls / F.linear /
   scaled_dot_product_attention in user code) is priced as fp32 GEMMs.
 * conv / linear: three GEMMs per layer, forward, backward-data (skipped when the layer's input
   needs no gradient: the first layer, as in Alg. 2) and weight-gradient, each with
@@ -409,7 +409,8 @@ def _matmul_module_gemms(call: _Call, linear_block: "int | None") -> list:
 
 
 def _rnn_gemms(call: _Call) -> list:
-    """The gate GEMMs of an LSTM / GRU / RNN (all layers and directions): fp32, no twin."""
+    """The gate GEMMs of an LSTM / GRU / RNN (all layers and directions): per layer the input
+    GEMM over all steps and the hidden GEMMs of every step."""
     m = call.module
     gates = {"LSTM": 4, "GRU": 3}.get(m.mode, 1)
     shape = call.in_shape
@@ -421,7 +422,9 @@ def _rnn_gemms(call: _Call) -> list:
         width = m.input_size if layer == 0 else hidden * dirs
         for k in (width, hidden):
             g = _linear_gemms(steps * batch, k, gates * m.hidden_size, True, True, _DEFAULT_BLOCK)
-            out.append(("rnn", {p: Gemm(dirs * v.macs, dirs * v.outputs, v.block) for p, v in g.items()}, {}))
+            rows = steps * batch * dirs
+            out.append(("rnn", {p: Gemm(dirs * v.macs, dirs * v.outputs, v.block) for p, v in g.items()},
+                        {"W": dirs * k * gates * m.hidden_size, "A": rows * k, "E": rows * gates * m.hidden_size}))
     return out
 
 
@@ -514,7 +517,7 @@ def count_training_step(
             add(call.name, mod, "bn", "fwd", {"fp32_mul": 3 * n, "fp32_add": 4 * n})
             add(call.name, mod, "bn", "bwd", {"fp32_mul": 6 * n, "fp32_add": 6 * n})
             continue
-        layer_fmt = formats.FP32() if call.kind == "rnn" else _layer_format(call, fmt, lowbit, converted)
+        layer_fmt = _layer_format(call, fmt, lowbit, converted)
         any_mls |= layer_fmt.kind == "mls"
         for part, gemms, quantized in _call_gemms(call, linear_block):
             for phase, gemm in gemms.items():

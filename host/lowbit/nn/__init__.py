@@ -3,8 +3,9 @@ from .attention import Matmul, QMatmul, QMultiheadAttention, qmatmul
 from .convert import convert, multiplying_modules, plan, summary
 from .layers import QConv1d, QConv2d, QConvTranspose1d, QConvTranspose2d, QLinear, quantized_layers, set_generator
 from .mode import quantized_matmuls
+from .recurrent import QGRU, QLSTM, QRNN
 from .spec import LayerSpec, default_rounding
 
 __all__ = ["QConv1d", "QConv2d", "QConvTranspose1d", "QConvTranspose2d", "QLinear", "QMultiheadAttention",
-           "QMatmul", "Matmul", "qmatmul", "quantized_matmuls", "convert", "plan", "summary",
+           "QMatmul", "Matmul", "QLSTM", "QGRU", "QRNN", "qmatmul", "quantized_matmuls", "convert", "plan", "summary",
            "multiplying_modules", "quantized_layers", "set_generator", "LayerSpec", "default_rounding"]

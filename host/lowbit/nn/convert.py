@@ -11,6 +11,7 @@ from torch import nn
 from ..formats import parse
 from .attention import Matmul, QMatmul, QMultiheadAttention
 from .layers import QConv1d, QConv2d, QConvTranspose1d, QConvTranspose2d, QLinear
+from .recurrent import QGRU, QLSTM, QRNN
 from .spec import LayerSpec
 
 # torch type -> (its quantized twin, how the twin is made from it); first match wins (twins
@@ -23,9 +24,12 @@ TWINS = (
     (nn.Linear, QLinear, QLinear.from_linear),
     (nn.MultiheadAttention, QMultiheadAttention, QMultiheadAttention.from_mha),
     (Matmul, QMatmul, QMatmul.from_matmul),
+    (nn.LSTM, QLSTM, QLSTM.from_rnn),
+    (nn.GRU, QGRU, QGRU.from_rnn),
+    (nn.RNN, QRNN, QRNN.from_rnn),
 )
 # multiply-bearing modules without a twin: they stay fp32, listed by summary(), refused by strict
-NO_TWIN = (nn.RNNBase, nn.RNNCellBase, nn.Conv3d, nn.ConvTranspose3d, nn.Bilinear)
+NO_TWIN = (nn.RNNCellBase, nn.Conv3d, nn.ConvTranspose3d, nn.Bilinear)
 
 
 def _twin_entry(module: nn.Module):
@@ -106,13 +110,14 @@ def convert(model: nn.Module, fmt, *, backend="software", skip_first_last: bool 
             **layer_options) -> nn.Module:
     """A deep copy of ``model`` whose multiply-bearing modules compute in ``fmt`` on ``backend``:
     Conv1d/2d (any groups and padding mode), ConvTranspose1d/2d, Linear, MultiheadAttention
-    (projections and both attention matmuls; nn.Transformer* layers use it) and lowbit.nn.Matmul.
+    (projections and both attention matmuls; nn.Transformer* layers use it), LSTM / GRU / RNN
+    (gate GEMMs) and lowbit.nn.Matmul.
 
     The first and last of them (registration order) stay fp32 torch modules unless
     ``skip_first_last=False``. ``overrides`` maps a module name or type to a format or None (the
     torch module). A converted model may be converted again: every twin gets the new format (or
     goes back to its torch module where the new plan says fp32). ``strict=True`` raises, naming
-    each multiply-bearing module that cannot be quantized (LSTM/GRU/RNN, Conv3d, Bilinear,
+    each multiply-bearing module that cannot be quantized (Conv3d, Bilinear, RNN cells,
     complex parameters); without it they stay fp32 and summary() lists them so. ``layer_options``
     go to every twin: rounding, eval_rounding, mogami_backward, block, wbc, prc, generator.
     """
