@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import lowbit
 from lowbit.backends.software import SoftwareBackend
 from lowbit.nn import (QGRU, QLSTM, QRNN, Matmul, QConv1d, QConv2d, QConvTranspose1d, QConvTranspose2d, QLinear,
                        QMatmul, QMultiheadAttention, convert, quantized_matmuls, summary)

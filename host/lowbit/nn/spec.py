@@ -9,7 +9,7 @@ from typing import Dict, Optional, Union
 import torch
 
 from ..backends import Backend, get_backend
-from ..formats import FP32, MLS, Format, Mogami, PoT, parse
+from ..formats import MLS, Format, Mogami, PoT, parse
 from ..qtensor import QTensor
 from ..quant import ROUNDINGS
 
