@@ -105,6 +105,7 @@ def test_gemm_rules_per_format():
     assert gemm_ops("fp8", g) == {"fp8_mul": 90, "fp32_add": 90}  # the energy-only FP8 baseline
     assert lowbit_mul_label(formats.parse("mls:2,1")) == "FP4Mul"
     assert lowbit_mul_label("mls:0,4") == "FP5Mul"
+    assert lowbit_mul_label("mogami:fp32") == "IntAdd32" and lowbit_mul_label("mogami:bf16") == "IntAdd16"
 
 
 @pytest.mark.parametrize("model_fn, shape", [

@@ -100,4 +100,19 @@ def test_cli_fp8_baseline(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["baseline"] == "fp8" and 1 < out["ratio_vs_baseline"]
     assert main(["--model", "digits_cnn", "--baseline", "fp8"]) == 0
-    assert "FP8Mul" in capsys.readouterr().out
+    assert "fp8_mul" in capsys.readouterr().out
+
+
+def test_cli_names_ops_as_the_docs_do(capsys):
+    assert main(["--model", "resnet20", "--format", "mls:2,1"]) == 0
+    parts = capsys.readouterr().out.split("\npart ", 1)[1]
+    ops = {line[13:27].strip() for line in parts.splitlines()[1:] if line.strip() and not line.startswith("total")}
+    assert {"fp32_add", "fp32_mul", "lowbit_mul", "int_add", "group_scale", "tree_add"} <= ops
+    assert ops <= set(OPS) | {"lowbit_mul"}, ops - set(OPS)
+
+
+def test_cli_runs_a_token_model(capsys):
+    """The character Transformer takes token ids, not a float image."""
+    assert main(["--model", "char_transformer", "--format", "pot:4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["input"] == [64] and report["ratio_vs_baseline"] > 1

@@ -64,7 +64,7 @@ def _model(name: str):
 
     torch.manual_seed(0)
     if ":" not in name:
-        return models.get(name), models.info(name).input_shape
+        return models.get(name), models.info(name).input_shape, models.info(name).input_dtype
     module_name, _, attr = name.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
@@ -80,7 +80,7 @@ def _model(name: str):
         raise ValueError(f"--model {name}: calling {attr}() failed ({type(e).__name__}: {first}); {usage}") from None
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"--model {name}: {attr}() returned a {type(model).__name__}; {usage}")
-    return model, None
+    return model, None, torch.float32
 
 
 def _check_plot_path(path: str) -> None:
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         if args.plot:
             _check_plot_path(args.plot)
         table = get_table(args.table)
-        model, default_shape = _model(args.model)
+        model, default_shape, dtype = _model(args.model)
     except ValueError as e:
         print(f"lowbit energy: {e}", file=sys.stderr)
         return 2
@@ -113,7 +113,8 @@ def main(argv=None) -> int:
         print(f"lowbit energy: --model {args.model} needs --input (one sample's shape, e.g. 3x224x224)", file=sys.stderr)
         return 2
     try:
-        est = estimate(model, shape, args.format, table, batch=args.batch, fp32_layers=args.fp32_layers,
+        example = shape if dtype.is_floating_point else torch.zeros((args.batch, *shape), dtype=dtype)  # token ids
+        est = estimate(model, example, args.format, table, batch=args.batch, fp32_layers=args.fp32_layers,
                        baseline=args.baseline)
     except ValueError as e:
         print(f"lowbit energy: {e}", file=sys.stderr)
@@ -148,10 +149,6 @@ def main(argv=None) -> int:
     return 0
 
 
-OP_TYPES = {"fp32_mul": "FloatMul", "fp32_add": "FloatAdd", "int_add": "IntAdd", "group_scale": "GroupScale",
-            "tree_add": "FloatAdd(tree)", "xor": "XOR", "int4_add": "INT4Add", "mogami_add": "IntAdd32"}
-
-
 def _print_report(args, est, shape, scale) -> None:
     unit = "per image" if args.per_image else f"per step (batch {args.batch})"
     print(f"{args.model} input {'x'.join(map(str, shape))}, {est.counts.fmt} ({est.counts.mul_label}), "
@@ -161,11 +158,9 @@ def _print_report(args, est, shape, scale) -> None:
     print(f"{'layer':28s} {'module':12s} {'fwd MACs':>14s} {base + ' uJ':>12s} {'low-bit uJ':>12s} {'ratio':>7s}")
     for name, r in layers.iterrows():
         print(f"{name:28s} {r.module:12s} {r.fwd_macs:14,d} {r.base_uj / scale:12.3f} {r.uj / scale:12.3f} {r.ratio:7.2f}")
-    types = {**OP_TYPES, "lowbit_mul": est.counts.mul_label}
-    types["fp8_mul"] = "FP8Mul"
     print(f"\n{'part':12s} {'op':14s} {base + ' count':>14s} {base + ' uJ':>11s} {'count':>14s} {'uJ':>11s}")
     for (part, op), r in est.by_part().iterrows():
-        print(f"{PART_NAMES[part]:12s} {types[op]:14s} {r.count_base / scale:14.4g} {r.uj_base / scale:11.3f} "
+        print(f"{PART_NAMES[part]:12s} {op:14s} {r.count_base / scale:14.4g} {r.uj_base / scale:11.3f} "
               f"{r['count'] / scale:14.4g} {r.uj / scale:11.3f}")
     print(f"\ntotal: {base} {est.baseline_uj() / scale:.1f} uJ, {est.counts.fmt} {est.total_uj() / scale:.1f} uJ, "
           f"ratio {est.ratio:.2f}x; linear-layer saving {100 * est.saving():.1f}%")

@@ -128,7 +128,9 @@ def lowbit_mul_label(fmt: formats.Format) -> str:
     fmt = parse_format(fmt)
     if fmt.kind == "mls":
         return f"FP{fmt.code_bits}Mul"
-    return {"fp32": "FloatMul", "fp8": "FP8Mul", "pot": "XOR+INT4Add", "mogami": "IntAdd32"}[fmt.kind]
+    if fmt.kind == "mogami":
+        return f"IntAdd{fmt.code_bits}"  # the product adds the operands' bit patterns: 32 or 16 bits
+    return {"fp32": "FloatMul", "fp8": "FP8Mul", "pot": "XOR+INT4Add"}[fmt.kind]
 
 
 @dataclass

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 from .char_transformer import CharTransformer
@@ -25,6 +26,7 @@ class ModelInfo:
     num_classes: int
     input_shape: tuple  # (C, H, W) of one sample; (T,) token ids for a language model
     description: str
+    input_dtype: torch.dtype = torch.float32  # torch.long for token ids
 
 
 _REGISTRY = {
@@ -38,7 +40,7 @@ _REGISTRY = {
         ModelInfo("resnet34", partial(ImageNetResNet, 34), 1000, (3, 224, 224), "ImageNet ResNet-34"),
         ModelInfo("vgg16", VGG, 10, (3, 32, 32), "VGG-16 with BN for CIFAR"),
         ModelInfo("char_transformer", CharTransformer, 103, (64,),
-                  "2-layer decoder-only Transformer, character LM (pydoc text); in_channels = context"),
+                  "2-layer decoder-only Transformer, character LM (pydoc text); in_channels = context", torch.long),
     )
 }
 
