@@ -19,7 +19,7 @@ struct pynq_z2_mls {
     static const uint32_t K_MAX = 8192u;
     static const uint32_t ARITH_MASK = 0x1u;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 4, SIMD = 4, INTERLEAVE = 1;
+    static const unsigned ROWS = 16, COLS = 2, SIMD = 4, INTERLEAVE = 1;
     static const unsigned STREAM_BITS = 64, HP_BITS = 64;
     static const unsigned COMPUTE_UNITS = 1;
     static const bool A_URAM = false, B_URAM = false;
@@ -43,7 +43,7 @@ struct pynq_z2_mogami {
     static const uint32_t K_MAX = 512u;
     static const uint32_t ARITH_MASK = 0xCu;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 8, COLS = 8, SIMD = 1, INTERLEAVE = 8;
+    static const unsigned ROWS = 8, COLS = 4, SIMD = 1, INTERLEAVE = 8;
     static const unsigned STREAM_BITS = 64, HP_BITS = 64;
     static const unsigned COMPUTE_UNITS = 1;
     static const bool A_URAM = false, B_URAM = false;
@@ -55,7 +55,7 @@ struct zcu104_mls {
     static const uint32_t K_MAX = 8192u;
     static const uint32_t ARITH_MASK = 0x1u;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 4, SIMD = 4, INTERLEAVE = 1;
+    static const unsigned ROWS = 16, COLS = 3, SIMD = 4, INTERLEAVE = 1;
     static const unsigned STREAM_BITS = 64, HP_BITS = 128;
     static const unsigned COMPUTE_UNITS = 4;
     static const bool A_URAM = false, B_URAM = true;
@@ -79,7 +79,7 @@ struct zcu104_mogami {
     static const uint32_t K_MAX = 1024u;
     static const uint32_t ARITH_MASK = 0xCu;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 4, SIMD = 1, INTERLEAVE = 8;
+    static const unsigned ROWS = 16, COLS = 2, SIMD = 1, INTERLEAVE = 8;
     static const unsigned STREAM_BITS = 64, HP_BITS = 128;
     static const unsigned COMPUTE_UNITS = 4;
     static const bool A_URAM = false, B_URAM = true;

@@ -139,14 +139,15 @@ ALVEO_ARRAYS = (("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)),
 PYNQ_Z2 = BoardConfig(
     name="pynq-z2", kind="zynq", part=Part("xc7z020clg400-1", bram36=140, uram=0, dsp=220, lut=53_200),
     clock_mhz=100.0, hp_bits=64, stream_bits=64,
-    arrays=(("mls", Array(16, 4, 4)), ("pot", Array(16, 4, 4)),
-            ("mogami", Array(8, 8, 1, interleave=8, k_tile=512))),
+    # MLS and Mogami sized down to fit the part with the measured PE and finisher costs (hw_cost.json)
+    arrays=(("mls", Array(16, 2, 4)), ("pot", Array(16, 4, 4)),
+            ("mogami", Array(8, 4, 1, interleave=8, k_tile=512))),
     limits=KernelLimits(scale_buf=1 << 13, a_elems=1 << 14), storage=ON_CHIP_BRAM, mls_max=(2, 4))
 ZCU104 = BoardConfig(
     name="zcu104", kind="zynq", part=Part("xczu7ev-ffvc1156-2-e", bram36=312, uram=96, dsp=1728, lut=230_400),
     clock_mhz=200.0, hp_bits=128, stream_bits=64,
-    arrays=(("mls", Array(16, 4, 4)), ("pot", Array(16, 4, 4)),
-            ("mogami", Array(16, 4, 1, interleave=8, k_tile=1024, a_elems=1 << 15))),
+    arrays=(("mls", Array(16, 3, 4)), ("pot", Array(16, 4, 4)),
+            ("mogami", Array(16, 2, 1, interleave=8, k_tile=1024, a_elems=1 << 15))),
     limits=KernelLimits(scale_buf=1 << 15, a_elems=1 << 16), storage=A_BRAM_B_URAM, mls_max=(2, 4),
     compute_units=4, memory_banks=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"))
 U50 = BoardConfig(

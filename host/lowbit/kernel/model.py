@@ -122,21 +122,29 @@ def fpga_family(cfg: BoardConfig) -> str:
     return "xc7" if cfg.part.name.startswith("xc7") else "xcup"
 
 
-def luts_per_mac(cfg: BoardConfig, family: str) -> Tuple[float, float, str]:
-    """(LUTs per MAC, DSPs per MAC of the PE datapath, where the figures come from): helper H11's
-    yosys measurement (``hw_cost.per_mac`` at the PE's SIMD width, else its one-lane row), or the
-    labelled placeholder while hw_cost.json has no row for the datapath."""
-    simd = cfg.array(family).simd
+def _hw_cost():
     try:
         from . import hw_cost
+        return hw_cost
     except ImportError:
-        hw_cost = None
-    for lanes in dict.fromkeys((simd, 1)):
-        try:
-            cost = hw_cost.per_mac(DATAPATH[family], fpga_family(cfg), lanes=lanes)
-        except Exception:  # noqa: BLE001  no json yet, or no row for this datapath/width
-            continue
-        return cost.luts, cost.dsps, f"hw_cost.json (yosys, {cost.lanes}-lane {cost.datapath})"
+        return None
+
+
+def luts_per_mac(cfg: BoardConfig, family: str) -> Tuple[float, float, str]:
+    """(LUTs per MAC, DSPs per MAC of the PE datapath, where the figures come from): helper H11's
+    yosys measurement (``hw_cost.per_mac`` at the PE's SIMD width, else its one-lane row; the DSP
+    mapping where the part's DSPs allow it, else the ``-lut`` variant), or the labelled placeholder
+    while hw_cost.json has no row for the datapath."""
+    arr, hw = cfg.array(family), _hw_cost()
+    budget = MARGIN * cfg.part.dsp / cfg.compute_units - finisher_dsps(cfg, family)
+    for variant in (DATAPATH[family], DATAPATH[family] + "-lut"):
+        for lanes in dict.fromkeys((arr.simd, 1)):
+            try:
+                cost = hw.per_mac(variant, fpga_family(cfg), lanes=lanes)
+            except Exception:  # noqa: BLE001  no json yet, or no row for this datapath/width
+                continue
+            if cost.dsps * arr.macs_per_cycle <= budget:
+                return cost.luts, cost.dsps, f"hw_cost.json (yosys, {cost.lanes}-lane {cost.datapath})"
     return float(PLACEHOLDER_LUTS_PER_MAC[(family, fpga_family(cfg))]), 0.0, "placeholder (no hw_cost.json row)"
 
 
@@ -144,18 +152,38 @@ def finishers(cfg: BoardConfig, family: str) -> int:
     arr = cfg.array(family)
     if family == "mls":
         return math.ceil(arr.macs_per_cycle / MLS_MIN_BLOCK)
-    return arr.cols  # PoT: one conversion per output; Mogami: the PE adds in place, F drains
+    if family == "mogami":
+        return 0  # each PE adds in place (its fp32 adder is part of the measured Mogami MAC)
+    return arr.cols  # PoT: one conversion per output
+
+
+def finisher_luts(cfg: BoardConfig, family: str) -> float:
+    """One block finisher's LUTs: the measured ``<datapath>/finish`` part (fp32 add in LUTs), else
+    the placeholder."""
+    hw = _hw_cost()
+    try:
+        return float(hw.lookup(DATAPATH[family] + "/finish", fpga_family(cfg))["luts"])
+    except Exception:  # noqa: BLE001
+        return float(FINISHER_LUTS)
+
+
+def finisher_dsps(cfg: BoardConfig, family: str) -> int:
+    """DSPs of the finishers: none when the measured (all-LUT) finisher is used."""
+    if _hw_cost() is not None and finisher_luts(cfg, family) != FINISHER_LUTS:
+        return 0
+    return finishers(cfg, family) * FADD_DSP
 
 
 def resources(cfg: BoardConfig, family: str) -> Dict[str, object]:
     arr, cus = cfg.array(family), cfg.compute_units
     per_mac, dsp_per_mac, source = luts_per_mac(cfg, family)
+    measured = source.startswith("hw_cost")
     fin = finishers(cfg, family)
-    dsp = fin * FADD_DSP if family == "mls" else 0
-    if family == "mogami":
-        dsp = arr.rows * arr.cols * FADD_DSP  # one fp32 adder per PE
+    dsp = finisher_dsps(cfg, family)
+    if family == "mogami" and not measured:
+        dsp += arr.rows * arr.cols * FADD_DSP  # placeholder: one DSP fp32 adder per PE
     dsp += math.ceil(dsp_per_mac * arr.macs_per_cycle)
-    lut = arr.macs_per_cycle * per_mac + fin * FINISHER_LUTS + CONTROL_LUTS
+    lut = arr.macs_per_cycle * per_mac + fin * finisher_luts(cfg, family) + CONTROL_LUTS
     mems = memory_plan(cfg, family)
     return {"dsp_used": dsp * cus, "lut_estimate": int(round(lut * cus)), "lut_source": source,
             "bram36_used": sum(m.bram36 for m in mems) * cus, "uram_used": sum(m.uram for m in mems) * cus}
