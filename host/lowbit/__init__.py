@@ -22,14 +22,16 @@ _LAZY = {
 }
 
 
-_SUBMODULES = ("models", "data", "nn", "backends", "energy", "power", "wire", "reference", "train")
+# Subpackages reachable as attributes (lowbit.nn, lowbit.wire, ...) and the module each names.
+_SUBMODULES = {name: f"lowbit.{name}" for name in
+               ("models", "data", "nn", "backends", "energy", "power", "wire", "reference", "train")}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _SUBMODULES:
-        return importlib.import_module(f"lowbit.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
 
 
