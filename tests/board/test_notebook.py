@@ -61,5 +61,6 @@ def test_the_saved_notebook_carries_a_simulated_board_run():
                      for o in c.get("outputs", []))
     assert "backend: lowbit GEMM IP on zcu104 through AXI DMA (pynq)" in text
     assert "final test accuracy" in text and "kernel calls on the accelerator" in text
+    assert "QConv2d" in text and "ran (GEMM calls)" in text, "the notebook does not show lowbit.summary's table"
     plots = [o for c in nb["cells"] if "plot_power(" in "".join(c["source"]) for o in c.get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in plots)
