@@ -59,7 +59,7 @@ def run(formats, backend: str, check_backend, epochs: int, seed: int, batch_size
                           lr=lr, seed=seed, backend=backend, progress=progress)
         t0 = time.perf_counter()
         result = fit(cfg, dataset=dataset)
-        used = backends_used(result.model) or "torch"  # "board" falls back to emulation without a board
+        used = backends_used(result.model) or "torch"  # what ran ("auto" may have fallen back to emulation)
         row = dict(format=fmt, backend=used, test_acc=result.final["test_acc"],
                    train_acc=result.final["train_acc"], seconds=time.perf_counter() - t0, check_acc=None,
                    agreement=None)
