@@ -1,7 +1,7 @@
 """Quantizers: torch tensor -> QTensor (integer codes + scales + cached dequantized values).
 
-``quantize(x, fmt, rounding=..., generator=...)`` is the one entry point. The exact arithmetic
-(the definition the numpy reference ``lowbit.reference`` spells out again independently):
+``quantize(x, fmt, rounding=..., generator=...)`` is the one entry point. The arithmetic, whose
+definition is the numpy reference ``lowbit.reference`` (this package equals it bit for bit):
 
 * Random numbers come from a counter-based generator: element ``i`` (flat, C order) gets
   ``r = hash32(hash32(lo32(i) ^ k0) ^ hi32(i) ^ k1)`` with ``(k1 << 32) | k0`` a 64-bit seed drawn
