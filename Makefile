@@ -39,8 +39,8 @@ bench: install
 	$(BIN)/lowbit bench
 
 hpp: install
-	$(BIN)/python -m lowbit.wire --emit-hpp
-	$(BIN)/python -m lowbit.kernel.boards --emit-hpp
+	$(BIN)/lowbit wire --emit-hpp
+	$(BIN)/lowbit boards --emit-hpp
 
 clean:
 	rm -rf $(VENV) build *.egg-info

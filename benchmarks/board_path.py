@@ -20,10 +20,11 @@ import time
 import numpy as np
 import torch
 
-from lowbit import quantize, wire
+from lowbit import quantize
+from lowbit.kernel import wire
 from lowbit.backends import emulation as em
 from lowbit.board import open_simulated, packing
-from lowbit.wire import Op
+from lowbit.kernel.wire import Op
 
 FABRIC_MHZ = 200.0
 TILES = [(wire.MAX_M, 1024, 576),  # m, n, k: a 64-channel 3x3 conv's K, 1024 output pixels (fits in cache)

@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from lowbit import reference_kernel
+from lowbit.kernel import reference as reference_kernel
 from lowbit.backends.emulation import EmulationBackend
-from lowbit.quant import quantize
+from lowbit.numerics.quant import quantize
 
 FORMATS = ("mls:2,1", "mls:2,4", "pot:4", "mogami:fp32", "mogami:bf16")
 SIZE = 256
@@ -56,7 +56,7 @@ def bench_gemm(rounds: int) -> list:
 
 def bench_epoch(epochs: int) -> dict:
     from lowbit import data
-    from lowbit.train import TrainConfig, fit
+    from lowbit.apps.train import TrainConfig, fit
 
     ds = data.load("digits")
     times = {"software": [], "emulation": []}

@@ -35,7 +35,7 @@ def host_gmacs(family: str, rounds: int) -> float:
 
     from lowbit.backends.software import SoftwareBackend
     from lowbit.kernel.model import resnet20_gemms
-    from lowbit.quant import quantize
+    from lowbit.numerics.quant import quantize
 
     sw = SoftwareBackend()
     g = torch.Generator().manual_seed(0)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from lowbit import mogami_mul, quantize
-from lowbit.quant import native_available
+from lowbit.numerics.quant import native_available
 
 
 def candidates(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, with_torch_path: bool) -> dict:

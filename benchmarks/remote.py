@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-step", action="store_true", help="skip the ResNet-20 step")
     args = p.parse_args(argv)
     from lowbit.board import open_simulated
-    from lowbit.device import open_device
+    from lowbit.board.device import open_device
 
     port = _free_port()
     server = _serve(port)

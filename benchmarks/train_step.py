@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import lowbit.nn as lnn
-from lowbit.memory import keep_freed_memory
+from lowbit.runtime.memory import keep_freed_memory
 from lowbit.models import get as get_model
 from lowbit.models import info as model_info
 
@@ -115,7 +115,7 @@ def _quantizer_path(device) -> str:
     """Which element pass the MLS quantizer ran (CUDA: the Triton kernel or torch's fallbacks)."""
     import os
 
-    from lowbit import quant
+    from lowbit.numerics import quant
 
     if device.type == "cpu":
         return "native CPU kernel" if quant.native_available() else "torch ops"

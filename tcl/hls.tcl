@@ -5,7 +5,7 @@
 #   kernel      a key of KERNELS below
 #   part        e.g. xc7z020clg400-1 (PYNQ-Z2), xczu7ev-ffvc1156-2-e (ZCU104), xcu50-fsvh2104-2-e
 #   steps       comma list of csim,csynth,cosim,export
-#   golden_dir  folder written by `python -m lowbit.reference_kernel --golden DIR` (cases.txt lists
+#   golden_dir  folder written by `lowbit golden --golden DIR` (cases.txt lists
 #               the cases the testbench replays)
 #   defines     the kernel build, e.g. "-DLOWBIT_BOARD=zcu104_pot" (a struct of the generated
 #               hls/include/lowbit/board_config.hpp, from lowbit.kernel.boards; `lowbit build` passes it)
@@ -26,7 +26,7 @@ set KERNELS [dict create \
 set HEADERS {hls/include/lowbit/wire.hpp hls/include/lowbit/board_config.hpp hls/include/lowbit/mac.hpp \
     hls/include/lowbit/gemm.hpp}
 set TB_HEADERS {hls/tb/tb_common.hpp}
-# VLNV lowbit.org:hls:lowbit_gemm:1.0 (lowbit.wire.VLNV)
+# VLNV lowbit.org:hls:lowbit_gemm:1.0 (lowbit.kernel.wire.VLNV)
 set VENDOR lowbit.org
 set LIBRARY hls
 set VERSION 1.0

@@ -14,7 +14,7 @@ def test_public_names_resolve_lazily():
         assert callable(getattr(lowbit, name)), name
     for name, module in lowbit._SUBMODULES.items():
         assert getattr(lowbit, name) is importlib.import_module(module)
-    assert lowbit.parse("mls:2,1") == lowbit.formats.MLS(2, 1)
+    assert lowbit.parse("mls:2,1") == lowbit.numerics.formats.MLS(2, 1)
 
 
 def test_unknown_attribute_raises():

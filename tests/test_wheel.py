@@ -23,7 +23,7 @@ a = lowbit.quantize(torch.randn(20, 96, generator=g), "mls:2,1", rounding="neare
 b = lowbit.quantize(torch.randn(12, 96, generator=g), "mls:2,1", rounding="nearest", block=32)
 emulated = EmulationBackend().gemm(a, b)
 assert torch.equal(emulated, torch.load(sys.argv[1])), "the wheel's emulation differs from the checkout's"
-from lowbit import hls_headers
+from lowbit.kernel import headers as hls_headers
 assert str(hls_headers.HLS_DIR).startswith(sys.prefix), hls_headers.HLS_DIR
 from lowbit.board import open_simulated
 board = open_simulated("pynq-z2")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pynq import DefaultIP
 
-from lowbit import wire
-from lowbit.wire import Reg
+from lowbit.kernel import wire
+from lowbit.kernel.wire import Reg
 
 
 class VersionMismatch(RuntimeError):
@@ -17,7 +17,7 @@ def build_hint(board: str = "<board>") -> str:
 
 
 class LowbitGemm(DefaultIP):
-    """Registers by name (``lowbit.wire.Reg``); the data moves through the AXI DMA."""
+    """Registers by name (``lowbit.kernel.wire.Reg``); the data moves through the AXI DMA."""
 
     bindto = [wire.VLNV]
 

@@ -1,5 +1,5 @@
 // Shared helpers of the C-simulation testbenches: golden vectors are little-endian uint64 files
-// written by `python -m lowbit.reference_kernel --golden DIR` (<case>.in.bin / <case>.out.bin).
+// written by `lowbit golden --golden DIR` (<case>.in.bin / <case>.out.bin).
 #pragma once
 #include <stdint.h>
 #include <stdio.h>

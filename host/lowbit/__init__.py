@@ -3,28 +3,37 @@ from __future__ import annotations
 
 import importlib
 
-from . import formats
-from .formats import parse
+from lowbit.numerics import formats
+from lowbit.numerics.formats import parse
 
 __version__ = "0.1.0"
 
 # Public names and the module that defines each; imported on first use so that the core
 # (formats, quantizers) loads without the optional parts.
 _LAZY = {
-    "QTensor": "lowbit.qtensor",  # lazily too: `lowbit serve` on a board without torch imports this package
-    "quantize": "lowbit.quant",
-    "quant_error": "lowbit.stats",
-    "mogami_mul": "lowbit.mogami",
+    "QTensor": "lowbit.numerics.qtensor",  # lazily too: `lowbit serve` on a board without torch imports this package
+    "quantize": "lowbit.numerics.quant",
+    "quant_error": "lowbit.numerics.stats",
+    "mogami_mul": "lowbit.numerics.mogami",
     "convert": "lowbit.nn",
     "summary": "lowbit.nn",
-    "open_device": "lowbit.device",
+    "open_device": "lowbit.board.device",
     "get_backend": "lowbit.backends",
 }
 
 
-# Subpackages reachable as attributes (lowbit.nn, lowbit.wire, ...) and the module each names.
-_SUBMODULES = {name: f"lowbit.{name}" for name in
-               ("models", "data", "nn", "backends", "energy", "power", "wire", "reference", "train")}
+# Subpackages reachable as attributes (lowbit.nn, lowbit.kernel.wire, ...) and the module each names.
+_SUBMODULES = {
+    "models": "lowbit.models",
+    "data": "lowbit.data",
+    "nn": "lowbit.nn",
+    "backends": "lowbit.backends",
+    "energy": "lowbit.energy",
+    "power": "lowbit.power",
+    "wire": "lowbit.kernel.wire",
+    "reference": "lowbit.numerics.reference",
+    "train": "lowbit.apps.train",
+}
 
 
 def __getattr__(name: str):

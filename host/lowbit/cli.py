@@ -9,14 +9,19 @@ import sys
 import traceback
 
 COMMANDS = {
-    "train": ("lowbit.train", "train a model (digits by default) in a low-bit format"),
-    "sweep": ("lowbit.sweep", "the MLS paper's Table 3 sweep (grouping x Mg x Ex x Mx)"),
-    "demo": ("lowbit.demo", "the README's main job: digits at fp32 and MLS <2,1> on emulated hardware"),
-    "energy": ("lowbit.energy.cli", "per-layer op counts and modelled training energy"),
-    "bench": ("lowbit.bench", "run the benchmarks in benchmarks/"),
-    "build": ("lowbit.build", "build HLS IP / bitstreams with the Xilinx tools"),
-    "check": ("lowbit.check", "check the installation: compiler, headers, pynq, devices"),
+    "train": ("lowbit.apps.train", "train a model (digits by default) in a low-bit format"),
+    "sweep": ("lowbit.apps.sweep", "the MLS paper's Table 3 sweep (grouping x Mg x Ex x Mx)"),
+    "demo": ("lowbit.apps.demo", "the README's main job: digits at fp32 and MLS <2,1> on emulated hardware"),
+    "energy": ("lowbit.apps.energy", "per-layer op counts and modelled training energy"),
+    "bench": ("lowbit.apps.bench", "run the benchmarks in benchmarks/"),
+    "build": ("lowbit.apps.build", "build HLS IP / bitstreams with the Xilinx tools"),
+    "check": ("lowbit.apps.check", "check the installation: compiler, headers, pynq, devices"),
     "serve": ("lowbit.board.remote_server", "serve this board (or a simulated one) to remote:HOST[:PORT] clients"),
+    "wire": ("lowbit.kernel.wire", "write hls/include/lowbit/wire.hpp from the wire protocol (--emit-hpp)"),
+    "boards": ("lowbit.kernel.boards", "write hls/include/lowbit/board_config.hpp from the board records (--emit-hpp)"),
+    "golden": ("lowbit.kernel.reference", "write golden DMA streams for the C-simulation testbenches"),
+    "ablation": ("lowbit.apps.ablation", "the ALS-POTQ ablation (WBC / PRC) on digits"),
+    "measure": ("lowbit.apps.measure", "measure a training run's power with the available sensors"),
 }
 
 
@@ -38,7 +43,7 @@ def main(argv=None) -> int:
     debug = DEBUG_FLAG in argv or os.environ.get("LOWBIT_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != DEBUG_FLAG]
     if argv[:1] in (["--version"], ["-V"]):
-        from . import __version__
+        from lowbit import __version__
 
         print(f"lowbit {__version__}")
         return 0

@@ -45,7 +45,7 @@ def test_emulation_and_board_load_lazily(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "lowbit.backends.emulation", types.SimpleNamespace(EmulationBackend=Fake))
     calls = []
-    monkeypatch.setitem(sys.modules, "lowbit.device",
+    monkeypatch.setitem(sys.modules, "lowbit.board.device",
                         types.SimpleNamespace(open_device=lambda how: calls.append(how) or Fake()))
     monkeypatch.setattr(reg, "_instances", {})
     assert isinstance(get_backend("emulation"), Fake)

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from lowbit import reference_kernel as rk
-from lowbit import wire
+from lowbit.kernel import reference as rk
+from lowbit.kernel import wire
 from lowbit.backends import emulation as em
 from lowbit.backends.reference import ReferenceBackend
 from lowbit.backends.base import ConvGeometry
-from lowbit.quant import quantize
-from lowbit.wire import Header, Op, Status
+from lowbit.numerics.quant import quantize
+from lowbit.kernel.wire import Header, Op, Status
 
 U = 2.0 ** -24
 
@@ -160,7 +160,8 @@ def test_bad_operands_are_explained(backend):
 
 
 def test_missing_compiler_and_headers_are_explained(monkeypatch, tmp_path):
-    from lowbit import _build, hls_headers
+    from lowbit.runtime import native as _build
+    from lowbit.kernel import headers as hls_headers
 
     monkeypatch.setenv("LOWBIT_AP_TYPES", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="pip install --no-deps hls4ml==1.3.0"):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from lowbit.backends.base import Backend, Capabilities, ConvGeometry
-from lowbit.quant import quantize
+from lowbit.numerics.quant import quantize
 
 U = 2.0 ** -24
 
@@ -65,7 +65,7 @@ def test_lowered_convs_equal_torch(fmt, stride, padding, dilation):
 
     mls = fmt.startswith("mls")
     ho_wo = z.shape[2] * z.shape[3]
-    from lowbit.wire import Op
+    from lowbit.kernel.wire import Op
     assert be.blocks == [(Op.FORWARD, 6, 6) if mls else (Op.FORWARD, None, None),
                          (Op.BACKWARD_DATA, 6, 6) if mls else (Op.BACKWARD_DATA, None, None),
                          (Op.WEIGHT_GRAD, ho_wo, ho_wo) if mls else (Op.WEIGHT_GRAD, None, None)]

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from lowbit.backends.base import ConvGeometry
 from lowbit.backends.software import (SoftwareBackend, _torch_bmm, mogami_bmm, mogami_grad_fixed_col,
                                       mogami_grad_reduce)
-from lowbit.mogami import mogami_mul
-from lowbit.quant import quantize
+from lowbit.numerics.mogami import mogami_mul
+from lowbit.numerics.quant import quantize
 
 FLT_MAX = torch.finfo(torch.float32).max
 
@@ -354,7 +354,7 @@ def test_mogami_without_a_cpp_compiler_runs_as_torch_ops_and_says_so_once(monkey
     inside the first forward; one warning names the fix (issue 14)."""
     import warnings
 
-    from lowbit import _build
+    from lowbit.runtime import native as _build
     from lowbit.backends import software
     from lowbit.nn import convert
 

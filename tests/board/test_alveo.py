@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit import wire
+from lowbit.kernel import wire
 from lowbit.backends.emulation import run_mm
 from lowbit.board import BoardTimeout, KernelError
 
@@ -102,7 +102,7 @@ def make_fake_pyxrt(log, hang=False, corrupt=False):
 
 @pytest.fixture
 def xclbin(tmp_path):
-    from lowbit.build import write_manifest
+    from lowbit.apps.build import write_manifest
 
     folder = tmp_path / "u250"
     folder.mkdir()
@@ -112,7 +112,7 @@ def xclbin(tmp_path):
 
 
 def open_fake(monkeypatch, xclbin, **fake_kwargs):
-    from lowbit.device import open_device
+    from lowbit.board.device import open_device
 
     log = []
     monkeypatch.setitem(sys.modules, "pyxrt", make_fake_pyxrt(log, **fake_kwargs))
@@ -151,7 +151,7 @@ def test_alveo_kernel_error_and_timeout(monkeypatch, xclbin, operands):
 
 
 def test_missing_pyxrt_says_what_to_install(monkeypatch, xclbin):
-    from lowbit.device import open_device
+    from lowbit.board.device import open_device
 
     monkeypatch.setitem(sys.modules, "pyxrt", None)
     with pytest.raises(ImportError, match="source /opt/xilinx/xrt/setup.sh"):
@@ -159,10 +159,10 @@ def test_missing_pyxrt_says_what_to_install(monkeypatch, xclbin):
 
 
 def test_auto_picks_an_alveo_card_with_a_bitstream_folder(monkeypatch, xclbin, capsys):
-    import lowbit.device as device
+    import lowbit.board.device as device
 
     monkeypatch.setattr(device, "REPO_BITSTREAMS", xclbin.parent.parent)
-    monkeypatch.setattr(device, "_pynq_board_present", lambda: False)
+    monkeypatch.setattr(device, "pynq_board_present", lambda: False)
     monkeypatch.setitem(sys.modules, "pyxrt", make_fake_pyxrt([]))
     backend = device.open_device("auto")
     assert backend.name == "alveo"

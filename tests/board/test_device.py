@@ -6,9 +6,9 @@ import types
 
 import pytest
 
-from lowbit import wire
+from lowbit.kernel import wire
 from lowbit.board import compat, simulated_overlay
-from lowbit.device import ManifestMismatch, open_device, read_manifest
+from lowbit.board.device import ManifestMismatch, open_device, read_manifest
 
 FIXTURE = str(simulated_overlay("zcu104").parent)
 
@@ -131,22 +131,22 @@ def test_overlay_built_before_the_driver_is_registered_is_refused(monkeypatch):
 
 
 def test_auto_picks_a_pynq_board_with_a_bitstream_folder(monkeypatch, tmp_path, capsys):
-    import lowbit.device as device
+    import lowbit.board.device as device
     from lowbit.board.sim import SimulatedBoard
 
     copy_fixture(tmp_path)
     monkeypatch.setattr(device, "REPO_BITSTREAMS", tmp_path)
-    monkeypatch.setattr(device, "_pynq_board_present", lambda: True)
+    monkeypatch.setattr(device, "pynq_board_present", lambda: True)
     backend = device.open_device("auto", device=SimulatedBoard())
     assert backend.name == "board" and backend.board == "zcu104"
     assert "PYNQ board with" in capsys.readouterr().err
 
 
 def test_auto_with_a_board_but_no_bitstream_says_so(monkeypatch, tmp_path, capsys):
-    import lowbit.device as device
+    import lowbit.board.device as device
 
     monkeypatch.setattr(device, "REPO_BITSTREAMS", tmp_path)
-    monkeypatch.setattr(device, "_pynq_board_present", lambda: True)
+    monkeypatch.setattr(device, "pynq_board_present", lambda: True)
     assert device.open_device("auto").name == "emulation"
     assert "a PYNQ board but no bitstream" in capsys.readouterr().err
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit import wire
+from lowbit.kernel import wire
 from lowbit.board import (BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput,
                           open_simulated, simulated_overlay)
 from lowbit.board.axi_dma import SR_DEC_ERR, SR_SLV_ERR
@@ -94,7 +94,7 @@ def test_wrong_version_register_is_refused_with_a_build_hint():
     from lowbit_drivers import VersionMismatch
 
     from lowbit.board.sim import SimulatedBoard
-    from lowbit.device import open_pynq
+    from lowbit.board.device import open_pynq
 
     device = SimulatedBoard()
     device.faults.id_version = (wire.IP_ID << 16) | (wire.WIRE_VERSION + 1)

@@ -6,7 +6,7 @@ import pynq
 import pynq.lib.dma
 import pytest
 
-from lowbit import wire
+from lowbit.kernel import wire
 
 GENERATOR = Path(__file__).parent / "fixtures" / "make_fixture.py"
 FIXTURES = Path(__file__).resolve().parents[2] / "host" / "lowbit" / "board" / "overlays"
@@ -110,7 +110,7 @@ def test_a_family_the_bitstream_lacks_comes_back_as_a_status_naming_the_build(op
     from lowbit.board import simulated_overlay
     from lowbit.board.errors import KernelError
     from lowbit.board.sim import SimulatedBoard
-    from lowbit.device import open_pynq
+    from lowbit.board.device import open_pynq
     from lowbit.kernel.boards import build_of
 
     pot_only = build_of("zcu104", "pot")

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from lowbit import wire
+from lowbit.kernel import wire
 from lowbit.backends import emulation as em
 from lowbit.board import packing
-from lowbit.wire import Op
+from lowbit.kernel.wire import Op
 
 FORMATS = ["mls:2,1", "mls:2,4,g=8,0", "mls:1,1", "pot:4", "mogami:fp32", "mogami:bf16"]
 

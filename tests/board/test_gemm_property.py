@@ -10,11 +10,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lowbit import quantize, wire
+from lowbit import quantize
+from lowbit.kernel import wire
 from lowbit.backends import emulation as em
 from lowbit.board import packing
-from lowbit.reference_kernel import gemm as reference_gemm
-from lowbit.wire import Header, Op
+from lowbit.kernel.reference import gemm as reference_gemm
+from lowbit.kernel.wire import Header, Op
 
 FORMATS = ["mls:2,1", "mls:2,4,g=8,0", "pot:4", "mogami:fp32", "mogami:bf16"]
 

@@ -16,7 +16,7 @@ from lowbit import quantize
 from lowbit.board import remote_protocol as proto
 from lowbit.board import simulated_overlay
 from lowbit.board.remote import RemoteBoardError, open_remote, parse_address
-from lowbit.device import open_device, open_pynq
+from lowbit.board.device import open_device, open_pynq
 
 pytest.importorskip("grpc")
 
@@ -289,7 +289,7 @@ def test_lowbit_train_backend_board_without_a_board_fails_with_the_way_out(tmp_p
 
 def test_open_device_pynq_and_board_off_a_board_say_why_and_what_to_do():
     from lowbit.backends import get_backend
-    from lowbit.device import NoBoardError
+    from lowbit.board.device import NoBoardError
 
     with pytest.raises(NoBoardError, match=r"open_device\('pynq'\): this machine is not a PYNQ board.*remote:HOST"):
         open_device("pynq", bitstream=simulated_overlay("zcu104"))

@@ -5,7 +5,7 @@ import numpy as np
 import pynq
 import pytest
 
-from lowbit import wire
+from lowbit.kernel import wire
 from lowbit.board.axi_dma import (CR_RESET, DmaReg, SR_DEC_ERR, SR_HALTED, SR_IDLE, SR_INT_ERR, SR_IOC_IRQ,
                                   SR_SLV_ERR)
 from lowbit.board import simulated_overlay

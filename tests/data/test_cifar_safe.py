@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from lowbit import train
+from lowbit.apps import train
 from lowbit.data import cifar
 
 

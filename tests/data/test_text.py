@@ -7,8 +7,8 @@ import lowbit
 from lowbit.data import load
 from lowbit.data.text import pydoc_text
 from lowbit.models import get, info
-from lowbit.sweep import lm_markdown
-from lowbit.train import TrainConfig, fit
+from lowbit.apps.sweep import lm_markdown
+from lowbit.apps.train import TrainConfig, fit
 
 
 def test_pydoc_windows_are_next_character_targets_and_val_is_the_tail():

@@ -5,7 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from lowbit import formats
+from lowbit.numerics import formats
 from lowbit.energy import Gemm, count_training_step, gemm_ops, lowbit_mul_label
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from lowbit.energy import OPS, get_table, table_names
-from lowbit.energy.cli import main
+from lowbit.apps.energy import main
 
 
 def test_builtin_tables_cover_every_op_and_cite_sources():

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lowbit import build, wire
+from lowbit.apps import build
+from lowbit.kernel import wire
 
 ROOT = Path(__file__).resolve().parents[2]
 TCL = ROOT / "tcl"
@@ -88,7 +89,7 @@ def test_alveo_connectivity_matches_kernel_ports(board):
 
 
 def test_m_axi_depth_covers_the_largest_golden_stream():
-    from lowbit import reference_kernel
+    from lowbit.kernel import reference as reference_kernel
 
     src = (ROOT / "hls/kernels/lowbit_gemm_mm/lowbit_gemm_mm.cpp").read_text()
     depth = {port: int(d) for port, d in re.findall(r"port=(in|out)\b.*?depth=(\d+)", src)}
@@ -169,7 +170,7 @@ def test_manifest_round_trip(tmp_path):
 
 def test_check_command_reports(capsys, monkeypatch):
     """Exit 0 when what emulation needs is there (the Xilinx tools are optional); 1, naming it, when not."""
-    from lowbit import check
+    from lowbit.apps import check
 
     assert check.main(["--no-build"]) == 0
     out = capsys.readouterr().out

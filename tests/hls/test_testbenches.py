@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lowbit import hls_headers, reference_kernel
+from lowbit.kernel import headers as hls_headers
+from lowbit.kernel import reference as reference_kernel
 
 TOPS = ("lowbit_gemm_axis", "lowbit_gemm_mm")
 
@@ -41,7 +42,7 @@ def testbenches(tmp_path_factory):
 def test_golden_cases_fit_the_smallest_board_config(golden):
     """So the csim of a PYNQ-Z2 build (smaller buffers) replays the same vectors unchanged."""
     from lowbit.backends.emulation import CONFIGS
-    from lowbit.wire import Header
+    from lowbit.kernel.wire import Header
 
     small = CONFIGS["pynq-z2"]
     for name, words in reference_kernel.golden_cases(seed=4):
@@ -113,7 +114,7 @@ def test_testbench_replays_every_case_at_every_board_build(board, family, tmp_pa
     board_config.hpp replays every golden case with that build's expectations: its own family bit
     for bit, the others answered BAD_FORMAT, calls beyond its buffers BAD_DIMS."""
     from lowbit.kernel import boards
-    from lowbit.wire import Status
+    from lowbit.kernel.wire import Status
 
     build = boards.build_of(board, family)
     top = "lowbit_gemm_axis" if boards.BOARDS[board].kind == "zynq" else "lowbit_gemm_mm"

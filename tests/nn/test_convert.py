@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lowbit.formats import parse
+from lowbit.numerics.formats import parse
 from lowbit.nn import QConv2d, QLinear, convert, quantized_layers, summary
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lowbit.backends.software import _torch_bmm
-from lowbit.mogami import mogami_mul
+from lowbit.numerics.mogami import mogami_mul
 from lowbit.nn import QConv2d, QLinear
 
 

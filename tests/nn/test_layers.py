@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-import lowbit.quant
+import lowbit.numerics.quant
 from lowbit.nn import QConv2d, QLinear
 
 GEOMETRIES = [
@@ -17,18 +17,18 @@ GEOMETRIES = [
 
 
 class Recorder:
-    """Wraps lowbit.quant.quantize and keeps (input, result) of every call."""
+    """Wraps lowbit.numerics.quant.quantize and keeps (input, result) of every call."""
 
     def __init__(self, monkeypatch):
         self.calls = []
-        real = lowbit.quant.quantize
+        real = lowbit.numerics.quant.quantize
 
         def wrapped(x, fmt, **kw):
             q = real(x, fmt, **kw)
             self.calls.append((x.detach().clone(), kw, q))
             return q
 
-        monkeypatch.setattr(lowbit.quant, "quantize", wrapped)
+        monkeypatch.setattr(lowbit.numerics.quant, "quantize", wrapped)
 
     def find(self, like: torch.Tensor):
         hits = [c for c in self.calls if c[0].shape == like.shape and torch.equal(c[0], like.detach())]

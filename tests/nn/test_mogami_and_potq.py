@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input
 
-import lowbit.quant
+import lowbit.numerics.quant
 from lowbit.backends.software import SoftwareBackend
-from lowbit.mogami import mogami_mul
+from lowbit.numerics.mogami import mogami_mul
 from lowbit.nn import QConv2d, QLinear
 from lowbit.nn.spec import pow2_round
 
@@ -21,14 +21,14 @@ def seq_sum(products, dim):
 @pytest.fixture
 def record(monkeypatch):
     calls = []
-    real = lowbit.quant.quantize
+    real = lowbit.numerics.quant.quantize
 
     def wrapped(x, fmt, **kw):
         q = real(x, fmt, **kw)
         calls.append((x.detach().clone(), kw, q))
         return q
 
-    monkeypatch.setattr(lowbit.quant, "quantize", wrapped)
+    monkeypatch.setattr(lowbit.numerics.quant, "quantize", wrapped)
     return calls
 
 
@@ -130,9 +130,9 @@ def test_wbc_linear_forward_and_backward():
     z = layer(x)
     z.backward(torch.ones_like(z))
     w = layer.weight.detach()
-    qw = lowbit.quant.quantize(w, "pot:4", rounding="nearest").decode()
+    qw = lowbit.numerics.quant.quantize(w, "pot:4", rounding="nearest").decode()
     w_eff = qw + pow2_round(w.mean(1, keepdim=True) - qw.mean(1, keepdim=True))
-    xa = lowbit.quant.quantize(x.detach(), "pot:4", rounding="nearest").decode()
+    xa = lowbit.numerics.quant.quantize(x.detach(), "pot:4", rounding="nearest").decode()
     torch.testing.assert_close(z, xa @ w_eff.t(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(x.grad, torch.ones(6, 4) @ w_eff, rtol=1e-5, atol=1e-5)
 

@@ -19,7 +19,7 @@ class FakeClock:
 
 def test_importing_lowbit_never_changes_the_matplotlib_backend():
     code = ("import matplotlib; matplotlib.use('svg')\n"
-            "import lowbit, lowbit.power, lowbit.power.plots, lowbit.power.measure\n"
+            "import lowbit, lowbit.power, lowbit.power.plots, lowbit.apps.measure\n"
             "print(matplotlib.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "svg"

@@ -1,9 +1,9 @@
 // The block-scaled low-bit GEMM engine: parses the wire header (lowbit/wire.hpp), keeps A on chip,
-// streams B row by row and emits C^T [N][M] fp32, then the STATUS word (see host/lowbit/wire.py).
+// streams B row by row and emits C^T [N][M] fp32, then the STATUS word (see host/lowbit/kernel/wire.py).
 //
 //   C[m,n] = SUM_b ( Sa[m,b] Sb[n,b] SUM_{k in block b} A[m,k] B[n,k] )
 //
-// Summation order (the numpy reference in host/lowbit/reference_kernel.py repeats it):
+// Summation order (the numpy reference in host/lowbit/kernel/reference.py repeats it):
 //   intra-block: the policy's accumulator, k ascending (exact for MLS and PoT);
 //   inter-block: fp32, out = ((+0.0f + v_0) + v_1) + ..., blocks ascending.
 //

@@ -1,5 +1,5 @@
 // Thin AXI-Stream top: interface pragmas and one call into the engine (lowbit/gemm.hpp).
-// s_axilite registers (offsets fixed to lowbit.wire.Reg): STATUS 0x10, ID_VERSION 0x18, CYCLES 0x20.
+// s_axilite registers (offsets fixed to lowbit.kernel.wire.Reg): STATUS 0x10, ID_VERSION 0x18, CYCLES 0x20.
 #include "lowbit_gemm_axis.h"
 
 #include "lowbit/gemm.hpp"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Union
 
-from .base import Backend, Capabilities, ConvGeometry
+from lowbit.backends.base import Backend, Capabilities, ConvGeometry
 
 NAMES = ("software", "emulation", "board", "auto")
 _instances: dict = {}
@@ -16,12 +16,12 @@ _instances: dict = {}
 
 def _make(name: str) -> Backend:
     if name == "software":
-        from .software import SoftwareBackend
+        from lowbit.backends.software import SoftwareBackend
 
         return SoftwareBackend()
     if name == "emulation":
         return importlib.import_module("lowbit.backends.emulation").EmulationBackend()
-    return importlib.import_module("lowbit.device").open_device(name)
+    return importlib.import_module("lowbit.board.device").open_device(name)
 
 
 def get_backend(name_or_backend: Union[str, Backend] = "software") -> Backend:

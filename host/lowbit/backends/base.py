@@ -17,9 +17,9 @@ from typing import Tuple
 
 import torch
 
-from ..qtensor import QTensor
-from ..wire import Op
-from .geometry import ConvGeometry
+from lowbit.numerics.qtensor import QTensor
+from lowbit.kernel.wire import Op
+from lowbit.backends.geometry import ConvGeometry
 
 
 @dataclass(frozen=True)
@@ -49,21 +49,21 @@ class Backend(abc.ABC):
 
     def conv2d_forward(self, qw: QTensor, qa: QTensor, geom: ConvGeometry) -> torch.Tensor:
         """Z = conv2d(A, W): qw [Co, Ci, kh, kw], qa [N, Ci, H, W] -> [N, Co, Ho, Wo]."""
-        from . import lowering
+        from lowbit.backends import lowering
 
         return lowering.conv2d_forward(self, qw, qa, geom)
 
     def conv2d_backward_data(self, qe: QTensor, qw: QTensor, geom: ConvGeometry,
                              input_shape: torch.Size) -> torch.Tensor:
         """dA from qe [N, Co, Ho, Wo] and qw [Co, Ci, kh, kw] -> input_shape."""
-        from . import lowering
+        from lowbit.backends import lowering
 
         return lowering.conv2d_backward_data(self, qe, qw, geom, input_shape)
 
     def conv2d_weight_grad(self, qe: QTensor, qa: QTensor, geom: ConvGeometry,
                            weight_shape: torch.Size) -> torch.Tensor:
         """dW from qe [N, Co, Ho, Wo] and qa [N, Ci, H, W] -> weight_shape."""
-        from . import lowering
+        from lowbit.backends import lowering
 
         return lowering.conv2d_weight_grad(self, qe, qa, geom, weight_shape)
 

@@ -2,9 +2,9 @@
 
 ``run_axis_stream`` feeds a word stream to the AXI-Stream top exactly as an AXI DMA would (TLAST
 on the last word) and returns what the top wrote. ``EmulationBackend.gemm`` tiles a GEMM to the
-kernel's limits, packs every tile into the wire stream (``lowbit.wire``), runs it and unpacks.
+kernel's limits, packs every tile into the wire stream (``lowbit.kernel.wire``), runs it and unpacks.
 
-Tiling (documented order, repeated by ``lowbit.reference_kernel.gemm``): M in tiles of MAX_M (and
+Tiling (documented order, repeated by ``lowbit.kernel.reference.gemm``): M in tiles of MAX_M (and
 of what the A buffer holds for one block), N in tiles that fit MAX_N and the B-scale buffer, K in
 tiles of whole blocks that fit MAX_K, the A-scale buffer and the A buffer (``KernelLimits``); the
 K-tiles' fp32 outputs are added on the host in ascending K order (``C = C_0 + C_1 + ...``), then
@@ -20,13 +20,13 @@ from typing import Iterator, List, Tuple
 import numpy as np
 import torch
 
-from .. import wire
-from .._build import load
-from ..formats import MLS, Mogami, PoT
-from ..kernel.boards import BOARDS, FULL_LIMITS, Build, KernelLimits
-from ..qtensor import QTensor
-from ..wire import Header, Op, Status
-from .base import Backend, Capabilities
+from lowbit.kernel import wire
+from lowbit.runtime.native import load
+from lowbit.numerics.formats import MLS, Mogami, PoT
+from lowbit.kernel.boards import BOARDS, FULL_LIMITS, Build, KernelLimits
+from lowbit.numerics.qtensor import QTensor
+from lowbit.kernel.wire import Header, Op, Status
+from lowbit.backends.base import Backend, Capabilities
 
 
 
@@ -71,7 +71,7 @@ def kernel_lib(limits: KernelLimits = FULL):
 
     The emulation build defines LOWBIT_FAST_CSIM (native integer types, see mac.hpp) and targets
     this CPU; the C-sim testbenches build the ap_int path of the same sources."""
-    from .. import hls_headers
+    from lowbit.kernel import headers as hls_headers
 
     include = hls_headers.hls_include_dir()
     config = config_defines(limits)

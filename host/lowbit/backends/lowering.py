@@ -21,10 +21,10 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..formats import MLS
-from ..qtensor import QTensor
-from ..wire import Op
-from .geometry import ConvGeometry
+from lowbit.numerics.formats import MLS
+from lowbit.numerics.qtensor import QTensor
+from lowbit.kernel.wire import Op
+from lowbit.backends.geometry import ConvGeometry
 
 
 def _scale_grid(q: QTensor) -> Optional[torch.Tensor]:

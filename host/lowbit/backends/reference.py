@@ -1,9 +1,9 @@
 """A backend that runs ``gemm`` in the numpy model of the kernel (for bit-exact comparisons)."""
 from __future__ import annotations
 
-from ..reference_kernel import gemm
-from ..wire import Op
-from .base import Backend, Capabilities
+from lowbit.kernel.reference import gemm
+from lowbit.kernel.wire import Op
+from lowbit.backends.base import Backend, Capabilities
 
 
 class ReferenceBackend(Backend):

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from ..quant.native import ptr
-from ..formats import Mogami
-from ..qtensor import QTensor
-from ..wire import Op
-from .base import Backend, Capabilities, ConvGeometry
+from lowbit.numerics.quant.native import ptr
+from lowbit.numerics.formats import Mogami
+from lowbit.numerics.qtensor import QTensor
+from lowbit.kernel.wire import Op
+from lowbit.backends.base import Backend, Capabilities, ConvGeometry
 
 _CSRC = Path(__file__).resolve().parent.parent / "csrc" / "mogami_gemm.cpp"
 _CDEF = """
@@ -46,7 +46,7 @@ _FLAGS = ("-fopenmp", "-march=native", "-fno-fast-math", "-std=c++17")
 
 def native():
     """(ffi, lib) of the Mogami kernels, built once per source hash."""
-    from .._build import load
+    from lowbit.runtime.native import load
 
     return load("mogami_gemm", _CDEF, [_CSRC], flags=_FLAGS)
 

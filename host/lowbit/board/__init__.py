@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import BoardError, BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput
+from lowbit.board.errors import BoardError, BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput
 
 # The simulated boards' overlays (a .hwh, a placeholder .bit, manifest.json), package data written
 # by tests/board/fixtures/make_fixture.py.
@@ -27,8 +27,8 @@ def open_simulated(board: str = "zcu104", *, bitstream=None, kernel=None, timeou
                    threaded: bool = True, **device_kwargs):
     """A ``PynqBackend`` on a ``SimulatedBoard`` loaded with the fixture overlay for ``board``; by
     default the kernel runs in a worker thread, so packing call i+1 really overlaps call i."""
-    from ..device import open_pynq
-    from .sim import SimulatedBoard
+    from lowbit.board.overlay import open_pynq
+    from lowbit.board.sim import SimulatedBoard
 
     bit = Path(bitstream) if bitstream is not None else simulated_overlay(board)
     if not bit.exists():

@@ -15,14 +15,14 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .. import wire
-from ..backends.base import Backend, Capabilities
-from ..backends.emulation import check_operands, tensor_scale_product
-from ..formats import MLS
-from ..qtensor import QTensor
-from ..wire import Op, Status
-from . import packing
-from .errors import BoardError, BoardTimeout, BufferAllocationError, KernelError, TruncatedOutput
+from lowbit.kernel import wire
+from lowbit.backends.base import Backend, Capabilities
+from lowbit.backends.emulation import check_operands, tensor_scale_product
+from lowbit.numerics.formats import MLS
+from lowbit.numerics.qtensor import QTensor
+from lowbit.kernel.wire import Op, Status
+from lowbit.board import packing
+from lowbit.board.errors import BoardError, BoardTimeout, BufferAllocationError, KernelError, TruncatedOutput
 
 ARG_IN, ARG_OUT, ARG_IN_WORDS, ARG_OUT_CAP, ARG_RESULT = range(5)
 
@@ -176,9 +176,9 @@ def _status_name(code: int) -> str:
 
 
 def open_alveo(xclbin, **kwargs) -> AlveoBackend:
-    from ..device import _find_file, read_manifest
+    from lowbit.board.manifest import find_file, read_manifest
 
-    path = _find_file(Path(xclbin), ".xclbin")
+    path = find_file(Path(xclbin), ".xclbin")
     manifest = read_manifest(path)
     kwargs.setdefault("board", str(manifest.get("board", "<alveo>")))
     kwargs.setdefault("limits", packing.KernelLimits.from_manifest(manifest))

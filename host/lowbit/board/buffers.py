@@ -5,7 +5,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import BufferAllocationError
+from lowbit.board.errors import BufferAllocationError
 
 GROWTH = 1.5  # headroom on growth, so a slowly growing workload reallocates rarely
 

@@ -24,3 +24,12 @@ class TruncatedOutput(BoardError):
 
 class BufferAllocationError(BoardError):
     """The contiguous (CMA) memory for the DMA buffers could not be allocated."""
+
+
+class NoBoardError(BoardError):
+    """A board was asked for and there is none here (or no bitstream for it)."""
+
+
+NO_BOARD_HELP = ("run this on the board itself, reach a board over the network with "
+                 "open_device('remote:HOST[:PORT]') / `lowbit train --remote HOST` (start `lowbit serve` on the board), "
+                 "or use the emulation backend (`--backend emulation`, open_device('emulation'))")

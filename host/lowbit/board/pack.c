@@ -1,5 +1,5 @@
 /* Pack integer codes into 64-bit stream words (lane 0 lowest, little-endian), straight into a DMA
- * buffer: the board backend's hot loop. Layout: lowbit/wire.py. Rows are taken with a stride so a
+ * buffer: the board backend's hot loop. Layout: lowbit/kernel/wire.py. Rows are taken with a stride so a
  * K-tile of a larger operand packs without a copy; codes are masked to the format's code bits. */
 #include <stdint.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 """Host-side data stages: pack one kernel call's input stream straight into a DMA buffer and
-unpack C^T from the output buffer. The stream layout is the one ``lowbit.wire`` specifies and the
+unpack C^T from the output buffer. The stream layout is the one ``lowbit.kernel.wire`` specifies and the
 kernel reads (each section contiguous, starting on a fresh word, lane 0 lowest); the tiling and
 operand preparation are the emulation backend's (``lowbit.backends.emulation.gemm_tiles``), so the
 board and the emulation run identical kernel calls in an identical order."""
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import wire
-from .._build import load
-from ..backends import emulation
-from ..backends.emulation import Operand
-from ..formats import MLS, PoT
-from ..kernel.boards import FAMILY_ARITHS, FULL_LIMITS, KernelLimits
-from ..qtensor import QTensor
-from ..wire import Arith, Header, Op, Status
+from lowbit.kernel import wire
+from lowbit.runtime.native import load
+import lowbit.backends.emulation as emulation
+from lowbit.backends.emulation import Operand
+from lowbit.numerics.formats import MLS, PoT
+from lowbit.kernel.boards import FAMILY_ARITHS, KernelLimits
+from lowbit.numerics.qtensor import QTensor
+from lowbit.kernel.wire import Arith, Header, Op, Status
 
 
 def plan_calls(fmt, a: Operand, b: Operand, block: int, op: Op, limits: KernelLimits = KernelLimits()):
@@ -59,7 +59,7 @@ _LIB = []
 
 
 def _lib():
-    if not _LIB:  # built once per source hash (lowbit._build), looked up once per process
+    if not _LIB:  # built once per source hash (lowbit.runtime.native), looked up once per process
         _LIB.append(load("lowbit_board_pack", _CDEF, [Path(__file__).with_name("pack.c")], cplus=False,
                          flags=["-march=native"]))
     return _LIB[0]

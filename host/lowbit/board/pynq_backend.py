@@ -19,17 +19,17 @@ import lowbit_drivers  # noqa: F401  registers the IP driver before any Overlay 
 from lowbit_drivers import LowbitGemm
 from lowbit_drivers.gemm import VersionMismatch, build_hint
 
-from .. import wire
-from ..backends.base import Backend, Capabilities
-from ..backends.emulation import Operand, check_operands, tensor_scale_product
-from ..formats import MLS
-from ..kernel.boards import ID_CELL, ID_GPIO_VLNV
-from ..qtensor import QTensor
-from ..wire import Header, Op, Status
-from . import packing
-from .axi_dma import CR_RESET, DmaReg, describe_sr
-from .buffers import BufferSlot
-from .errors import BoardError, BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput
+from lowbit.kernel import wire
+from lowbit.backends.base import Backend, Capabilities
+from lowbit.backends.emulation import Operand, check_operands, tensor_scale_product
+from lowbit.numerics.formats import MLS
+from lowbit.kernel.boards import ID_CELL, ID_GPIO_VLNV
+from lowbit.numerics.qtensor import QTensor
+from lowbit.kernel.wire import Header, Op, Status
+from lowbit.board import packing
+from lowbit.board.axi_dma import CR_RESET, DmaReg, describe_sr
+from lowbit.board.buffers import BufferSlot
+from lowbit.board.errors import BoardError, BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput
 
 
 @dataclass

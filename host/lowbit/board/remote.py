@@ -22,11 +22,11 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..backends.base import Backend, Capabilities
-from ..qtensor import QTensor
-from ..wire import Op
-from . import remote_protocol as proto
-from .errors import BoardError
+from lowbit.backends.base import Backend, Capabilities
+from lowbit.numerics.qtensor import QTensor
+from lowbit.kernel.wire import Op
+from lowbit.board import remote_protocol as proto
+from lowbit.board.errors import BoardError
 
 PREFIX = "remote:"
 OVERLAY_FILES = ("lowbit_gemm.bit", "lowbit_gemm.hwh", "manifest.json")
@@ -264,8 +264,8 @@ class RemoteBackend(Backend):
         return f"{self.host}:{self.port}"
 
     def _open(self):
-        from .._build import cache_dir
-        from ..device import open_pynq
+        from lowbit.runtime.native import cache_dir
+        from lowbit.board.overlay import open_pynq
 
         device = connect(self.host, self.port, rpc_timeout_s=self.rpc_timeout_s,
                          connect_timeout_s=self.connect_timeout_s, traffic=self.traffic)

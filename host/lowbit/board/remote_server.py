@@ -24,7 +24,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from . import remote_protocol as proto
+from lowbit.board import remote_protocol as proto
 
 FPGA_MANAGER = "/sys/class/fpga_manager/fpga0/"
 FIRMWARE = "/lib/firmware/"
@@ -101,7 +101,7 @@ class SimulatedTarget(Target):
     name to the FPGA manager resets the simulated PL, as reprogramming resets a board's IPs."""
 
     def __init__(self, bitstream: Path, board: str, threaded: bool = True):
-        from .sim import SimulatedBoard
+        from lowbit.board.sim import SimulatedBoard
 
         super().__init__(SimulatedBoard(threaded=threaded), bitstream, board)
         self.ps_windows = ()  # no PS model: a client opens the served overlay without downloading it
@@ -133,7 +133,7 @@ class SimulatedTarget(Target):
 
 def make_target(simulated: bool, bitstream: Optional[str], board: str) -> Target:
     if simulated:
-        from . import simulated_overlay
+        from lowbit.board import simulated_overlay
 
         bit = Path(bitstream) if bitstream else simulated_overlay(board)
         target = SimulatedTarget(bit, board)
@@ -437,7 +437,7 @@ def main(argv=None) -> int:
 def _check_dependencies() -> None:
     missing = [name for name in ("grpc", "google.protobuf", "pynq") if not _importable(name)]
     if missing:
-        from ..cli import UserError
+        from lowbit.cli import UserError
 
         raise UserError(f"lowbit serve needs {', '.join(missing)}: pip install grpcio protobuf (pynq comes with the "
                         "board image; off a board: pip install 'lowbit[remote]')")

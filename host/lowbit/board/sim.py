@@ -20,10 +20,10 @@ import numpy as np
 import pynq
 from pynq.buffer import PynqBuffer
 
-from .. import wire
-from ..kernel.boards import ID_GPIO_VLNV
+from lowbit.kernel import wire
+from lowbit.kernel.boards import ID_GPIO_VLNV
 
-from .axi_dma import (CR_RESET, CR_RESET_VALUE, CR_RS, S2MM_OFFSET, SR_DEC_ERR, SR_DLY_IRQ, SR_ERR_IRQ,
+from lowbit.board.axi_dma import (CR_RESET, CR_RESET_VALUE, CR_RS, S2MM_OFFSET, SR_DEC_ERR, SR_DLY_IRQ, SR_ERR_IRQ,
                       SR_ERRORS, SR_HALTED, SR_IDLE, SR_INT_ERR, SR_IOC_IRQ, SR_RESET_VALUE)
 
 # Offsets within one channel (MM2S at 0x00, S2MM at 0x30), PG021.
@@ -207,7 +207,7 @@ class _Allocation:
 
 
 def _default_kernel():
-    from ..backends.emulation import run_axis_stream
+    from lowbit.backends.emulation import run_axis_stream
 
     return run_axis_stream
 
@@ -248,7 +248,7 @@ class SimulatedBoard(pynq.Device):
     def get_bitfile_metadata(self, bitfile_name: str, partial: bool = False):
         from pynqmetadata.frontends import Metadata
 
-        from .compat import runtime_metadata_parser
+        from lowbit.board.compat import runtime_metadata_parser
 
         hwh = Path(bitfile_name).with_suffix(".hwh")
         if not hwh.is_file():

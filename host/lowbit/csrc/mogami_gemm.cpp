@@ -1,6 +1,6 @@
 // Mogami GEMMs: every product is the integer add of fp32 bit patterns,
 //   a (x) b = bits(a) + bits(b) - 0x3F800000,
-// with explicit rules (no real multiply), those of lowbit.mogami.mogami_mul: a zero/subnormal
+// with explicit rules (no real multiply), those of lowbit.numerics.mogami.mogami_mul: a zero/subnormal
 // operand or a result below the smallest normal flushes to signed zero; a result past the
 // largest finite saturates to the signed largest finite (``max_finite``: FLT_MAX, or the
 // largest bf16 as fp32 bits for bf16 operands, whose products are the fp32 products of the

@@ -1,5 +1,5 @@
 /* Fused CPU kernels of lowbit: MLS and PoT quantizers, bf16 rounding, Mogami products and wire
- * packing of codes, all bit-exact with lowbit.reference (the definition).
+ * packing of codes, all bit-exact with lowbit.numerics.reference (the definition).
  *
  * Quantizers: two passes over the input, block maxima (and a count of NaN/Inf), then one pass that
  * writes the int16 codes AND the dequantized fp32 values. Random numbers: the counter-based generator
@@ -257,7 +257,7 @@ int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t se
     return bad;
 }
 
-/* Mogami products on bit patterns (width 32: fp32, 16: bf16); see lowbit/mogami.py for the rules.
+/* Mogami products on bit patterns (width 32: fp32, 16: bf16); see lowbit/numerics/mogami.py for the rules.
  * Returns the number of operands with an all-ones exponent (NaN/Inf); the output is then invalid. */
 #define MOGAMI_KERNEL(NAME, T, ONE, MIN_NORMAL, MAX_FINITE, SIGN, EXP_ALL)                           \
     int64_t NAME(const T *a, const T *b, int64_t n, T *out) {                                           \

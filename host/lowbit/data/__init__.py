@@ -8,11 +8,11 @@ ImageFolder tree with PIL.
 """
 from __future__ import annotations
 
-from .cifar import load_cifar10
-from .digits import load_digits
-from .imagenet import load_imagenet
-from .splits import Dataset, Split, TensorSplit, epoch_generator
-from .text import load_pydoc
+from lowbit.data.cifar import load_cifar10
+from lowbit.data.digits import load_digits
+from lowbit.data.imagenet import load_imagenet
+from lowbit.data.splits import Dataset, Split, TensorSplit, epoch_generator
+from lowbit.data.text import load_pydoc
 
 ACCEPTED = "digits | pydoc | cifar10:PATH | imagenet:PATH"
 

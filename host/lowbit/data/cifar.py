@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import random_crop_flip
-from .splits import Dataset, TensorSplit
+from lowbit.data.augment import random_crop_flip
+from lowbit.data.splits import Dataset, TensorSplit
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE = "cifar-10-python.tar.gz"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .splits import Dataset, TensorSplit
+from lowbit.data.splits import Dataset, TensorSplit
 
 
 def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:

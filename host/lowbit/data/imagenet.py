@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .splits import Dataset, Split
+from lowbit.data.splits import Dataset, Split
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

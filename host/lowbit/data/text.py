@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .splits import Dataset, TensorSplit
+from lowbit.data.splits import Dataset, TensorSplit
 
 
 def pydoc_text() -> str:

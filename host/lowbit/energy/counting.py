@@ -50,7 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .. import formats
+from lowbit.numerics import formats
 
 OPS = (
     "fp32_mul", "fp32_add", "lowbit_mul", "int_add", "group_scale", "tree_add",
@@ -66,7 +66,7 @@ _ADD_FUNCS = {
     torch.Tensor.__isub__, torch.Tensor.__rsub__,
 }
 _CONV = nn.modules.conv._ConvNd
-_PRODUCT_OPS = ["fp32_mul", "fp8_mul", "lowbit_mul", "xor", "mogami_add"]  # one per product, per format
+PRODUCT_OPS = ["fp32_mul", "fp8_mul", "lowbit_mul", "xor", "mogami_add"]  # one per product, per format
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 _MATMUL_FUNCS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm,
                  torch.mm, torch.Tensor.mm}
@@ -158,7 +158,7 @@ class _Trace:
 
 
 def _module_kind(module: nn.Module) -> "str | None":
-    from ..nn.attention import Matmul
+    from lowbit.nn.attention import Matmul
 
     if isinstance(module, _CONV):
         return "conv"
@@ -433,7 +433,7 @@ def _rnn_gemms(call: _Call) -> list:
 def _lowbit_names(model: nn.Module, fmt, policy: str) -> set:
     """The modules convert() would quantize (lowbit.nn.plan): "first_last" is convert's default,
     "none" its skip_first_last=False, "linear" keeps every Linear fp32 as well."""
-    from ..nn.convert import plan
+    from lowbit.nn.convert import plan
 
     if fmt.kind == "fp8":
         fmt = formats.FP32()  # the plan depends on the modules, not on the format
@@ -472,7 +472,7 @@ class OpCounts:
     def macs(self, phase: str = "fwd", part: str = "conv") -> int:
         """Products of one GEMM phase (fwd | bwd_data | wgrad) summed over the layers of a part."""
         f = self.frame
-        f = f[(f.part == part) & (f.phase == phase) & f.op.isin(_PRODUCT_OPS)]
+        f = f[(f.part == part) & (f.phase == phase) & f.op.isin(PRODUCT_OPS)]
         return int(f["count"].sum())
 
     def by(self, *keys: str) -> pd.DataFrame:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch.nn as nn
 
-from .counting import _PRODUCT_OPS, OpCounts, count_training_step
-from .tables import EnergyTable, get_table
+from lowbit.energy.counting import PRODUCT_OPS, OpCounts, count_training_step
+from lowbit.energy.tables import EnergyTable, get_table
 
 PART_NAMES = {"conv": "Conv", "fc": "FC", "matmul": "MatMul", "rnn": "RNN", "bn": "BN", "ewadd": "EW-Add", "sgd": "SGD Update",
               "dq": "DQ", "bias": "Bias"}
@@ -65,7 +65,7 @@ class Estimate:
         fp = self.baseline_frame.groupby("layer", sort=False)["uj"].sum()
         f = self.counts.frame
         macs = f[(f.phase == "fwd") & f.part.isin(["conv", "fc", "matmul"]) & f.op.isin(
-            _PRODUCT_OPS)].groupby("layer", sort=False)["count"].sum()
+            PRODUCT_OPS)].groupby("layer", sort=False)["count"].sum()
         modules = f.groupby("layer", sort=False)["module"].first()
         out = pd.DataFrame({"module": modules, "fwd_macs": macs, "base_uj": fp, "uj": low}).reindex(modules.index)
         out["fwd_macs"] = out["fwd_macs"].fillna(0).astype("int64")

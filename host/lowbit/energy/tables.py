@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from .counting import OPS
+from lowbit.energy.counting import OPS
 
 
 @dataclass(frozen=True)

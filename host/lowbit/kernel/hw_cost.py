@@ -186,7 +186,7 @@ ENERGY_TABLES = ("mls65", "horowitz45")
 
 def energy_ratio(datapath: str, table: str) -> float:
     """fp32 MAC energy / this MAC's energy in a per-op energy table (lowbit.energy)."""
-    from ..energy.tables import get_table
+    from lowbit.energy.tables import get_table
 
     t = get_table(table)
     return sum(t.pj(op) for op in MAC_OPS["fp32"]) / sum(t.pj(op) for op in MAC_OPS[datapath])

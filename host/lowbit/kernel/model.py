@@ -23,10 +23,10 @@ import math
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Tuple
 
-from .. import wire
-from ..formats import MLS, Mogami, PoT
-from ..wire import Header, Op
-from .boards import BOARDS, BoardConfig, build_of
+from lowbit.kernel import wire
+from lowbit.numerics.formats import MLS, Mogami, PoT
+from lowbit.kernel.wire import Header, Op
+from lowbit.kernel.boards import BOARDS, BoardConfig, build_of
 
 # Pipeline depths (cycles) of the v2 datapath, stated per stage (model; csynth reports the real ones).
 PIPELINE_DEPTH = {
@@ -124,7 +124,7 @@ def fpga_family(cfg: BoardConfig) -> str:
 
 def _hw_cost():
     try:
-        from . import hw_cost
+        from lowbit.kernel import hw_cost
         return hw_cost
     except ImportError:
         return None
@@ -225,7 +225,7 @@ def gemm_cycles(cfg: BoardConfig, family: str, fmt, m: int, n: int, k: int, bloc
     """(MACs, cycles) of one GEMM through the host tiler (lowbit.backends.emulation.plan_tiles) at
     the build's limits; N split into one share per compute unit, the calls spread over the units
     (longest first onto the least loaded)."""
-    from ..backends.emulation import plan_tiles
+    from lowbit.backends.emulation import plan_tiles
 
     limits = build_of(cfg.name, family).limits
     cus = cfg.compute_units

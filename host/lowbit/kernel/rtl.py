@@ -19,11 +19,11 @@ import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..hls_headers import REPO_ROOT, ap_types_dir, hls_include_dir
+from lowbit.kernel.headers import REPO_ROOT, ap_types_dir, hls_include_dir
 
 RTL_DIR = REPO_ROOT / "hls" / "rtl"
 SOURCES = ("tree.v", "fp32.v", "mls.v", "pot.v", "mogami.v", "finish.v", "baseline.v")

@@ -12,11 +12,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .char_transformer import CharTransformer
-from .digits_cnn import DigitsCNN
-from .resnet_cifar import CifarResNet
-from .resnet_imagenet import ImageNetResNet
-from .vgg import VGG
+from lowbit.models.char_transformer import CharTransformer
+from lowbit.models.digits_cnn import DigitsCNN
+from lowbit.models.resnet_cifar import CifarResNet
+from lowbit.models.resnet_imagenet import ImageNetResNet
+from lowbit.models.vgg import VGG
 
 
 @dataclass(frozen=True)

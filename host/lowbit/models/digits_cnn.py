@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import kaiming_init
+from lowbit.models.blocks import kaiming_init
 
 
 class DigitsCNN(nn.Module):

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import BasicBlock, kaiming_init
+from lowbit.models.blocks import BasicBlock, kaiming_init
 
 
 class CifarResNet(nn.Module):

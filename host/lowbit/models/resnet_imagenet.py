@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import BasicBlock, kaiming_init, projection_shortcut
+from lowbit.models.blocks import BasicBlock, kaiming_init, projection_shortcut
 
 
 class ImageNetResNet(nn.Module):

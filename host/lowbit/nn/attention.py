@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..formats import MLS, Mogami
-from ..qtensor import QTensor
-from ..wire import Op
-from .functional import QLinearFunction, QLinearMogamiFunction
-from .spec import LayerSpec
+from lowbit.numerics.formats import MLS, Mogami
+from lowbit.numerics.qtensor import QTensor
+from lowbit.kernel.wire import Op
+from lowbit.nn.functional import QLinearFunction, QLinearMogamiFunction
+from lowbit.nn.spec import LayerSpec
 
 
 def _rows(spec: LayerSpec, t: torch.Tensor, operand: str) -> QTensor:

@@ -8,11 +8,11 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from torch import nn
 
-from ..formats import parse
-from .attention import Matmul, QMatmul, QMultiheadAttention
-from .layers import QConv1d, QConv2d, QConvTranspose1d, QConvTranspose2d, QLinear
-from .recurrent import QGRU, QLSTM, QRNN
-from .spec import LayerSpec
+from lowbit.numerics.formats import parse
+from lowbit.nn.attention import Matmul, QMatmul, QMultiheadAttention
+from lowbit.nn.layers import QConv1d, QConv2d, QConvTranspose1d, QConvTranspose2d, QLinear
+from lowbit.nn.recurrent import QGRU, QLSTM, QRNN
+from lowbit.nn.spec import LayerSpec
 
 # torch type -> (its quantized twin, how the twin is made from it); first match wins (twins
 # subclass their torch type, so re-converting a converted model finds them too)

@@ -11,11 +11,11 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from ..backends.base import ConvGeometry
-from ..formats import MLS, Mogami
-from ..qtensor import QTensor
-from ..wire import Op
-from .spec import LayerSpec, pow2_round
+from lowbit.backends.base import ConvGeometry
+from lowbit.numerics.formats import MLS, Mogami
+from lowbit.numerics.qtensor import QTensor
+from lowbit.kernel.wire import Op
+from lowbit.nn.spec import LayerSpec, pow2_round
 
 
 def _exact_mogami(spec: LayerSpec, method: str):

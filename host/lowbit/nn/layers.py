@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backends.base import ConvGeometry
-from ..formats import Mogami
-from .functional import QConv2dFunction, QConvTranspose2dFunction, QLinearFunction, QLinearMogamiFunction
-from .spec import LayerSpec
+from lowbit.backends.base import ConvGeometry
+from lowbit.numerics.formats import Mogami
+from lowbit.nn.functional import QConv2dFunction, QConvTranspose2dFunction, QLinearFunction, QLinearMogamiFunction
+from lowbit.nn.spec import LayerSpec
 
 
 # torch.compile: the quantized GEMMs (native quantizer, cffi kernels, QTensor dataclasses) stay
@@ -149,13 +149,18 @@ class _QConvTransposeForward(_QConvMixin):
 def _conv_init(torch_cls, transposed: bool):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *args, fmt="mls:2,1",
                  backend="software", **kwargs):
-        spec_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _SPEC_KEYS}
+        spec_kwargs = pop_spec_kwargs(kwargs)
         torch_cls.__init__(self, in_channels, out_channels, kernel_size, stride, padding, *args, **kwargs)
         self._setup_quant(fmt, backend, spec_kwargs)
     return __init__
 
 
-_SPEC_KEYS = ("rounding", "mogami_backward", "block", "wbc", "prc", "name", "generator", "eval_rounding")
+SPEC_KEYS = ("rounding", "mogami_backward", "block", "wbc", "prc", "name", "generator", "eval_rounding")
+
+
+def pop_spec_kwargs(kwargs: dict) -> dict:
+    """The LayerSpec keywords among a quantized layer's constructor keywords (removed from ``kwargs``)."""
+    return {k: kwargs.pop(k) for k in list(kwargs) if k in SPEC_KEYS}
 
 
 class QConv2d(_QConvForward, nn.Conv2d):

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .attention import mha_forward, qlinear, qmatmul, qsdpa
-from .spec import LayerSpec
+from lowbit.nn.attention import mha_forward, qlinear, qmatmul, qsdpa
+from lowbit.nn.spec import LayerSpec
 
 _T = torch.Tensor
 _MATMUL = {torch.matmul, _T.matmul, _T.__matmul__, torch.mm, _T.mm, torch.bmm, _T.bmm, torch.mv, _T.mv}

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import qlinear
-from .layers import _SPEC_KEYS
-from .spec import LayerSpec
+from lowbit.nn.attention import qlinear
+from lowbit.nn.layers import pop_spec_kwargs
+from lowbit.nn.spec import LayerSpec
 
 
 def _lstm_cell(gx, h, c, w_hh, b_hh, spec):
@@ -122,7 +122,7 @@ class _QRecurrent:
 
 def _init(torch_cls):
     def __init__(self, *args, fmt="mls:2,1", backend="software", **kwargs):
-        spec_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _SPEC_KEYS}
+        spec_kwargs = pop_spec_kwargs(kwargs)
         torch_cls.__init__(self, *args, **kwargs)
         self.spec = LayerSpec.make(fmt, backend, **spec_kwargs)
         self._check()

@@ -8,10 +8,10 @@ from typing import Dict, Optional, Union
 
 import torch
 
-from ..backends import Backend, get_backend
-from ..formats import MLS, Format, Mogami, PoT, parse
-from ..qtensor import QTensor
-from ..quant import ROUNDINGS
+from lowbit.backends import Backend, get_backend
+from lowbit.numerics.formats import MLS, Format, Mogami, PoT, parse
+from lowbit.numerics.qtensor import QTensor
+from lowbit.numerics.quant import ROUNDINGS
 
 OPERANDS = ("W", "A", "E")
 MOGAMI_BACKWARD = ("approx", "exact")
@@ -109,7 +109,7 @@ class LayerSpec:
     def quantize(self, x: torch.Tensor, operand: str, *, block: Optional[int] = None) -> QTensor:
         """quantize(x) with this layer's format and the operand's rounding; errors name the layer.
         ``block`` applies to 2-D MLS operands; PRC's clip ratio to PoT weights and activations."""
-        quant = importlib.import_module("lowbit.quant")
+        quant = importlib.import_module("lowbit.numerics.quant")
         kwargs = {}
         if isinstance(self.fmt, MLS) and x.dim() == 2:
             kwargs["block"] = min(block or self.block, x.shape[1])  # one group when K < block

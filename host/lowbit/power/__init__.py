@@ -1,7 +1,7 @@
 """Measured power: sensors (pynq rails, Alveo, RAPL, NVML, model), a recorder that integrates
 energy per step, and plots. See lowbit.power.recorder for the training-loop API."""
-from .recorder import Recorder
-from .sensors import (
+from lowbit.power.recorder import Recorder
+from lowbit.power.sensors import (
     AlveoSensor, CallableSensor, ConstantSensor, ModelSensor, NvmlSensor, PynqRailSensor, RaplSensor,
     Sensor, SensorUnavailable, auto_sensors, nvml_sensors, pynq_rail_sensors, rapl_sensors,
 )
@@ -15,7 +15,7 @@ __all__ = [
 
 def __getattr__(name):
     if name in ("plot_power", "plot_energy_breakdown"):  # matplotlib only when plotting
-        from . import plots
+        from lowbit.power import plots
 
         return getattr(plots, name)
     raise AttributeError(f"module 'lowbit.power' has no attribute {name!r}")

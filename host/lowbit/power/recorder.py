@@ -37,7 +37,7 @@ class Recorder:
         if interval is not None and not interval > 0:
             raise ValueError(f"interval must be > 0 seconds (or None for marks only), got {interval!r}")
         if sensors is None:
-            from .sensors import auto_sensors
+            from lowbit.power.sensors import auto_sensors
 
             sensors = auto_sensors()
         self.sensors = list(sensors)

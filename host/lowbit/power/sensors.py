@@ -108,7 +108,7 @@ class ModelSensor(Sensor):
     def for_model(cls, model, input_shape, fmt="fp32", batch: int = 1, table=None, name=None, **kwargs):
         """The energy model's joules per training step of ``model`` (lowbit.energy.estimate, with its
         default table unless ``table`` is given) as a sensor."""
-        from ..energy import estimate
+        from lowbit.energy import estimate
 
         tables = {} if table is None else {"table": table}
         est = estimate(model, input_shape, fmt, batch=batch, **tables, **kwargs)

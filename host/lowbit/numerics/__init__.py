@@ -1,0 +1,1 @@
+"""Number formats, quantizers and their numpy definitions."""

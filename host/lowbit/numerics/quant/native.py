@@ -1,0 +1,84 @@
+"""The native CPU kernel (csrc/quantize.c through cffi) and its output buffers."""
+from __future__ import annotations
+
+import mmap
+import os
+import warnings
+
+import torch
+
+from lowbit.numerics.quant.common import check_finite
+
+
+_NATIVE_CDEF = """
+int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t block, float *out);
+int lowbit_mls(const float *x, int64_t rows, int64_t len, int64_t block, int64_t P, int64_t Q, int group, int eg,
+               int mg, int ex, int mx, int stochastic, uint64_t seed, float *st_out, int16_t *scale_codes,
+               int16_t *codes, float *values);
+void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int max_code,
+                         int stochastic, uint64_t seed, int16_t *codes, float *values);
+int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t seed, int16_t *codes, float *values);
+int64_t lowbit_mogami_mul_f32(const uint32_t *a, const uint32_t *b, int64_t n, uint32_t *out);
+int64_t lowbit_mogami_mul_bf16(const uint16_t *a, const uint16_t *b, int64_t n, uint16_t *out);
+int64_t lowbit_pack_codes(const uint16_t *codes, int64_t n, int lane_bits, int code_bits, uint8_t *out);
+"""
+
+
+_native_state: dict = {}
+CHUNK = 1 << 16  # elements per parallel block of a whole-tensor reduction
+
+
+def library():
+    """(ffi, lib) of csrc/quantize.c, built once per source hash; raises RuntimeError if no compiler."""
+    if "lib" not in _native_state:
+        from pathlib import Path
+
+        from lowbit.runtime.native import load
+
+        src = Path(__file__).resolve().parents[2] / "csrc" / "quantize.c"
+        flags = ["-fopenmp", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-std=c11"]
+        _native_state["lib"] = load("quantize", _NATIVE_CDEF, [src], flags=flags, cplus=False)
+    return _native_state["lib"]
+
+
+def native_available() -> bool:
+    """True when the native kernel builds (and loads) on this machine; cached."""
+    if "ok" not in _native_state:
+        try:
+            library()
+            _native_state["ok"] = True
+        except Exception as err:  # no compiler / no OpenMP: the torch path still works
+            _native_state["ok"] = False
+            _native_state["error"] = repr(err)
+    return _native_state["ok"]
+
+
+HUGE_MIN_BYTES = 32 << 20  # glibc serves smaller blocks from its heap, reused without page faults
+
+
+def empty_buffer(shape, dtype: torch.dtype) -> torch.Tensor:
+    """An output buffer; large ones are backed by transparent huge pages.
+
+    A fresh multi-MB tensor costs one page fault per 4 KiB on first touch, which is most of
+    the time of a streaming kernel (and of ``clone()``). With 2 MiB pages it is ~1/512 of that.
+    LOWBIT_HUGEPAGES=0 turns this off.
+    """
+    nbytes = torch.Size(shape).numel() * dtype.itemsize
+    if nbytes < HUGE_MIN_BYTES or os.environ.get("LOWBIT_HUGEPAGES", "1") == "0" or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(shape, dtype=dtype)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    buf.madvise(mmap.MADV_HUGEPAGE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # frombuffer warns about non-resizable storage
+        return torch.frombuffer(buf, dtype=dtype).view(shape)
+
+
+def ptr(ffi, t: torch.Tensor, ctype: str):
+    """A C pointer to a contiguous CPU tensor's data."""
+    assert t.is_contiguous() and t.device.type == "cpu"
+    return ffi.cast(ctype, t.data_ptr())
+
+
+def raise_nonfinite(x: torch.Tensor) -> None:
+    check_finite(x)
+    raise AssertionError("native kernel counted NaN/Inf that torch does not see")

@@ -1,0 +1,1 @@
+"""Process-level runtime: native-library builds and memory settings."""
