@@ -179,4 +179,4 @@ def test_alveo_thin_tiles_equal_emulation_and_results_are_the_callers(monkeypatc
     assert torch.equal(c, emulation.gemm(a, b))  # three K-tiles through two reused output buffers
     backend.gemm(*operands(fmt, m, n, k, seed=k + 1))
     assert torch.equal(c, kept)
-    assert not any(np.shares_memory(c.numpy(), s.words) for s in backend.outputs if s.words is not None)
+    assert not any(np.shares_memory(c.numpy(), s.buffer) for s in backend.outputs if s.buffer is not None)

@@ -22,6 +22,7 @@ from lowbit.numerics.formats import MLS
 from lowbit.numerics.qtensor import QTensor
 from lowbit.kernel.wire import Op, Status
 from lowbit.board import packing
+from lowbit.board.buffers import BufferSlot
 from lowbit.board.errors import BoardError, BoardTimeout, BufferAllocationError, KernelError, TruncatedOutput
 
 ARG_IN, ARG_OUT, ARG_IN_WORDS, ARG_OUT_CAP, ARG_RESULT = range(5)
@@ -36,25 +37,14 @@ def _pyxrt():
     return pyxrt
 
 
-class _BoSlot:
-    """One buffer object in the bank of ``arg``, with its host mapping as uint64 words."""
+class BankSlot(BufferSlot):
+    """An XRT buffer object in the memory bank of kernel argument ``arg``; ``buffer`` is its host mapping."""
 
     def __init__(self, backend: "AlveoBackend", arg: int, label: str):
-        self.backend, self.arg, self.label = backend, arg, label
-        self.bo = None
-        self.words: Optional[np.ndarray] = None
-        self.allocations = 0
+        super().__init__(label)
+        self.backend, self.arg = backend, arg
 
-    @property
-    def capacity(self) -> int:
-        return 0 if self.words is None else len(self.words)
-
-    def ensure(self, words: int) -> np.ndarray:
-        if words > self.capacity:
-            self._grow(max(words, int(self.capacity * 1.5)))
-        return self.words
-
-    def _grow(self, words: int) -> None:
+    def _allocate(self, words: int):
         xrt, b = self.backend.xrt, self.backend
         try:
             bo = xrt.bo(b.xdevice, words * wire.WORD_BYTES, xrt.bo.normal, b.kernel.group_id(self.arg))
@@ -62,13 +52,12 @@ class _BoSlot:
             raise BufferAllocationError(f"could not allocate the {self.label} buffer of {words * 8} bytes in bank "
                                         f"{b.kernel.group_id(self.arg)} ({err}); free other XRT buffers or use "
                                         "smaller batches. The previous buffer is kept.") from err
-        self.bo, self.words = bo, np.frombuffer(bo.map(), dtype=np.uint64, count=words)
-        self.allocations += 1
+        return bo, np.frombuffer(bo.map(), dtype=np.uint64, count=words)
 
     def sync(self, direction: str, words: int) -> None:
         xrt = self.backend.xrt
         flag = getattr(xrt.xclBOSyncDirection, f"XCL_BO_SYNC_BO_{direction}")
-        self.bo.sync(flag, words * wire.WORD_BYTES, 0)
+        self.handle.sync(flag, words * wire.WORD_BYTES, 0)
 
 
 class AlveoBackend(Backend):
@@ -82,9 +71,9 @@ class AlveoBackend(Backend):
         self.xdevice = self.xrt.device(device_index)
         self.uuid = self.xdevice.load_xclbin(str(xclbin))
         self.kernel = self.xrt.kernel(self.xdevice, self.uuid, kernel_name, self.xrt.kernel.cu_access_mode.shared)
-        self.inputs = [_BoSlot(self, ARG_IN, f"input {i}") for i in range(2)]
-        self.outputs = [_BoSlot(self, ARG_OUT, f"output {i}") for i in range(2)]
-        self.results = [_BoSlot(self, ARG_RESULT, f"result {i}") for i in range(2)]
+        self.inputs = [BankSlot(self, ARG_IN, f"input {i}") for i in range(2)]
+        self.outputs = [BankSlot(self, ARG_OUT, f"output {i}") for i in range(2)]
+        self.results = [BankSlot(self, ARG_RESULT, f"result {i}") for i in range(2)]
         self.calls_run = 0
 
     def capabilities(self) -> Capabilities:
@@ -130,7 +119,8 @@ class AlveoBackend(Backend):
         out_cap = packing.output_words(hdr)
         self.outputs[slot].ensure(out_cap)
         self.results[slot].ensure(1)
-        return self.kernel(self.inputs[slot].bo, self.outputs[slot].bo, in_words, out_cap, self.results[slot].bo)
+        return self.kernel(self.inputs[slot].handle, self.outputs[slot].handle, in_words, out_cap,
+                           self.results[slot].handle)
 
     def _finish(self, run, hdr, slot: int, call: str) -> np.ndarray:
         where = f"{call} (header m={hdr.m} n={hdr.n} k={hdr.k} block={hdr.block} {hdr.arith.name})"
@@ -140,7 +130,7 @@ class AlveoBackend(Backend):
             raise BoardTimeout(f"the Alveo kernel did not complete {where} within {self.timeout_s:g} s "
                                f"(state {state}); the run was aborted and the next call can proceed")
         self.results[slot].sync("FROM_DEVICE", 1)
-        result = self.results[slot].words[0]
+        result = self.results[slot].buffer[0]
         status, written = int(result) & 0xFFFFFFFF, int(result) >> 32
         expected = packing.output_words(hdr)
         if status != Status.OK:
@@ -150,7 +140,7 @@ class AlveoBackend(Backend):
         if written != expected:
             raise TruncatedOutput(f"the kernel wrote {written} output words for {where}, expected {expected}")
         self.outputs[slot].sync("FROM_DEVICE", written)
-        words = self.outputs[slot].words
+        words = self.outputs[slot].buffer
         if wire.parse_status_word(int(words[written - 1])) != Status.OK:
             raise KernelError(f"the status word of {where} is not OK")
         self.calls_run += 1
@@ -165,7 +155,7 @@ class AlveoBackend(Backend):
 
     def close(self) -> None:
         for slot in self.inputs + self.outputs + self.results:
-            slot.bo, slot.words = None, None
+            slot.release()
 
 
 def _status_name(code: int) -> str:

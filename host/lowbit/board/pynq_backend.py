@@ -28,7 +28,7 @@ from lowbit.numerics.qtensor import QTensor
 from lowbit.kernel.wire import Header, Op, Status
 from lowbit.board import packing
 from lowbit.board.axi_dma import CR_RESET, DmaReg, describe_sr
-from lowbit.board.buffers import BufferSlot
+from lowbit.board.buffers import PynqSlot
 from lowbit.board.errors import BoardError, BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput
 
 
@@ -81,8 +81,8 @@ class PynqBackend(Backend):
                              "(simple) mode: rebuild with `lowbit build --board <board>` (c_include_sg=0)")
         self.max_transfer_bytes = min(self.dma.sendchannel._max_size, self.dma.recvchannel._max_size)
         self.check_version()
-        self.inputs = [BufferSlot(self.device, f"input {i}") for i in range(2)]
-        self.outputs = [BufferSlot(self.device, f"output {i}") for i in range(2)]
+        self.inputs = [PynqSlot(self.device, f"input {i}") for i in range(2)]
+        self.outputs = [PynqSlot(self.device, f"output {i}") for i in range(2)]
         self.trace: Optional[List[tuple]] = None  # set to [] to record the stage order
         self.calls_run = 0
 
