@@ -3,9 +3,9 @@
 The m_axi kernel ``lowbit_gemm_mm(in, out, in_words, out_capacity, result)`` reads the same word
 stream the AXI-Stream top receives and writes the same output words; ``result[0]`` is the status,
 ``result[1]`` the words written. Buffers live in the memory bank of each argument
-(``kernel.group_id``), are allocated once per slot and grow when needed; while the card runs
-call i the host packs call i+1 into the other slot. Tiling and summation order are the emulation
-backend's, so results are bit-identical.
+(``kernel.group_id``), are allocated once per slot and grow when needed (``buffers.BufferSlot``).
+The plan, the double-buffered call loop and the sum are ``lowbit.board.calls.PipelinedBoard``'s (the
+emulation's tiling and order, so results are bit-identical); this backend supplies the XRT transfer.
 """
 from __future__ import annotations
 
@@ -13,16 +13,13 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
 from lowbit.kernel import wire
-from lowbit.backends.base import Backend, Capabilities
-from lowbit.backends.emulation import check_operands, tensor_scale_product
-from lowbit.numerics.formats import MLS
-from lowbit.numerics.qtensor import QTensor
-from lowbit.kernel.wire import Op, Status
+from lowbit.backends.base import Capabilities
+from lowbit.kernel.wire import Status
 from lowbit.board import packing
 from lowbit.board.buffers import BufferSlot
+from lowbit.board.calls import SLOTS, Call, PipelinedBoard
 from lowbit.board.errors import BoardError, BoardTimeout, BufferAllocationError, KernelError, TruncatedOutput
 
 ARG_IN, ARG_OUT, ARG_IN_WORDS, ARG_OUT_CAP, ARG_RESULT = range(5)
@@ -60,7 +57,7 @@ class BankSlot(BufferSlot):
         self.handle.sync(flag, words * wire.WORD_BYTES, 0)
 
 
-class AlveoBackend(Backend):
+class AlveoBackend(PipelinedBoard):
     name = "alveo"
 
     def __init__(self, xclbin, *, device_index: int = 0, kernel_name: str = wire.ALVEO_KERNEL,
@@ -71,62 +68,34 @@ class AlveoBackend(Backend):
         self.xdevice = self.xrt.device(device_index)
         self.uuid = self.xdevice.load_xclbin(str(xclbin))
         self.kernel = self.xrt.kernel(self.xdevice, self.uuid, kernel_name, self.xrt.kernel.cu_access_mode.shared)
-        self.inputs = [BankSlot(self, ARG_IN, f"input {i}") for i in range(2)]
-        self.outputs = [BankSlot(self, ARG_OUT, f"output {i}") for i in range(2)]
-        self.results = [BankSlot(self, ARG_RESULT, f"result {i}") for i in range(2)]
+        self.inputs = [BankSlot(self, ARG_IN, f"input {i}") for i in range(SLOTS)]
+        self.outputs = [BankSlot(self, ARG_OUT, f"output {i}") for i in range(SLOTS)]
+        self.results = [BankSlot(self, ARG_RESULT, f"result {i}") for i in range(SLOTS)]
         self.calls_run = 0
 
     def capabilities(self) -> Capabilities:
         return Capabilities(self.name, ("mls", "pot", "mogami"), True, ("cpu", "cuda"),
                             f"lowbit m_axi GEMM kernel on {self.board} through XRT (pyxrt)")
 
-    def gemm(self, a: QTensor, b: QTensor, *, op: Op = Op.FORWARD) -> torch.Tensor:
-        check_operands(a, b)
-        block = a.block if isinstance(a.fmt, MLS) else a.shape[1]
-        out = np.zeros((a.shape[0], b.shape[0]), dtype=np.float32)
-        tiles = list(packing.plan_calls(a.fmt, packing.board_operand(a), packing.board_operand(b), block, op,
-                                        self.limits))
-        calls = [(hdr, at, bt) for _, _, group in tiles for hdr, at, bt in group]
-        parts = self._run_pipelined(calls)
-        index = 0
-        for ms, ns, group in tiles:
-            acc = None
-            for _ in group:
-                acc = parts[index] if acc is None else (acc + parts[index]).astype(np.float32)
-                index += 1
-            out[ms, ns] = acc
-        out *= tensor_scale_product(a, b)
-        return torch.from_numpy(out).to(device=a.device)
+    # -- the transfer step of the shared GEMM (lowbit.board.calls)
+    def _to_device(self, call: Call) -> None:
+        self.inputs[call.slot].sync("TO_DEVICE", call.in_words)
 
-    def _run_pipelined(self, calls: list) -> list:
-        parts = []
-        sizes = [self._pack(calls[0], 0)] if calls else []
-        for i, (hdr, _, _) in enumerate(calls):
-            run = self._launch(hdr, i % 2, sizes[i])
-            if i + 1 < len(calls):
-                sizes.append(self._pack(calls[i + 1], (i + 1) % 2))  # overlaps the card's work on call i
-            parts.append(self._finish(run, hdr, i % 2, f"call {i + 1}/{len(calls)}"))
-        return parts
-
-    def _pack(self, call, slot: int) -> int:
-        hdr, at, bt = call
-        words = self.inputs[slot].ensure(packing.stream_words(hdr))
-        n = packing.pack_call(words, hdr, at, bt)
-        self.inputs[slot].sync("TO_DEVICE", n)
-        return n
-
-    def _launch(self, hdr, slot: int, in_words: int):
-        out_cap = packing.output_words(hdr)
+    def _launch(self, call: Call) -> None:
+        slot, out_cap = call.slot, packing.output_words(call.header)
         self.outputs[slot].ensure(out_cap)
         self.results[slot].ensure(1)
-        return self.kernel(self.inputs[slot].handle, self.outputs[slot].handle, in_words, out_cap,
-                           self.results[slot].handle)
+        call.run = self.kernel(self.inputs[slot].handle, self.outputs[slot].handle, call.in_words, out_cap,
+                               self.results[slot].handle)
 
-    def _finish(self, run, hdr, slot: int, call: str) -> np.ndarray:
-        where = f"{call} (header m={hdr.m} n={hdr.n} k={hdr.k} block={hdr.block} {hdr.arith.name})"
-        state = run.wait(int(self.timeout_s * 1000))
+    def _finish(self, call: Call) -> np.ndarray:
+        hdr, slot = call.header, call.slot
+        where = (f"call {call.index + 1}/{call.count} (header m={hdr.m} n={hdr.n} k={hdr.k} block={hdr.block} "
+                 f"{hdr.arith.name})")
+        self._stage("wait", call)
+        state = call.run.wait(int(self.timeout_s * 1000))
         if state != self.xrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
-            self._abort(run)
+            self._abort(call.run)
             raise BoardTimeout(f"the Alveo kernel did not complete {where} within {self.timeout_s:g} s "
                                f"(state {state}); the run was aborted and the next call can proceed")
         self.results[slot].sync("FROM_DEVICE", 1)
@@ -143,6 +112,7 @@ class AlveoBackend(Backend):
         words = self.outputs[slot].buffer
         if wire.parse_status_word(int(words[written - 1])) != Status.OK:
             raise KernelError(f"the status word of {where} is not OK")
+        self._stage("unpack", call)
         self.calls_run += 1
         return packing.unpack_call(words[: written - 1], hdr.m, hdr.n)
 

@@ -2,59 +2,35 @@
 
 One kernel call moves as FINN-style stages, each a small function below: pack into the DMA buffer,
 flush, program the IP (registers by name), ``recvchannel.transfer`` / ``sendchannel.transfer``,
-wait with a timeout, invalidate, unpack. Calls are tiled exactly as the emulation backend tiles
-them (``lowbit.backends.emulation.gemm_tiles``) and summed in the same order, so results are
-bit-identical. While the board computes call i the host packs call i+1 into the other buffer.
+wait with a timeout, invalidate, unpack. The plan, the double-buffered call loop and the sum are
+``lowbit.board.calls.PipelinedBoard``'s (the emulation's tiling and order, so results are
+bit-identical); this backend supplies the DMA transfer and cuts B-row tiles to the DMA's limit.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import List, Optional
 
 import numpy as np
-import torch
 
 import lowbit_drivers  # noqa: F401  registers the IP driver before any Overlay is built
 from lowbit_drivers import LowbitGemm
 from lowbit_drivers.gemm import VersionMismatch, build_hint
 
 from lowbit.kernel import wire
-from lowbit.backends.base import Backend, Capabilities
-from lowbit.backends.emulation import Operand, check_operands, tensor_scale_product
-from lowbit.numerics.formats import MLS
+from lowbit.backends.base import Capabilities
+from lowbit.backends.emulation import Operand
 from lowbit.kernel.boards import ID_CELL, ID_GPIO_VLNV
-from lowbit.numerics.qtensor import QTensor
-from lowbit.kernel.wire import Header, Op, Status
+from lowbit.kernel.wire import Header, Status
 from lowbit.board import packing
 from lowbit.board.axi_dma import CR_RESET, DmaReg, describe_sr
 from lowbit.board.buffers import PynqSlot
-from lowbit.board.errors import BoardError, BoardTimeout, BufferAllocationError, DmaError, KernelError, TruncatedOutput
+from lowbit.board.calls import SLOTS, Call, PipelinedBoard
+from lowbit.board.errors import BoardError, BoardTimeout, DmaError, KernelError, TruncatedOutput
 
 
-@dataclass
-class Call:
-    """One kernel call of a tiled GEMM and where its data lives."""
-
-    index: int
-    count: int
-    header: Header
-    ms: slice
-    ns: slice
-    kslice: slice
-    a_tile: object = None  # emulation.Operand slices of this call
-    b_tile: object = None
-    in_words: int = 0
-    slot: int = 0
-
-    def describe(self) -> str:
-        h = self.header
-        return (f"tile {self.index + 1}/{self.count} (A rows {self.ms.start}:{self.ms.stop}, B rows "
-                f"{self.ns.start}:{self.ns.stop}, K {self.kslice.start}:{self.kslice.stop}; header m={h.m} "
-                f"n={h.n} k={h.k} block={h.block} {h.arith.name} {h.op.name})")
-
-
-class PynqBackend(Backend):
+class PynqBackend(PipelinedBoard):
     """``Backend`` over a loaded overlay holding the lowbit GEMM IP and an AXI DMA."""
 
     name = "board"
@@ -81,8 +57,8 @@ class PynqBackend(Backend):
                              "(simple) mode: rebuild with `lowbit build --board <board>` (c_include_sg=0)")
         self.max_transfer_bytes = min(self.dma.sendchannel._max_size, self.dma.recvchannel._max_size)
         self.check_version()
-        self.inputs = [PynqSlot(self.device, f"input {i}") for i in range(2)]
-        self.outputs = [PynqSlot(self.device, f"output {i}") for i in range(2)]
+        self.inputs = [PynqSlot(self.device, f"input {i}") for i in range(SLOTS)]
+        self.outputs = [PynqSlot(self.device, f"output {i}") for i in range(SLOTS)]
         self.trace: Optional[List[tuple]] = None  # set to [] to record the stage order
         self.calls_run = 0
 
@@ -90,41 +66,7 @@ class PynqBackend(Backend):
         return Capabilities(self.name, ("mls", "pot", "mogami"), True, ("cpu", "cuda"),
                             f"lowbit GEMM IP on {self.board} through AXI DMA (pynq)")
 
-    # -- the GEMM: plan, then pipeline pack(i+1) against run(i)
-    def gemm(self, a: QTensor, b: QTensor, *, op: Op = Op.FORWARD) -> torch.Tensor:
-        check_operands(a, b)
-        block = a.block if isinstance(a.fmt, MLS) else a.shape[1]
-        out = np.zeros((a.shape[0], b.shape[0]), dtype=np.float32)
-        plan = self._plan(a, b, block, op)
-        calls = [call for _, _, group in plan for call in group]
-        results = self._run_pipelined(calls)
-        for ms, ns, group in plan:
-            acc = None
-            for call in group:
-                part = results[call.index]
-                acc = part if acc is None else (acc + part).astype(np.float32)
-            out[ms, ns] = acc
-        out *= tensor_scale_product(a, b)
-        return torch.from_numpy(out).to(device=a.device)
-
-    def _plan(self, a: QTensor, b: QTensor, block: int, op: Op) -> list:
-        """[(A-row slice, B-row slice, [Call per K-tile, ascending K])] in the emulation's order
-        (for the emulation's kernel limits).
-        B-row tiles too large for one DMA transfer are cut further; every output element is still
-        computed by the same K-tile calls, so results do not change."""
-        tiles = list(packing.plan_calls(a.fmt, packing.board_operand(a), packing.board_operand(b), block, op,
-                                        self.limits))
-        groups = [(ms, sub, calls) for ms, ns, calls in tiles for sub, calls in self._fit_transfers(ns, calls)]
-        count = sum(len(calls) for _, _, calls in groups)
-        plan, index = [], 0
-        for ms, ns, calls in groups:
-            group, k0 = [], 0
-            for hdr, at, bt in calls:
-                group.append(Call(index, count, hdr, ms, ns, slice(k0, k0 + hdr.k), at, bt))
-                index, k0 = index + 1, k0 + hdr.k
-            plan.append((ms, ns, group))
-        return plan
-
+    # -- B-row tiles cut to what one DMA transfer carries
     def _fit_transfers(self, ns: slice, calls: list):
         n = ns.stop - ns.start
         chunk = n
@@ -143,34 +85,8 @@ class PynqBackend(Backend):
         return (packing.stream_words(header) * wire.WORD_BYTES > limit
                 or packing.output_words(header) * wire.WORD_BYTES > limit)
 
-    def _run_pipelined(self, calls: List[Call]) -> dict:
-        results = {}
-        if calls:
-            self._pack(calls[0], slot=0)
-        for i, call in enumerate(calls):
-            self._launch(call)
-            if i + 1 < len(calls):
-                try:
-                    self._pack(calls[i + 1], slot=(i + 1) % 2)  # overlaps the board's work on call i
-                except BufferAllocationError:
-                    self.reset()  # call i is in flight: stop it so the next gemm starts clean
-                    raise
-            results[call.index] = self._finish(call)
-        return results
-
-    # -- stages
-    def _stage(self, name: str, call: Call) -> None:
-        if self.trace is not None:
-            self.trace.append((name, call.index, call.slot))
-
-    def _pack(self, call: Call, slot: int) -> None:
-        call.slot = slot
-        self._stage("pack", call)
-        buf = self.inputs[slot].ensure(packing.stream_words(call.header))
-        call.in_words = packing.pack_call(buf, call.header, call.a_tile, call.b_tile)
-
+    # -- the transfer step of the shared GEMM (lowbit.board.calls)
     def _launch(self, call: Call) -> None:
-        self._stage("launch", call)
         inbuf = self.inputs[call.slot].buffer
         out_words = packing.output_words(call.header)
         outbuf = self.outputs[call.slot].ensure(out_words)
@@ -272,6 +188,9 @@ class PynqBackend(Backend):
                 raise BoardError("the AXI DMA did not leave soft reset within 1 s; reload the overlay")
         self.dma.sendchannel.start()
         self.dma.recvchannel.start()
+
+    def _abandon(self, call: Call) -> None:
+        self.reset()
 
     def close(self) -> None:
         for slot in self.inputs + self.outputs:
