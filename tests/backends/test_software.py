@@ -1,11 +1,14 @@
 """Software backend: MLS/PoT GEMMs on decoded values, Mogami kernels == mogami_mul summed in order."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lowbit.backends.base import ConvGeometry
+from lowbit.backends import software
 from lowbit.backends.software import (SoftwareBackend, _torch_bmm, mogami_bmm, mogami_grad_fixed_col,
                                       mogami_grad_reduce)
+from lowbit.numerics import reference as R
 from lowbit.numerics.mogami import mogami_mul
 from lowbit.numerics.quant import quantize
 
@@ -385,3 +388,25 @@ def test_mogami_without_a_cpp_compiler_runs_as_torch_ops_and_says_so_once(monkey
     assert torch.allclose(y, y_native, rtol=1e-5, atol=1e-6 * float(y_native.abs().max()))
     for g, ref in zip(grads, g_native):
         assert torch.allclose(g, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_gemm_product_rules_equal_the_definition(dtype):
+    """The C++ GEMM's product (mogami_bits) and the torch path's == reference.mogami_mul on every
+    pattern kind, NaN/Inf included; bf16 runs as widened fp32 patterns saturating at the largest bf16."""
+    rng = np.random.default_rng(21)
+    shift = 0 if dtype == "fp32" else 16
+    specials = np.array([0x7F800000, 0xFF800000, 0x7FC00001, 0, 0x80000000, 0x00010000, 0x7F7FFFFF]) >> shift
+    a = np.concatenate([rng.integers(0, 1 << (32 - shift), 40_000), np.repeat(specials, len(specials))])
+    b = np.concatenate([rng.integers(0, 1 << (32 - shift), 40_000), np.tile(specials, len(specials))])
+    want = R.mogami_mul(a, b, dtype).astype(np.uint32) << np.uint32(shift)
+    wa, wb = (np.ascontiguousarray(x.astype(np.uint32) << np.uint32(shift)) for x in (a, b))
+    max_finite = software.BF16_MAX_AS_FP32 if shift else 0x7F7FFFFF
+    torch_bits = software._torch_mul_bits(torch.from_numpy(wa.view(np.int32)), torch.from_numpy(wb.view(np.int32)),
+                                          max_finite)
+    np.testing.assert_array_equal(torch_bits.numpy().view(np.uint32), want)
+    ffi, lib = software.native()
+    out = np.zeros_like(wa)
+    lib.mogami_mul_bits(ffi.from_buffer("uint32_t[]", wa), ffi.from_buffer("uint32_t[]", wb),
+                        ffi.from_buffer("uint32_t[]", out), len(out), max_finite)
+    np.testing.assert_array_equal(out, want)

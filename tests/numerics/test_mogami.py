@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lowbit import mogami_mul
+from lowbit.numerics.mogami import mogami_mul_bits
 from lowbit.numerics import reference as R
 
 KNOWN = [(1.5, 1.5, 2.0), (4.5, 3.0, 13.0), (-6.0, 3.0, -16.0), (1.2345, 32.0, 39.504),
@@ -62,6 +63,21 @@ def test_equals_field_by_field_reference_on_all_exponents(dtype):
     out = mogami_mul(a, b)
     ref = R.mogami_mul(_bits(a), _bits(b), "fp32" if dtype == torch.float32 else "bf16")
     np.testing.assert_array_equal(_bits(out), ref.astype(np.int64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_rule_equals_the_definition_on_every_pattern_kind(dtype):
+    """``mogami_mul_bits`` (the one torch body) == reference.mogami_mul, NaN/Inf operands included."""
+    width = 32 if dtype == torch.float32 else 16
+    g = torch.Generator().manual_seed(5)
+    raw = torch.randint(0, 1 << width, (2, 50_000), generator=g, dtype=torch.int64)
+    specials = torch.tensor([0x7F800000, 0xFF800000, 0x7FC00001, 0, 0x80000000, 0x00000001, 0x7F7FFFFF])
+    specials = specials if width == 32 else specials >> 16
+    a = torch.cat([raw[0], specials.repeat_interleave(len(specials))])
+    b = torch.cat([raw[1], specials.repeat(len(specials))])
+    got = mogami_mul_bits(a, b, dtype)
+    want = R.mogami_mul(a.numpy(), b.numpy(), "fp32" if width == 32 else "bf16").astype(np.int64)
+    np.testing.assert_array_equal(got.numpy(), want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

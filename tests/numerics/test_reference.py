@@ -148,3 +148,14 @@ def test_compiled_elementwise_path_matches_reference(monkeypatch):
         warnings.filterwarnings("error", message="lowbit: torch.compile")  # no silent fallback to eager
         assert_matches_reference(x, "mls:2,1", "stochastic", "torch")
     assert "mls" in quant_mod.accel._compiled and quant_mod.accel._compiled["mls"] is not quant_mod.mls_elements
+
+
+@pytest.mark.parametrize("dtype,inf,nan,qnan,one,zero", [("fp32", 0x7F800000, 0x7FC00001, 0x7FC00000, 0x3F800000, 0),
+                                                         ("bf16", 0x7F80, 0x7FC1, 0x7FC0, 0x3F80, 0)])
+def test_mogami_nan_or_inf_operand_gives_the_quiet_nan(dtype, inf, nan, qnan, one, zero):
+    """The definition's special case (the kernel's): NaN/Inf beats zero and saturation, any sign."""
+    sign = 1 << (31 if dtype == "fp32" else 15)
+    a = np.array([inf, inf | sign, nan, zero, one | sign, inf, nan | sign], dtype=np.int64)
+    b = np.array([one, one, one, inf, nan, inf, zero | sign], dtype=np.int64)
+    assert R.mogami_mul(a, b, dtype).tolist() == [qnan] * len(a)
+    assert R.mogami_mul(np.array([one | sign]), np.array([one]), dtype).tolist() == [one | sign]

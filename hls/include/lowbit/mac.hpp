@@ -186,7 +186,8 @@ struct PotMac {
 // Mogami: a (x) b = bits(a) + bits(b) - bias on the magnitudes, sign = XOR. Zero or subnormal
 // operands and results below the smallest normal give signed zero; results past the largest
 // finite value saturate to it (keeping the sign); an Inf/NaN operand gives the quiet NaN.
-// These are the rules of the software backend (host/lowbit/csrc/mogami_gemm.cpp).
+// The rule is defined by lowbit.numerics.reference.mogami_mul (numpy); tests/kernel/test_reference.py
+// checks this body against it bit for bit.
 // fp32 accumulation in k order.
 // ----------------------------------------------------------------------------------------------
 // Unsigned W-bit integer: ap_uint<W> for synthesis and the C-sim testbenches, uint64_t in the

@@ -21,6 +21,7 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 
 from lowbit.numerics.quant.native import ptr
 from lowbit.numerics.formats import Mogami
+from lowbit.numerics.mogami import FP32_MAX_FINITE_BITS, mogami_mul_bits
 from lowbit.numerics.qtensor import QTensor
 from lowbit.kernel.wire import Op
 from lowbit.backends.base import Backend, Capabilities, ConvGeometry
@@ -79,7 +80,7 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 # ---- Mogami GEMM primitives on fp32 tensors (bit patterns read from the values) ----------
 
 _MAG, _EXP, _MAN, _ONE = 0x7FFFFFFF, 0x7F800000, 0x007FFFFF, 0x3F800000
-_MAX_FINITE, _MIN_TRUE = 0x7F7FFFFF, -0x3F800000
+_MAX_FINITE = FP32_MAX_FINITE_BITS
 BF16_MAX_AS_FP32 = 0x7F7F0000
 
 
@@ -89,16 +90,8 @@ def max_finite_bits(fmt) -> int:
 
 
 def _torch_mul_bits(ua: torch.Tensor, ub: torch.Tensor, max_finite: int = _MAX_FINITE) -> torch.Tensor:
-    """The kernel's ``mogami_bits`` in int64 torch ops (the CUDA path)."""
-    ua, ub = ua.to(torch.int64) & 0xFFFFFFFF, ub.to(torch.int64) & 0xFFFFFFFF
-    t = (ua & _MAG) + (ub & _MAG) - _ONE
-    special = ((ua & _EXP) == _EXP) | ((ub & _EXP) == _EXP)
-    zero_in = ((ua & _EXP) == 0) | ((ub & _EXP) == 0)
-    over = t > max_finite
-    under = t < 0x00800000
-    r = torch.where(over, torch.full_like(t, max_finite), t)
-    r = torch.where(under | zero_in, torch.zeros_like(t), r) | ((ua ^ ub) & 0x80000000)
-    r = torch.where(special, torch.full_like(t, 0x7FC00000), r)
+    """Mogami products of int32 fp32 patterns (the CUDA path): ``numerics.mogami.mogami_mul_bits``."""
+    r = mogami_mul_bits(ua.to(torch.int64), ub.to(torch.int64), torch.float32, max_finite)
     return (r - ((r >> 31) << 32)).to(torch.int32)  # back to the int32 pattern
 
 

@@ -1,10 +1,11 @@
 // Mogami GEMMs: every product is the integer add of fp32 bit patterns,
 //   a (x) b = bits(a) + bits(b) - 0x3F800000,
-// with explicit rules (no real multiply), those of lowbit.numerics.mogami.mogami_mul: a zero/subnormal
+// with explicit rules (no real multiply), those of lowbit.numerics.reference.mogami_mul (the definition;
+// csrc/quantize.c spells the same rule for lowbit.mogami_mul, see there why there are two): a zero/subnormal
 // operand or a result below the smallest normal flushes to signed zero; a result past the
 // largest finite saturates to the signed largest finite (``max_finite``: FLT_MAX, or the
 // largest bf16 as fp32 bits for bf16 operands, whose products are the fp32 products of the
-// widened patterns); an Inf/NaN operand gives NaN (mogami_mul raises instead).
+// widened patterns); an Inf/NaN operand gives the quiet NaN (lowbit.mogami_mul raises instead).
 //
 // Summation order (fixed, documented in docs/layers.md): every output element is one fp32
 // accumulator starting at +0.0f that adds its products in increasing reduction index

@@ -257,8 +257,15 @@ int64_t lowbit_bf16_round(const float *x, int64_t n, int stochastic, uint64_t se
     return bad;
 }
 
-/* Mogami products on bit patterns (width 32: fp32, 16: bf16); see lowbit/numerics/mogami.py for the rules.
- * Returns the number of operands with an all-ones exponent (NaN/Inf); the output is then invalid. */
+/* Mogami products on bit patterns (width 32: fp32, 16: bf16): the rule of lowbit.numerics.reference.mogami_mul
+ * (the definition) on finite operands. Returns the number of operands with an all-ones exponent (NaN/Inf);
+ * the output is then invalid and lowbit.mogami_mul raises, so this loop skips the definition's quiet-NaN case.
+ * csrc/mogami_gemm.cpp (mogami_bits) spells the same rule for the software backend's GEMMs: the two stay
+ * separate because they are built into two libraries (this C quantizer library and that C++ one) from
+ * one source file each, and this loop runs on native 16-bit lanes for bf16 while that one is inlined into
+ * the GEMM's fp32-pattern vector loops with a run-time saturation value; a shared header would join both
+ * build keys and package data, and the GEMM would need its speed re-measured. Both are tested equal to the
+ * definition (tests/numerics/test_mogami.py, tests/backends/test_software.py). */
 #define MOGAMI_KERNEL(NAME, T, ONE, MIN_NORMAL, MAX_FINITE, SIGN, EXP_ALL)                           \
     int64_t NAME(const T *a, const T *b, int64_t n, T *out) {                                           \
         int64_t bad = 0;                                                                                \

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from lowbit.kernel import wire
+from lowbit.numerics import reference as R
 from lowbit.numerics.formats import MLS
 from lowbit.kernel.boards import EMULATION, Build, build_of
 from lowbit.numerics.qtensor import QTensor
@@ -85,20 +86,10 @@ def pot_decode(codes: np.ndarray) -> np.ndarray:
     return np.where((c >> 4) & 1 == 1, -mag, mag)
 
 
-_MOGAMI = {32: (0x3F800000, 0x7F800000, 0x7FFFFFFF, 0x00800000, 0x7F7FFFFF, 0x80000000, 0x7FC00000),
-           16: (0x3F80, 0x7F80, 0x7FFF, 0x0080, 0x7F7F, 0x8000, 0x7FC0)}
-
-
 def mogami_mul_bits(a: np.ndarray, b: np.ndarray, bits: int) -> np.ndarray:
-    """Mogami product of IEEE bit patterns (uint32 or bf16 in uint32), the kernel's rule."""
-    bias, exp_mask, mag_mask, min_normal, max_finite, sign_bit, qnan = _MOGAMI[bits]
-    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-    sign = (a ^ b) & sign_bit
-    ma, mb = a & mag_mask, b & mag_mask
-    zero = ((ma & exp_mask) == 0) | ((mb & exp_mask) == 0) | (ma + mb < bias + min_normal)
-    mag = np.minimum(ma + mb - bias, max_finite)
-    special = ((ma & exp_mask) == exp_mask) | ((mb & exp_mask) == exp_mask)
-    return np.where(special, qnan, np.where(zero, sign, sign | mag)).astype(np.uint32)
+    """The kernel's Mogami product of bit patterns (fp32, or bf16 in the low 16 bits), as uint32:
+    the rule is ``lowbit.numerics.reference.mogami_mul``, the kernel adds nothing to it."""
+    return R.mogami_mul(a, b, "fp32" if bits == 32 else "bf16").astype(np.uint32)
 
 
 def _as_f32(bits32: np.ndarray, bits: int) -> np.ndarray:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import torch
 
-_LAYOUT = {torch.float32: (torch.int32, 0x3F800000, 0x00800000, 0x7F7FFFFF, 31),
-           torch.bfloat16: (torch.int16, 0x3F80, 0x0080, 0x7F7F, 15)}
+# dtype: (int view, bits(1.0), smallest normal, largest finite, exponent field mask, quiet NaN, sign bit index)
+_LAYOUT = {torch.float32: (torch.int32, 0x3F800000, 0x00800000, 0x7F7FFFFF, 0x7F800000, 0x7FC00000, 31),
+           torch.bfloat16: (torch.int16, 0x3F80, 0x0080, 0x7F7F, 0x7F80, 0x7FC0, 15)}
+FP32_MAX_FINITE_BITS = _LAYOUT[torch.float32][3]
 
 
 def mogami_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -37,18 +39,30 @@ def mogami_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return maybe_compiled("mogami", _mogami_ops, a.device)(a.contiguous(), b.contiguous())
 
 
+def mogami_mul_bits(ua: torch.Tensor, ub: torch.Tensor, dtype: torch.dtype = torch.float32,
+                    max_finite: int | None = None) -> torch.Tensor:
+    """The product rule in torch ops, the one torch body of ``lowbit.numerics.reference.mogami_mul``.
+
+    ``ua``, ``ub``: int64 tensors of bit patterns of ``dtype`` (unsigned, or the signed int view
+    widened: only the magnitude bits and the sign bit are read); returns the product's unsigned
+    patterns (int64), NaN/Inf operands giving the quiet NaN as in the definition.
+    ``max_finite`` lowers the saturation value (the software backend's bf16 products in fp32
+    patterns saturate at the largest bf16).
+    """
+    _, one, min_normal, largest, exp_mask, quiet_nan, sign_shift = _LAYOUT[dtype]
+    mag_mask = (1 << sign_shift) - 1
+    ma, mb = ua & mag_mask, ub & mag_mask
+    mag = (ma + mb - one).clamp_(max=largest if max_finite is None else max_finite)
+    zero = (torch.minimum(ma, mb) < min_normal) | (mag < min_normal)
+    out = torch.where(zero, 0, mag) | ((ua ^ ub) & (1 << sign_shift))
+    return torch.where(torch.maximum(ma, mb) >= exp_mask, quiet_nan, out)
+
+
 def _mogami_ops(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The product in torch ops (CUDA, and CPU without the native kernel)."""
-    int_dtype, one, min_normal, max_finite, sign_bit = _LAYOUT[a.dtype]
-    ia = a.view(int_dtype).to(torch.int64)
-    ib = b.view(int_dtype).to(torch.int64)
-    mag_mask = (1 << sign_bit) - 1
-    ma, mb = ia & mag_mask, ib & mag_mask
-    mag = ma + mb - one
-    zero = (ma < min_normal) | (mb < min_normal) | (mag < min_normal)
-    mag = torch.where(zero, torch.zeros_like(mag), mag.clamp(max=max_finite))
-    negative = (ia < 0) ^ (ib < 0)  # int views are signed: the sign bit is the sign
-    out = torch.where(negative, mag - (1 << sign_bit), mag)  # two's complement of sign | mag
+    """``mogami_mul_bits`` on two float tensors of one dtype (CUDA, and CPU without the native kernel)."""
+    int_dtype, sign_shift = _LAYOUT[a.dtype][0], _LAYOUT[a.dtype][-1]
+    out = mogami_mul_bits(a.view(int_dtype).to(torch.int64), b.view(int_dtype).to(torch.int64), a.dtype)
+    out = out - ((out >> sign_shift) << (sign_shift + 1))  # back to the signed view's value
     return out.to(int_dtype).view(a.dtype)
 
 
@@ -67,7 +81,7 @@ def _native_ok() -> bool:
 
 
 def _mogami_native(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The same rules in the fused CPU kernel (csrc/quantize.c): one pass, no temporaries."""
+    """The same rule in the fused CPU kernel (csrc/quantize.c): one pass, no temporaries."""
     from lowbit.numerics.quant.native import empty_buffer, library
 
     ffi, lib = library()

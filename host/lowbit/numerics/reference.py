@@ -234,12 +234,15 @@ FLOAT_LAYOUT = {"fp32": (32, 23, 0x3F800000), "bf16": (16, 7, 0x3F80)}  # width,
 
 
 def mogami_mul(a: np.ndarray, b: np.ndarray, dtype: str = "fp32") -> np.ndarray:
-    """Bit patterns in, bit patterns out (uint32 for fp32, uint16 for bf16), field by field.
+    """The Mogami product rule, THE definition: bit patterns in, bit patterns out (uint32 for
+    fp32, uint16 for bf16; wider integer containers are read by their low bits), field by field.
 
     Exponent fields add (bias removed once) and mantissa fields add, a mantissa carry bumps
     the exponent: exactly the integer add bits(a) + bits(b) - bits(1.0). Zero or subnormal
     operands and results below the smallest normal flush to signed zero; results above the
-    largest finite value saturate to it (signed).
+    largest finite value saturate to it (signed); a NaN or Inf operand (all-ones exponent
+    field) gives the positive quiet NaN, whatever the other operand. Every other body (torch in
+    ``numerics/mogami.py``, C in ``csrc/``, HLS in ``mac.hpp``) is tested equal to this one.
     """
     width, mbits, one = FLOAT_LAYOUT[dtype]
     a, b = np.asarray(a).astype(np.int64), np.asarray(b).astype(np.int64)
@@ -255,6 +258,8 @@ def mogami_mul(a: np.ndarray, b: np.ndarray, dtype: str = "fp32") -> np.ndarray:
     big = e >= emask
     mag = np.where(zero, 0, np.where(big, (emask - 1) << mbits | mmask, e << mbits | man))
     out = (sign << (width - 1)) | mag
+    quiet_nan = emask << mbits | 1 << (mbits - 1)
+    out = np.where((ea == emask) | (eb == emask), quiet_nan, out)
     return out.astype(np.uint32 if width == 32 else np.uint16)
 
 
