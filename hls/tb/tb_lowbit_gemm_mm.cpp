@@ -6,10 +6,8 @@
 
 static const uint64_t CANARY = 0xDEADBEEFCAFEF00Dull;
 
-static int run_case(const std::string& dir, const std::string& name) {
-    std::vector<uint64_t> in, expected;
-    if (!read_words(dir + "/" + name + ".in.bin", in) || !read_words(dir + "/" + name + ".out.bin", expected))
-        return 1;
+static int check_case(const std::string& name, const std::vector<uint64_t>& in,
+                      const std::vector<uint64_t>& expected) {
     std::vector<uint64_t> out(expected.size() + 8, CANARY);
     uint32_t result[2] = {0xFFFFFFFFu, 0};
     lowbit_gemm_mm(in.data(), out.data(), (uint32_t)in.size(), (uint32_t)out.size(), result);
@@ -20,16 +18,7 @@ static int run_case(const std::string& dir, const std::string& name) {
     if (result[1] != expected.size()) return mismatch(name + " words written", 0, expected.size(), result[1]);
     if (result[0] != (uint32_t)(expected.back() & 0xFFFFFFFFu))
         return mismatch(name + " status", 0, expected.back() & 0xFFFFFFFFu, result[0]);
-    printf("PASS %s (%zu in, %zu out)\n", name.c_str(), in.size(), expected.size());
     return 0;
 }
 
-int main(int argc, char** argv) {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s GOLDEN_DIR CASE [CASE...]\n", argv[0]);
-        return 2;
-    }
-    for (int i = 2; i < argc; i++)
-        if (run_case(argv[1], argv[i])) return 1;
-    return 0;
-}
+int main(int argc, char** argv) { return tb_main(argc, argv, check_case); }
