@@ -29,6 +29,17 @@ def _stderr_lines(capsys) -> list:
 
 
 @pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_prints_its_help_and_exits_0(name, capsys):
+    """Every command, the former ``python -m lowbit.X`` entry points included, answers --help as
+    ``lowbit <name>`` (its own usage, not the module's) and exits 0."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([name, "--help"])
+    assert exit_.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: lowbit {name} ") and "--help" in out
+
+
+@pytest.mark.parametrize("name", COMMANDS)
 def test_every_command_reports_a_bad_option_in_one_line(name, capsys):
     assert cli.main([name, "--no-such-option"]) == 2
     lines = _stderr_lines(capsys)
