@@ -197,3 +197,27 @@ def test_alveo_packs_the_next_call_while_the_card_runs(monkeypatch, xclbin, oper
     first_wait = events.index("wait")
     assert events[:first_wait].count("run") == 1 and events[:first_wait].count("XCL_BO_SYNC_BO_TO_DEVICE") == 2
     assert backend.inputs[0].handle is not backend.inputs[1].handle
+
+
+def test_alveo_allocation_failure_keeps_the_previous_buffer(monkeypatch, xclbin, operands, emulation):
+    """The grow-only slot rule (lowbit.board.buffers) on the card: a failed growth raises a clear
+    error, keeps the buffer the slot had, and the next call with memory available succeeds."""
+    from lowbit.board import BufferAllocationError
+
+    backend, _ = open_fake(monkeypatch, xclbin)
+    backend.gemm(*operands("pot:4", 4, 5, 16))
+    kept = backend.inputs[0].handle
+    real_bo = backend.xrt.bo
+
+    class no_memory(real_bo):
+        def __init__(self, *args):
+            raise RuntimeError("bad_alloc")
+
+    monkeypatch.setattr(backend.xrt, "bo", no_memory)
+    a, b = operands("pot:4", 64, 5, 1024)  # needs a larger input buffer than the first gemm's
+    with pytest.raises(BufferAllocationError, match=r"input 0 buffer .* in bank 1 \(bad_alloc\)"):
+        backend.gemm(a, b)
+    assert backend.inputs[0].handle is kept and backend.inputs[0].allocations == 1
+    monkeypatch.setattr(backend.xrt, "bo", real_bo)
+    assert torch.equal(backend.gemm(a, b), emulation.gemm(a, b))
+    assert backend.inputs[0].allocations == 2 and backend.inputs[0].handle is not kept

@@ -7,6 +7,7 @@ The plan is the emulation backend's (``lowbit.backends.emulation.gemm_tiles`` th
 to it. While the hardware runs call i the host packs call i+1 into the other slot."""
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
@@ -125,13 +126,13 @@ class PipelinedBoard(Backend):
     def _to_device(self, call: Call) -> None:
         """Make the packed input of ``call`` visible to the hardware (nothing where launching does it)."""
 
+    @abc.abstractmethod
     def _launch(self, call: Call) -> None:
         """Start ``call`` on the hardware from input slot ``call.slot``; return without waiting."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _finish(self, call: Call) -> np.ndarray:
         """Wait for ``call``, check what came back, return its C tile [m, n] fp32 (a fresh array)."""
-        raise NotImplementedError
 
     def _abandon(self, call: Call) -> None:
         """Stop ``call``, in flight when packing the next one failed, so the next gemm starts clean."""
