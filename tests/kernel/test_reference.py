@@ -1,12 +1,12 @@
 """The numpy kernel model against the compiled C++ policies and tops: integer parts with ==."""
-import re
-
 import numpy as np
 import pytest
 
 from lowbit.kernel import reference as rk
 from lowbit.kernel import wire
 from lowbit.backends.emulation import kernel_lib, run_axis_stream, run_mm
+from lowbit.kernel.wire import Op, Status
+from lowbit.numerics import formats
 from lowbit.numerics.formats import MLS
 
 FORMATS = [(2, 1), (2, 4), (0, 4), (1, 1), (4, 7), (3, 2), (0, 1), (1, 0)]
@@ -189,3 +189,18 @@ def test_mogami_matches_lowbit_mogami_mul(lib, bits):
     assert np.array_equal(sample, want[:3000])
     tail = np.array([c.lowbit_mogami_mul_bits(int(x), int(y), bits) for x, y in zip(a[-7:], b[-7:])], dtype=np.uint32)
     assert np.array_equal(tail, want[-7:])
+
+
+@pytest.mark.parametrize("past", [{"ex": formats.MLS_MAX_EX + 1}, {"mx": formats.MLS_MAX_MX + 1},
+                                  {"eg": formats.MLS_MAX_EG + 1}, {"mg": formats.MLS_MAX_MG + 1}, {"ex": 0, "mx": 0}],
+                         ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_compiled_header_check_accepts_exactly_the_formats_ranges(past):
+    """The kernel (its ranges generated into wire.hpp) runs the widest format lowbit.numerics.formats
+    accepts and answers BAD_FORMAT one past each bound, as the model does."""
+    widest = MLS(formats.MLS_MAX_EX, formats.MLS_MAX_MX, formats.MLS_MAX_EG, formats.MLS_MAX_MG)
+    words = rk._case_words(np.random.default_rng(5), Op.FORWARD, widest, 3, 2, 19, 8)
+    for case, want in ((words, Status.OK), (rk._patch_header(words, **past), Status.BAD_FORMAT)):
+        assert rk.run_stream(case)[1] == want
+        assert run_axis_stream(case).status == want
+    with pytest.raises(ValueError, match="out of range"):
+        MLS(**{"ex": widest.ex, "mx": widest.mx, "eg": widest.eg, "mg": widest.mg, **past})

@@ -50,7 +50,11 @@ inline float scaled_to_f32(int64_t t, int e) {
 //   significand Mx+1 = 8 bits, shift <= 2^Ex - 2 = 14, product <= 2*(Mx + 2^Ex - 1) = 44 bits,
 //   block sum over <= MAX_K = 2^13 products: 57 bits + sign.
 // ----------------------------------------------------------------------------------------------
-static const unsigned MLS_MAX_EX = 4, MLS_MAX_MX = 7, MLS_MAX_EG = 8, MLS_MAX_MG = 1;
+// The format ranges are lowbit.numerics.formats', generated into wire.hpp (the same constants, not copies).
+using wire::MLS_MAX_EX;
+using wire::MLS_MAX_MX;
+using wire::MLS_MAX_EG;
+using wire::MLS_MAX_MG;
 static const unsigned MLS_SIG_W = MLS_MAX_MX + 1;
 static const unsigned MLS_SHIFT_MAX = (1u << MLS_MAX_EX) - 2;
 static const unsigned MLS_PROD_W = 2 * (MLS_MAX_MX + (1u << MLS_MAX_EX) - 1);

@@ -15,6 +15,8 @@ static const uint32_t MAX_K = 8192u;
 static const uint32_t MAX_N = 65535u;
 static const uint32_t IP_ID = 0x10B1u;
 static const uint32_t ID_VERSION = (IP_ID << 16) | WIRE_VERSION;
+// MLS format ranges (lowbit.numerics.formats): elements <Ex,Mx>, Ex + Mx >= 1; group scales <Eg,Mg>.
+static const unsigned MLS_MAX_EX = 4, MLS_MAX_MX = 7, MLS_MAX_EG = 8, MLS_MAX_MG = 1;
 
 enum Op {
     OP_FORWARD = 0x0,

@@ -19,6 +19,7 @@ from typing import Dict, Tuple
 
 from lowbit.kernel import wire
 from lowbit.kernel.wire import Arith
+from lowbit.numerics.formats import MLS_MAX_EX, MLS_MAX_MX
 
 FAMILIES = ("mls", "pot", "mogami")
 FAMILY_ARITHS = {"mls": (Arith.MLS,), "pot": (Arith.POT,), "mogami": (Arith.MOGAMI_FP32, Arith.MOGAMI_BF16)}
@@ -26,8 +27,8 @@ FAMILY_ARITHS = {"mls": (Arith.MLS,), "pot": (Arith.POT,), "mogami": (Arith.MOGA
 # WIRE_VERSION, read at GPIO_DATA (offset 0) on a fresh overlay, before any kernel run.
 ID_CELL = "lowbit_id"
 ID_GPIO_VLNV = "xilinx.com:ip:axi_gpio:2.0"
-# The MLS datapath's protocol-wide bounds (hls mac.hpp MLS_MAX_*): the emulation carries all of them.
-MLS_PROTOCOL_MAX = (4, 7)
+# The MLS datapath's protocol-wide bounds (the formats lowbit accepts): the emulation carries all of them.
+MLS_PROTOCOL_MAX = (MLS_MAX_EX, MLS_MAX_MX)
 
 
 @dataclass(frozen=True)

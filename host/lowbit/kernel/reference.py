@@ -23,7 +23,7 @@ import torch
 
 from lowbit.kernel import wire
 from lowbit.numerics import reference as R
-from lowbit.numerics.formats import MLS
+from lowbit.numerics.formats import MLS, MLS_MAX_EX, MLS_MAX_MX, mls_element_in_range, mls_scale_in_range
 from lowbit.kernel.boards import EMULATION, Build, build_of
 from lowbit.numerics.qtensor import QTensor
 from lowbit.kernel.wire import Arith, Header, Op, Status
@@ -177,7 +177,7 @@ def check_header(h: dict, build: Build = EMULATION) -> Status:
     if h["arith"] > Arith.MOGAMI_BF16 or h["op"] > Op.WEIGHT_GRAD:
         return Status.BAD_FORMAT
     mls = h["arith"] == Arith.MLS
-    if mls and not (h["ex"] <= 4 and h["mx"] <= 7 and h["ex"] + h["mx"] >= 1 and h["eg"] <= 8 and h["mg"] <= 1):
+    if mls and not (mls_element_in_range(h["ex"], h["mx"]) and mls_scale_in_range(h["eg"], h["mg"])):
         return Status.BAD_FORMAT
     if not build.carries(Arith(h["arith"]), h["ex"], h["mx"]):
         return Status.BAD_FORMAT  # a well-formed header for an arithmetic this bitstream was not built with
@@ -334,7 +334,8 @@ def golden_cases(seed: int = 4) -> List[Tuple[str, np.ndarray]]:
             (f"{tag}_saturated", _case_words(rng, F, fmt, 3, 5, 27, 9, fill="max")),
         ]
     cases += [
-        ("mls44_widest_accumulation", _case_words(rng, W, MLS(4, 7), 1, 2, wire.MAX_K, wire.MAX_K, fill="max")),
+        ("mls44_widest_accumulation",
+         _case_words(rng, W, MLS(MLS_MAX_EX, MLS_MAX_MX), 1, 2, wire.MAX_K, wire.MAX_K, fill="max")),
         ("mls21_wgrad_long_block", _case_words(rng, W, parse("mls:2,1"), 2, 3, 1024, 1024, fill="max")),
         ("mls21_max_m", _case_words(rng, F, parse("mls:2,1"), wire.MAX_M, 3, 18, 9)),
         ("mls24_block_longer_than_k", _case_words(rng, F, parse("mls:2,4"), 5, 4, 5, 9)),
@@ -353,7 +354,7 @@ def golden_cases(seed: int = 4) -> List[Tuple[str, np.ndarray]]:
         ("bad_dims_absurd_n", _patch_header(good, n=0x7FFFFFFF)),
         ("bad_dims_block", _patch_header(good, block=0)),
         ("bad_dims_block_over_max_k", _patch_header(good, block=wire.MAX_K + 1)),
-        ("bad_format_ex", _patch_header(good, ex=5)),
+        ("bad_format_ex", _patch_header(good, ex=MLS_MAX_EX + 1)),
         ("bad_format_arith", _patch_header(good, arith=9)),
         ("truncated_header", good[:2]),
         ("truncated_a", good[:6]),

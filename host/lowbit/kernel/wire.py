@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lowbit.numerics import formats
 from lowbit.numerics.formats import FP32, MLS, Format, Mogami, PoT
 
 WORD_BITS = 64
@@ -276,6 +277,9 @@ def emit_hpp() -> str:
         f"static const uint32_t MAX_N = {MAX_N}u;",
         f"static const uint32_t IP_ID = 0x{IP_ID:04X}u;",
         f"static const uint32_t ID_VERSION = (IP_ID << 16) | WIRE_VERSION;",
+        "// MLS format ranges (lowbit.numerics.formats): elements <Ex,Mx>, Ex + Mx >= 1; group scales <Eg,Mg>.",
+        f"static const unsigned MLS_MAX_EX = {formats.MLS_MAX_EX}, MLS_MAX_MX = {formats.MLS_MAX_MX}, "
+        f"MLS_MAX_EG = {formats.MLS_MAX_EG}, MLS_MAX_MG = {formats.MLS_MAX_MG};",
         "",
     ]
     for enum_cls in (Op, Arith, Status, Reg):

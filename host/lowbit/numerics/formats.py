@@ -14,9 +14,14 @@ import re
 from dataclasses import dataclass
 from typing import Union
 
+# The MLS formats lowbit accepts: elements <Ex,Mx> up to these, Ex + Mx >= 1; group scales <Eg,Mg>.
+# The single statement of the ranges: the kernel's header check and datapath widths come from the
+# copies ``lowbit wire --emit-hpp`` writes into hls/include/lowbit/wire.hpp (drift-tested).
+MLS_MAX_EX, MLS_MAX_MX, MLS_MAX_EG, MLS_MAX_MG = 4, 7, 8, 1
 ACCEPTED_FORMS = (
     "fp32, mls:Ex,Mx, mls:Ex,Mx,g=Eg,Mg,group=nc|n|c|none "
-    "(Ex 0..4, Mx 0..7, Ex+Mx >= 1, Eg 0..8, Mg 0..1), pot:4, mogami:fp32, mogami:bf16"
+    f"(Ex 0..{MLS_MAX_EX}, Mx 0..{MLS_MAX_MX}, Ex+Mx >= 1, Eg 0..{MLS_MAX_EG}, Mg 0..{MLS_MAX_MG}), "
+    "pot:4, mogami:fp32, mogami:bf16"
 )
 GROUPINGS = ("nc", "n", "c", "none")
 MAX_SPEC_CHARS = 64  # the longest accepted form has 24; longer is a mistake, and is not echoed whole
@@ -30,6 +35,14 @@ class FP32:
 
     def __str__(self) -> str:
         return "fp32"
+
+
+def mls_element_in_range(ex: int, mx: int) -> bool:
+    return 0 <= ex <= MLS_MAX_EX and 0 <= mx <= MLS_MAX_MX and ex + mx >= 1
+
+
+def mls_scale_in_range(eg: int, mg: int) -> bool:
+    return 0 <= eg <= MLS_MAX_EG and 0 <= mg <= MLS_MAX_MG
 
 
 @dataclass(frozen=True)
@@ -52,9 +65,9 @@ class MLS:
     kind = "mls"
 
     def __post_init__(self) -> None:
-        if not (0 <= self.ex <= 4 and 0 <= self.mx <= 7 and self.ex + self.mx >= 1):
+        if not mls_element_in_range(self.ex, self.mx):
             raise ValueError(f"mls element <{self.ex},{self.mx}> out of range; accepted: {ACCEPTED_FORMS}")
-        if not (0 <= self.eg <= 8 and 0 <= self.mg <= 1):
+        if not mls_scale_in_range(self.eg, self.mg):
             raise ValueError(f"mls group scale <{self.eg},{self.mg}> out of range; accepted: {ACCEPTED_FORMS}")
         if self.group not in GROUPINGS:
             raise ValueError(f"mls group={self.group!r} unknown; accepted: {ACCEPTED_FORMS}")
