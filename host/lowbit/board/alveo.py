@@ -128,13 +128,6 @@ class AlveoBackend(PipelinedBoard):
             slot.release()
 
 
-def _status_name(code: int) -> str:
-    try:
-        return Status(code).name
-    except ValueError:
-        return str(code)
-
-
 def open_alveo(xclbin, **kwargs) -> AlveoBackend:
     from lowbit.board.manifest import find_file, read_manifest
 
