@@ -82,7 +82,7 @@ def test_resnet20_step_is_the_lowered_convs():
 
 
 def test_lut_figures_come_from_the_measured_cost_when_it_has_the_row(monkeypatch):
-    """The model reads helper H11's loader (hw_cost.per_mac at the PE's SIMD width); without a row it
+    """The model reads the measured-cost loader (hw_cost.per_mac at the PE's SIMD width); without a row it
     falls back to the labelled placeholder."""
     import types
 

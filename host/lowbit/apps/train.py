@@ -162,10 +162,8 @@ def build_model(cfg: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
 
 
 def quantize_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    try:
-        from lowbit import nn as lnn
-    except ImportError as exc:
-        raise RuntimeError(f"format {cfg.format} needs lowbit.nn (quantized layers), which failed to import: {exc}") from exc
+    from lowbit import nn as lnn
+
     return lnn.convert(
         model,
         cfg.format,

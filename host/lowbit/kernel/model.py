@@ -131,7 +131,7 @@ def _hw_cost():
 
 
 def luts_per_mac(cfg: BoardConfig, family: str) -> Tuple[float, float, str]:
-    """(LUTs per MAC, DSPs per MAC of the PE datapath, where the figures come from): helper H11's
+    """(LUTs per MAC, DSPs per MAC of the PE datapath, where the figures come from): the RTL's
     yosys measurement (``hw_cost.per_mac`` at the PE's SIMD width, else its one-lane row; the DSP
     mapping where the part's DSPs allow it, else the ``-lut`` variant), or the labelled placeholder
     while hw_cost.json has no row for the datapath."""
