@@ -172,7 +172,7 @@ def main(argv=None) -> int:
         print(f"lowbit build: {', '.join(missing)} not found on PATH; {args.board} needs "
               f"{' and '.join(board.tools)} (source <Vitis install>/settings64.sh first). "
               "Without the Xilinx tools, use the emulation backend.", file=sys.stderr)
-        return 1
+        return 2  # the environment lacks a tool: a user error under the CLI rule
     from lowbit.kernel import reference as reference_kernel
 
     reference_kernel.main(["--golden", str(golden), "--board", board.name, "--arith", args.arith])
