@@ -11,7 +11,6 @@ the emulation build (``EMULATION``) carries all of them at the protocol's full l
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -261,17 +260,9 @@ def emit_hpp() -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="lowbit boards", description=__doc__.splitlines()[0])
-    p.add_argument("--emit-hpp", action="store_true", help=f"write {HPP_PATH}")
-    p.add_argument("--out", type=Path, default=None, help="path to write (default: the repo's header)")
-    args = p.parse_args(argv)
-    if not args.emit_hpp:
-        p.print_help()
-        return 2
-    out = args.out or Path(__file__).resolve().parents[3] / HPP_PATH
-    out.write_text(emit_hpp())
-    print(f"wrote {out}")
-    return 0
+    from lowbit.kernel.headers import generated_header_main
+
+    return generated_header_main("lowbit boards", __doc__.splitlines()[0], HPP_PATH, emit_hpp, argv)
 
 
 if __name__ == "__main__":

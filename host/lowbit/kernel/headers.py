@@ -59,3 +59,20 @@ def kernel_sources() -> list:
     return [HLS_DIR / "emu" / "lowbit_emu.cpp",
             HLS_DIR / "kernels" / "lowbit_gemm_axis" / "lowbit_gemm_axis.cpp",
             HLS_DIR / "kernels" / "lowbit_gemm_mm" / "lowbit_gemm_mm.cpp"]
+
+
+def generated_header_main(prog: str, description: str, rel_path: Path, emit, argv=None) -> int:
+    """The command that writes a C++ header generated from Python (``lowbit wire``, ``lowbit boards``)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--emit-hpp", action="store_true", help=f"write {rel_path}")
+    p.add_argument("--out", type=Path, default=None, help=f"path to write (default: the repository's {rel_path})")
+    args = p.parse_args(argv)
+    if not args.emit_hpp:
+        p.print_help()
+        return 2
+    out = args.out or REPO_ROOT / rel_path
+    out.write_text(emit())
+    print(f"wrote {out}")
+    return 0

@@ -25,7 +25,6 @@ tiles larger GEMMs and adds the K-tiles' fp32 outputs in ascending K order.
 """
 from __future__ import annotations
 
-import argparse
 import enum
 import sys
 from dataclasses import dataclass
@@ -276,7 +275,7 @@ def emit_hpp() -> str:
         f"static const uint32_t MAX_K = {MAX_K}u;",
         f"static const uint32_t MAX_N = {MAX_N}u;",
         f"static const uint32_t IP_ID = 0x{IP_ID:04X}u;",
-        f"static const uint32_t ID_VERSION = (IP_ID << 16) | WIRE_VERSION;",
+        "static const uint32_t ID_VERSION = (IP_ID << 16) | WIRE_VERSION;",
         "// MLS format ranges (lowbit.numerics.formats): elements <Ex,Mx>, Ex + Mx >= 1; group scales <Eg,Mg>.",
         f"static const unsigned MLS_MAX_EX = {formats.MLS_MAX_EX}, MLS_MAX_MX = {formats.MLS_MAX_MX}, "
         f"MLS_MAX_EG = {formats.MLS_MAX_EG}, MLS_MAX_MG = {formats.MLS_MAX_MG};",
@@ -303,17 +302,9 @@ HPP_PATH = Path("hls/include/lowbit/wire.hpp")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="lowbit wire", description=__doc__.splitlines()[0])
-    p.add_argument("--emit-hpp", action="store_true", help="write hls/include/lowbit/wire.hpp")
-    p.add_argument("--out", type=Path, default=None, help="path to write (default: the repo's wire.hpp)")
-    args = p.parse_args(argv)
-    if not args.emit_hpp:
-        p.print_help()
-        return 2
-    out = args.out or Path(__file__).resolve().parents[3] / HPP_PATH
-    out.write_text(emit_hpp())
-    print(f"wrote {out}")
-    return 0
+    from lowbit.kernel.headers import generated_header_main
+
+    return generated_header_main("lowbit wire", __doc__.splitlines()[0], HPP_PATH, emit_hpp, argv)
 
 
 if __name__ == "__main__":
