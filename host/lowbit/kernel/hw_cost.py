@@ -157,13 +157,13 @@ def markdown(rows: Optional[Sequence[Dict]] = None) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def splice(text: str, block: str) -> str:
-    """``text`` with the part between the hw_cost markers replaced by ``block``."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"markers {BEGIN} / {END} not found")
-    pre, rest = text.split(BEGIN, 1)
-    _, post = rest.split(END, 1)
-    return f"{pre}{BEGIN}\n{block}{END}{post}"
+def splice(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with the part between the ``begin`` / ``end`` markers replaced by ``block``."""
+    if begin not in text or end not in text:
+        raise ValueError(f"markers {begin} / {end} not found")
+    pre, rest = text.split(begin, 1)
+    _, post = rest.split(end, 1)
+    return f"{pre}{begin}\n{block}{end}{post}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,8 +216,4 @@ def energy_markdown(rows: Optional[Sequence[Dict]] = None) -> str:
 
 
 def splice_energy(text: str, block: str) -> str:
-    if ENERGY_BEGIN not in text or ENERGY_END not in text:
-        raise ValueError(f"markers {ENERGY_BEGIN} / {ENERGY_END} not found")
-    pre, rest = text.split(ENERGY_BEGIN, 1)
-    _, post = rest.split(ENERGY_END, 1)
-    return f"{pre}{ENERGY_BEGIN}\n{block}{ENERGY_END}{post}"
+    return splice(text, block, ENERGY_BEGIN, ENERGY_END)
