@@ -40,3 +40,18 @@ def _operands(fmt: str, m: int, n: int, k: int, seed: int = 0, block: int = 32):
 def operands():
     """operands(fmt, m, n, k, seed=0, block=32) -> (a [m, k], b [n, k]) quantized with nearest rounding."""
     return _operands
+
+
+def _check_double_buffered(stages, calls: int = 3) -> None:
+    """Calls alternate between two buffer sets, and call i+1 is packed after call i was launched and
+    before call i is waited on."""
+    assert [s for s in stages if s[0] == "launch"] == [("launch", i, i % 2) for i in range(calls)]
+    for i in range(calls - 1):
+        order = [stages.index(("launch", i, i % 2)), stages.index(("pack", i + 1, (i + 1) % 2)),
+                 stages.index(("wait", i, i % 2))]
+        assert order == sorted(order)
+
+
+@pytest.fixture
+def double_buffered():
+    return _check_double_buffered
