@@ -11,6 +11,7 @@ struct emulation {
     static const uint32_t K_MAX = 8192u;
     static const uint32_t ARITH_MASK = 0xFu;
     static const unsigned MLS_MAX_EX = 4, MLS_MAX_MX = 7;
+    static const unsigned ROWS = 16, COLS = 4, SIMD = 1, INTERLEAVE = 1;
 };
 
 struct pynq_z2_mls {

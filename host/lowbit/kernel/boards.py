@@ -189,6 +189,10 @@ class Build:
 
 
 EMULATION = Build("emulation", FULL_LIMITS, FAMILIES, MLS_PROTOCOL_MAX)
+# The emulation's PE array, chosen for the host CPU (any shape gives the same bits: integer block sums
+# are exact and every output keeps its fp32 order): 16 rows x 4 columns of int64 accumulators fit
+# the vector registers, one lane per PE (no block masks), no interleave (no fp32 adder latency to hide).
+EMULATION_ARRAY = Array(16, 4, 1)
 
 
 def build_of(board: str, family: str) -> Build:
@@ -228,11 +232,11 @@ def _struct(build: Build, cfg: BoardConfig = None) -> list:
              f"    static const uint32_t K_MAX = {build.limits.k_max}u;",
              f"    static const uint32_t ARITH_MASK = 0x{build.arith_mask:X}u;",
              f"    static const unsigned MLS_MAX_EX = {build.mls_max[0]}, MLS_MAX_MX = {build.mls_max[1]};"]
+    arr = EMULATION_ARRAY if cfg is None else cfg.array(build.families[0])
+    lines += [f"    static const unsigned ROWS = {arr.rows}, COLS = {arr.cols}, SIMD = {arr.simd}, "
+              f"INTERLEAVE = {arr.interleave};"]
     if cfg is not None:
-        arr = cfg.array(build.families[0])
-        lines += [f"    static const unsigned ROWS = {arr.rows}, COLS = {arr.cols}, SIMD = {arr.simd}, "
-                  f"INTERLEAVE = {arr.interleave};",
-                  f"    static const unsigned STREAM_BITS = {cfg.stream_bits}, HP_BITS = {cfg.hp_bits};",
+        lines += [f"    static const unsigned STREAM_BITS = {cfg.stream_bits}, HP_BITS = {cfg.hp_bits};",
                   f"    static const unsigned COMPUTE_UNITS = {cfg.compute_units};",
                   f"    static const bool A_URAM = {'true' if cfg.storage_of('a_tile') == 'uram' else 'false'}, "
                   f"B_URAM = {'true' if cfg.storage_of('b_tiles') == 'uram' else 'false'};"]
