@@ -24,20 +24,23 @@ from torch import nn
 
 from lowbit.numerics.formats import MLS, Mogami
 from lowbit.numerics.qtensor import QTensor
+from lowbit.numerics.quant import contiguous
 from lowbit.kernel.wire import Op
 from lowbit.nn.functional import QLinearFunction, QLinearMogamiFunction
 from lowbit.nn.spec import LayerSpec
 
 
 def _rows(spec: LayerSpec, t: torch.Tensor, operand: str) -> QTensor:
-    """Q(t) for t [B, R, C] as the 2-D operand [B*R, C] (groups along C)."""
-    return spec.quantize(t.reshape(-1, t.shape[-1]), operand, block=spec.block)
+    """Q(t) for t [B, R, C] as the 2-D operand [B*R, C] (groups along C); a transposed view is
+    copied by the native gather (quant.contiguous), not by reshape."""
+    return spec.quantize(contiguous(t).view(-1, t.shape[-1]), operand, block=spec.block)
 
 
 def _batch_transpose(q: QTensor, batch: int) -> QTensor:
     """[B*R, C] -> [B*C, R] of an ungrouped QTensor: same codes, same scale."""
     def t(x):
-        return x.reshape(batch, -1, x.shape[-1]).transpose(1, 2).reshape(-1, x.shape[0] // batch)
+        rows = x.shape[0] // batch
+        return contiguous(x.reshape(batch, rows, x.shape[-1]).transpose(1, 2)).view(-1, rows)
     values = None if q.values is None else t(q.values)
     return QTensor(q.fmt, t(q.codes), None, q.tensor_scale, q.dtype, q.block, values)
 

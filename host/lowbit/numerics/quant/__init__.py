@@ -44,6 +44,7 @@ from lowbit.numerics.quant.common import (  # noqa: F401
     with_values,
 )
 from lowbit.numerics.quant.native import (  # noqa: F401
+    contiguous,
     native_available,
 )
 from lowbit.numerics.quant.mls import (  # noqa: F401

@@ -9,7 +9,7 @@ from lowbit.numerics.formats import GROUPINGS, MLS
 from lowbit.numerics.qtensor import QTensor
 from lowbit.numerics.quant.rng import INT32_COUNTERS, hash32_int32, keys_tensor, random_bits
 from lowbit.numerics.quant.common import FLT_MAX, float_exponent, group_scale_codes, group_scale_values, group_view, pow2, reduce_groups, round_grid, ungroup, with_values
-from lowbit.numerics.quant.native import empty_buffer, library, ptr, raise_nonfinite
+from lowbit.numerics.quant.native import contiguous, empty_buffer, library, raise_nonfinite
 from lowbit.numerics.quant.accel import maybe_compiled, run_triton
 
 
@@ -95,7 +95,7 @@ def _elementwise_mls(device: torch.device):
 
 def mls_native(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optional[int]) -> QTensor:
     ffi, lib = library()
-    xf = x.detach().to(torch.float32).contiguous()
+    xf = contiguous(x if x.dtype == torch.float32 else x.detach().to(torch.float32))
     if xf.dim() == 4:
         n, c, h, w = xf.shape
         rows, length, blk, grid = n * c, h * w, h * w, (n, c)
@@ -108,10 +108,10 @@ def mls_native(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optio
     codes = empty_buffer(xf.shape, torch.int16)
     values = empty_buffer(xf.shape, torch.float32)
     st = ffi.new("float *")
-    status = lib.lowbit_mls(ptr(ffi, xf, "float *"), rows, length, blk, grid[0], grid[1],
+    status = lib.lowbit_mls(ffi.cast("float *", xf.data_ptr()), rows, length, blk, grid[0], grid[1],
                             GROUPINGS.index(fmt.group), fmt.eg, fmt.mg, fmt.ex, fmt.mx, int(rounding == "stochastic"),
-                            seed, st, ptr(ffi, scale_codes, "int16_t *"), ptr(ffi, codes, "int16_t *"),
-                            ptr(ffi, values, "float *"))
+                            seed, st, ffi.cast("int16_t *", scale_codes.data_ptr()),
+                            ffi.cast("int16_t *", codes.data_ptr()), ffi.cast("float *", values.data_ptr()))
     if status == -1:
         raise_nonfinite(x)
     if status == -2:

@@ -11,7 +11,7 @@ from lowbit.numerics.formats import PoT
 from lowbit.numerics.qtensor import QTensor
 from lowbit.numerics.quant.rng import INT32_COUNTERS, hash32_int32, keys_tensor, random_bits
 from lowbit.numerics.quant.common import float_exponent, pow2, with_values
-from lowbit.numerics.quant.native import CHUNK, empty_buffer, library, ptr, raise_nonfinite
+from lowbit.numerics.quant.native import contiguous, empty_buffer, library, raise_nonfinite
 from lowbit.numerics.quant.accel import maybe_compiled, run_triton
 
 
@@ -85,16 +85,15 @@ def pot_elements(flat, keys, step1: float, step2: float, scale: float, max_code:
 
 
 def pot_native(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio: float) -> QTensor:
+    """One native call: max |x|, the scale exponent (``pot_scale_exponent``'s rule) and the elements."""
     ffi, lib = library()
-    xf = x.detach().to(torch.float32).contiguous()
-    n = xf.numel()
-    bmax = torch.empty(-(-n // CHUNK), dtype=torch.float32)
-    if lib.lowbit_block_absmax(ptr(ffi, xf, "float *"), 1, n, CHUNK, ptr(ffi, bmax, "float *")):
-        raise_nonfinite(x)
-    s = pot_scale_exponent(float(bmax.amax()), clip_ratio)
+    xf = contiguous(x if x.dtype == torch.float32 else x.detach().to(torch.float32))
     codes = empty_buffer(xf.shape, torch.int16)
     values = empty_buffer(xf.shape, torch.float32)
-    lib.lowbit_pot_quantize(ptr(ffi, xf, "float *"), n, s, -s // 2, fmt.max_code, int(rounding == "stochastic"),
-                            seed, ptr(ffi, codes, "int16_t *"), ptr(ffi, values, "float *"))
-    scale = pow2(torch.tensor(s))
+    s = ffi.new("int32_t *")
+    if lib.lowbit_pot(ffi.cast("float *", xf.data_ptr()), xf.numel(), clip_ratio, fmt.max_code,
+                      int(rounding == "stochastic"), seed, s, ffi.cast("int16_t *", codes.data_ptr()),
+                      ffi.cast("float *", values.data_ptr())):
+        raise_nonfinite(x)
+    scale = torch.tensor(2.0 ** s[0], dtype=torch.float32)  # 2^s, s in [-126, 127]: exact
     return QTensor(fmt, codes, None, scale, x.dtype, None, values=values.to(x.dtype))
