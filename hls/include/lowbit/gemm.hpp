@@ -1,5 +1,6 @@
-// The block-scaled low-bit GEMM engine: parses the wire header (lowbit/wire.hpp), keeps A on chip,
-// streams B row by row and emits C^T [N][M] fp32, then the STATUS word (see host/lowbit/kernel/wire.py).
+// The block-scaled low-bit GEMM kernel (v2): parses the wire header (lowbit/wire.hpp), keeps A on chip,
+// computes C^T [N][M] fp32 on an output-stationary R x C PE array with S-wide K-SIMD, then sends the
+// STATUS word (see host/lowbit/kernel/wire.py). docs/hardware.md describes the architecture.
 //
 //   C[m,n] = SUM_b ( Sa[m,b] Sb[n,b] SUM_{k in block b} A[m,k] B[n,k] )
 //
@@ -11,6 +12,8 @@
 // Sink:   void write(uint64_t word, bool last).
 #pragma once
 #include <stdint.h>
+
+#include <hls_stream.h>
 
 #include "lowbit/board_config.hpp"
 #include "lowbit/mac.hpp"
@@ -32,10 +35,21 @@ namespace lowbit {
 #ifndef LOWBIT_K_MAX
 #define LOWBIT_K_MAX (BoardConfig::K_MAX)
 #endif
+#ifndef LOWBIT_A_BANKS
+#define LOWBIT_A_BANKS (BoardConfig::ROWS)
+#endif
 struct KernelConfig {
     static const uint32_t SCALE_BUF = LOWBIT_SCALE_BUF;
     static const uint32_t A_ELEMS = LOWBIT_A_ELEMS;
     static const uint32_t K_MAX = LOWBIT_K_MAX;  // the longest K of one call (the B tiles' length)
+    // A is held in A_BANKS row banks (row m in bank m % A_BANKS), so a call needs
+    // ceil(M / A_BANKS) * A_BANKS * K <= A_ELEMS: a short M still takes a whole pass of the array.
+    static const uint32_t A_BANKS = LOWBIT_A_BANKS;
+    // The PE array (the board record's array of this build's family).
+    static const unsigned ROWS = BoardConfig::ROWS, COLS = BoardConfig::COLS, SIMD = BoardConfig::SIMD,
+                          INTERLEAVE = BoardConfig::INTERLEAVE;
+    // Storage of this build (the emulation may check smaller limits against the same storage).
+    static const uint32_t A_TILE_DEPTH = BoardConfig::A_ELEMS / BoardConfig::ROWS, B_TILE_DEPTH = BoardConfig::K_MAX;
     // The arithmetic this build carries (bit i: wire::Arith i) and its MLS format bounds.
     static const uint32_t ARITH_MASK = BoardConfig::ARITH_MASK;
     static const unsigned MLS_MAX_EX = BoardConfig::MLS_MAX_EX, MLS_MAX_MX = BoardConfig::MLS_MAX_MX;
@@ -44,6 +58,9 @@ static_assert(KernelConfig::A_ELEMS >= KernelConfig::K_MAX, "A must hold one row
 static_assert(KernelConfig::A_ELEMS <= wire::MAX_M * wire::MAX_K, "A larger than the protocol can fill");
 static_assert(KernelConfig::SCALE_BUF >= wire::MAX_M, "one block per row of A must fit");
 static_assert(KernelConfig::K_MAX >= 1 && KernelConfig::K_MAX <= wire::MAX_K, "K_MAX within the protocol");
+static_assert(KernelConfig::K_MAX <= KernelConfig::B_TILE_DEPTH, "checked K-tiles fit the B tiles");
+static_assert(KernelConfig::A_BANKS >= 1 && KernelConfig::ROWS >= 1 && KernelConfig::COLS >= 1 &&
+              KernelConfig::SIMD >= 1 && KernelConfig::INTERLEAVE >= 1, "a PE array has at least one PE");
 
 struct Header {
     uint32_t magic, version, op, arith, m, n, k, block;
@@ -106,7 +123,8 @@ inline uint32_t check_header(const Header& h) {
         if ((uint64_t)h.m * nb > KernelConfig::SCALE_BUF || (uint64_t)h.n * nb > KernelConfig::SCALE_BUF)
             return STATUS_BAD_DIMS;
     }
-    if ((uint64_t)h.m * h.k > KernelConfig::A_ELEMS) return STATUS_BAD_DIMS;
+    const uint64_t a_rows = (uint64_t)(h.m + KernelConfig::A_BANKS - 1) / KernelConfig::A_BANKS * KernelConfig::A_BANKS;
+    if (a_rows * h.k > KernelConfig::A_ELEMS) return STATUS_BAD_DIMS;
     return STATUS_OK;
 }
 
@@ -157,129 +175,373 @@ struct OutPacker {
     }
 };
 
+// Reads one section's words from an hls::stream (the router below has already handled TLAST).
+struct WordStream {
+    hls::stream<uint64_t>& s;
+    explicit WordStream(hls::stream<uint64_t>& st) : s(st) {}
+    bool read(uint64_t& w) {
+        w = s.read();
+        return true;
+    }
+};
+
+// C-simulation keeps the dataflow loop's tiles off the stack (a U50 B tile is megabytes there);
+// synthesis sees the canonical local (non-static) arrays that become ping-pong buffers.
+#ifdef __SYNTHESIS__
+#define LOWBIT_CSIM_STATIC
+#else
+#define LOWBIT_CSIM_STATIC static
+#endif
+
+// The v2 engine of one arithmetic family (Policy), on the build's PE array:
+//
+//   route ──A part──> load_a: A scales, A (R row banks), B scales          (once per call)
+//         ──B part──> per column group g (DATAFLOW loop, tiles ping-pong between iterations):
+//                     load_b(g) -> compute(g) -> finish(g) -> drain(g) ──> pack ──> out
+//
+// A column group is C x I rows of B (I = INTERLEAVE); a pass is R rows of A. PE (r, c) owns the
+// outputs (row p*R + r, columns c*I .. c*I + I - 1 of the group). The k loop visits each block on
+// its own, ceil(len / S) steps of S lanes (lanes past the block's end masked), so a SIMD word never
+// straddles two blocks and each block sum is exact before it leaves the array.
 template <class Policy>
-struct GemmEngine {
+struct ArrayEngine {
     typedef typename Policy::Elem Elem;
     typedef typename Policy::Acc Acc;
+    static const unsigned R = KernelConfig::ROWS, C = KernelConfig::COLS, S = KernelConfig::SIMD,
+                          I = KernelConfig::INTERLEAVE, NC = C * I;
+    // Tiles are split into S lane memories along k (element k in memory k % S, word k / S), so any
+    // S-wide window [k0, k0 + S) reads each lane memory exactly once: a block may start anywhere.
+    static const uint32_t A_WORDS = KernelConfig::A_TILE_DEPTH / S + 2, B_WORDS = KernelConfig::B_TILE_DEPTH / S + 2;
+    // Block finishers shared round-robin by the R x NC sums of a block (at least one).
+    static const unsigned F = (R * NC * S + 8) / 9 < R * NC ? (R * NC * S + 8) / 9 : R * NC, Q = (R * NC + F - 1) / F;
 
-    // C[0..M-1, n] for one streamed row n of B: the M output lanes work in parallel (A is stored
-    // k-major, one bank per lane), each with its own intra-block accumulator and fp32 block sum.
-    static void column(const Elem* a_km, const Elem* b_row, const uint16_t* a_scale, const uint16_t* sb,
-                       const Header& h, uint32_t nb, float* out) {
-        Acc acc[wire::MAX_M];
-#pragma HLS ARRAY_PARTITION variable=acc cyclic factor=16
-    init_out:
-        for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=128
-            out[m] = 0.0f;
+    struct Sums {  // one block's sums of one pass, [column][row]
+        Acc v[NC][R];
+    };
+
+    struct Call {  // what every process needs from the header
+        Header h;
+        uint32_t nb, passes, groups, wpb;  // blocks, row passes, column groups, SIMD words per full block
+        bool scaled;
+        unsigned lane_bits;
+    };
+
+    static Call call_of(const Header& h) {
+        Call c;
+        c.h = h;
+        c.scaled = h.arith == wire::ARITH_MLS;
+        c.nb = c.scaled ? nblocks_of(h) : 1;
+        c.passes = (h.m + R - 1) / R;
+        c.groups = (h.n + NC - 1) / NC;
+        c.wpb = ((c.scaled ? h.block : h.k) + S - 1) / S;
+        c.lane_bits = lane_bits_of(h);
+        return c;
+    }
+
+    // The S lanes of bank `bank` at [k, k + S): one read per lane memory (its own word address), then
+    // a rotation by k % S, the array edge's only multiplexer.
+    template <uint32_t WORDS, unsigned BANKS>
+    static void window(const Elem tile[S][WORDS][BANKS], uint32_t k, unsigned bank, Elem out[S]) {
+#pragma HLS INLINE
+        const unsigned off = k % S;
+        Elem v[S];
+    lane_memories:
+        for (unsigned l = 0; l < S; l++) {
+#pragma HLS UNROLL
+            v[l] = tile[l][(k + (l + S - off) % S) / S][bank];
         }
-    block_loop:
-        for (uint32_t b = 0; b < nb; b++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=64
-            uint32_t k0 = b * h.block, k1 = k0 + h.block < h.k ? k0 + h.block : h.k;
-        init_acc:
-            for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=128
-                acc[m] = Policy::zero();
-            }
-        intra_block:
-            for (uint32_t k = k0; k < k1; k++) {
-#pragma HLS LOOP_TRIPCOUNT min=9 max=8192
-                const Elem bk = b_row[k];
-                const Elem* a_k = a_km + k * h.m;
-            mac_lanes:
-                for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=128
-#pragma HLS UNROLL factor=16
+    rotate:
+        for (unsigned s = 0; s < S; s++) {
+#pragma HLS UNROLL
+            out[s] = v[(off + s) % S];
+        }
+    }
+
+    static uint32_t words_of(uint64_t lanes, unsigned bits) { return (uint32_t)((lanes * bits + 63) / 64); }
+
+    // The only reader of the input: exactly the words the header announces, A part then B part. After
+    // an early end (TLAST) it supplies zero words, so every process still runs its count and the call
+    // terminates with TRUNCATED; a stream longer than announced is drained (BAD_DIMS).
+    template <class Src>
+    static void route(Src& in, const Call& c, hls::stream<uint64_t>& a_part, hls::stream<uint64_t>& b_part,
+                      uint32_t& status) {
+        const Header& h = c.h;
+        const uint32_t scale_nb = c.scaled ? c.nb : 0;
+        const uint32_t a_words = words_of((uint64_t)h.m * scale_nb, 16) + words_of((uint64_t)h.m * h.k, c.lane_bits) +
+                                 words_of((uint64_t)h.n * scale_nb, 16);
+        const uint32_t total = a_words + words_of((uint64_t)h.n * h.k, c.lane_bits);
+        bool short_stream = false;
+    route_words:
+        for (uint32_t i = 0; i < total; i++) {
+#pragma HLS LOOP_TRIPCOUNT min=2 max=65536
 #pragma HLS PIPELINE II=1
-                    acc[m] = Policy::mac(acc[m], a_k[m], bk);
-                }
+            uint64_t w = 0;
+            if (!in.read(w)) {
+                w = 0;
+                short_stream = true;
             }
-        scale_and_sum:
-            for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=128
-#pragma HLS UNROLL factor=16
+            if (i < a_words) a_part.write(w);
+            else b_part.write(w);
+        }
+        bool long_stream = !in.ended();
+        in.drain();
+        status = short_stream ? wire::STATUS_TRUNCATED : long_stream ? wire::STATUS_BAD_DIMS : wire::STATUS_OK;
+    }
+
+    // A scales, A codes decoded into the R row banks (row m: bank m % R at (m / R) * K + k), B scales.
+    static void load_a(hls::stream<uint64_t>& words, const Call& c, Elem a_tile[S][A_WORDS][R], uint16_t a_scale[],
+                       uint16_t b_scale[]) {
+        const Header& h = c.h;
+        WordStream ws(words);
+        if (c.scaled) read_scales(ws, h.m * c.nb, a_scale);
+        LaneReader<WordStream> rd(ws, c.lane_bits);
+        uint32_t row = 0, k = 0, base = 0;
+    load_a_codes:
+        for (uint32_t i = 0; i < h.m * h.k; i++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=1048576
 #pragma HLS PIPELINE II=1
-                out[m] += Policy::block_value(acc[m], a_scale[m * nb + b], sb[b], h.fmt);
+            const Elem e = Policy::decode(rd.next(), h.fmt);
+        a_banks:
+            for (unsigned r = 0; r < R; r++) {
+#pragma HLS UNROLL
+                if (r == row % R) a_tile[(base + k) % S][(base + k) / S][r] = e;  // compile-time bank, run-time enable
+            }
+            if (++k == h.k) {
+                k = 0;
+                if (++row % R == 0) base += h.k;
+            }
+        }
+        if (c.scaled) read_scales(ws, h.n * c.nb, b_scale);
+    }
+
+    static void read_scales(WordStream& ws, uint32_t count, uint16_t out[]) {
+        LaneReader<WordStream> rd(ws, 16);
+    read_scale_lanes:
+        for (uint32_t i = 0; i < count; i++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=65536
+#pragma HLS PIPELINE II=1
+            out[i] = rd.next();
+        }
+    }
+
+    // One column group's rows of B into the NC column banks. The B section is one run of lanes, so the
+    // reader's place in the current word carries over from the previous group (static state).
+    static void load_b(hls::stream<uint64_t>& words, const Call& c, uint32_t g, Elem b_tile[S][B_WORDS][NC]) {
+        static uint64_t word;
+        static unsigned lane;
+        const Header& h = c.h;
+        const unsigned per_word = 64 / c.lane_bits;
+        if (g == 0) lane = per_word;
+        const uint32_t n0 = g * NC, rows = h.n - n0 < NC ? h.n - n0 : NC;
+        uint32_t col = 0, k = 0;
+    load_b_codes:
+        for (uint32_t i = 0; i < rows * h.k; i++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=65536
+#pragma HLS PIPELINE II=1
+            if (lane == per_word) {
+                word = words.read();
+                lane = 0;
+            }
+            const uint64_t mask = c.lane_bits == 32 ? 0xFFFFFFFFull : ((1ull << c.lane_bits) - 1);
+            const Elem e = Policy::decode((uint32_t)((word >> (lane * c.lane_bits)) & mask), h.fmt);
+            lane++;
+        b_banks:
+            for (unsigned n = 0; n < NC; n++) {
+#pragma HLS UNROLL
+                if (n == col) b_tile[k % S][k / S][n] = e;
+            }
+            if (++k == h.k) {
+                k = 0;
+                col++;
             }
         }
     }
 
-    template <class Src, class Snk>
-    static uint32_t run(const Header& h, Src& in, Snk& out) {
-        static Elem a_buf[KernelConfig::A_ELEMS];  // k-major: a_buf[k * M + m]
-        static Elem b_row[wire::MAX_K];
-        static float c_col[wire::MAX_M];
-#pragma HLS ARRAY_PARTITION variable=a_buf cyclic factor=16
-#pragma HLS ARRAY_PARTITION variable=c_col cyclic factor=16
-        static uint16_t a_scale[KernelConfig::SCALE_BUF];
-        static uint16_t b_scale[KernelConfig::SCALE_BUF];
-#pragma HLS ARRAY_PARTITION variable=b_row cyclic factor=8
-        const bool scaled = h.arith == wire::ARITH_MLS;
-        const uint32_t nb = scaled ? nblocks_of(h) : 1;
-        const unsigned lane_bits = lane_bits_of(h);
-        if (scaled) {
-            LaneReader<Src> rd(in, 16);
-        read_a_scales:
-            for (uint32_t i = 0; i < h.m * nb; i++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=8192
-#pragma HLS PIPELINE II=1
-                a_scale[i] = rd.next();
-            }
-            if (!rd.ok) return wire::STATUS_TRUNCATED;
-        } else {
-            a_scale[0] = 0;
-        }
-        {
-            LaneReader<Src> rd(in, lane_bits);
-        read_a_codes:
-            for (uint32_t m = 0; m < h.m; m++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=128
-                for (uint32_t k = 0; k < h.k; k++) {
-#pragma HLS LOOP_TRIPCOUNT min=9 max=8192
-#pragma HLS PIPELINE II=1
-                    a_buf[k * h.m + m] = Policy::decode(rd.next(), h.fmt);
-                }
-            }
-            if (!rd.ok) return wire::STATUS_TRUNCATED;
-        }
-        if (scaled) {
-            LaneReader<Src> rd(in, 16);
-        read_b_scales:
-            for (uint32_t i = 0; i < h.n * nb; i++) {
+    // The PE array over one column group: per pass, one flattened pipeline over (block, SIMD word,
+    // interleaved column) with the block-boundary flag from counters; every R x NC x S MAC of a step
+    // reads banks whose numbers are compile-time constants.
+    static void compute(const Elem a_tile[S][A_WORDS][R], const Elem b_tile[S][B_WORDS][NC], const Call& c,
+                        hls::stream<Sums>& sums) {
+        const Header& h = c.h;
+        const uint32_t block = c.scaled ? h.block : h.k;
+        const uint32_t last_len = h.k - (c.nb - 1) * block;
+        const uint32_t steps = ((c.nb - 1) * c.wpb + (last_len + S - 1) / S) * I;
+    passes:
+        for (uint32_t p = 0; p < c.passes; p++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=8
+            Acc acc[NC][R];
+#pragma HLS ARRAY_PARTITION variable=acc complete dim=0
+        clear:
+            for (unsigned n = 0; n < NC; n++)
+                for (unsigned r = 0; r < R; r++) acc[n][r] = Policy::zero();
+            const uint32_t base = p * h.k;
+            uint32_t b = 0, j = 0, i = 0, k0 = 0;
+            uint32_t block_end = block < h.k ? block : h.k, words_here = block_end < h.k ? c.wpb : (last_len + S - 1) / S;
+        k_steps:
+            for (uint32_t t = 0; t < steps; t++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=65536
 #pragma HLS PIPELINE II=1
-                b_scale[i] = rd.next();
+#pragma HLS DEPENDENCE variable=acc inter false
+                const uint32_t lanes = block_end - k0 < S ? block_end - k0 : S;
+                Elem aw[R][S];
+            edge_rows:
+                for (unsigned r = 0; r < R; r++) {
+#pragma HLS UNROLL
+                    window(a_tile, base + k0, r, aw[r]);
+                }
+            pe_cols:
+                for (unsigned cc = 0; cc < C; cc++) {
+#pragma HLS UNROLL
+                    const unsigned n = cc * I + i;
+                    Elem bw[S];
+                    window(b_tile, k0, n, bw);
+                pe_rows:
+                    for (unsigned r = 0; r < R; r++) {
+#pragma HLS UNROLL
+                        Acc v = acc[n][r];
+                    simd:
+                        for (unsigned s = 0; s < S; s++) {
+#pragma HLS UNROLL
+                            if (S == 1 || s < lanes) v = Policy::mac(v, aw[r][s], bw[s]);
+                        }
+                        acc[n][r] = v;
+                    }
+                }
+                if (++i == I) {  // the interleaved columns of this SIMD word are done
+                    i = 0;
+                    k0 += S;
+                    if (++j == words_here) {  // block boundary: the sums leave, the accumulators restart
+                        Sums out;
+                        for (unsigned n = 0; n < NC; n++)
+                            for (unsigned r = 0; r < R; r++) {
+                                out.v[n][r] = acc[n][r];
+                                acc[n][r] = Policy::zero();
+                            }
+                        sums.write(out);
+                        j = 0;
+                        b++;
+                        k0 = b * block;
+                        block_end = k0 + block < h.k ? k0 + block : h.k;
+                        words_here = block_end < h.k ? c.wpb : (last_len + S - 1) / S;
+                    }
+                }
             }
-            if (!rd.ok) return wire::STATUS_TRUNCATED;
-        } else {
-            b_scale[0] = 0;
         }
-        OutPacker<Snk> pack(out);
-        LaneReader<Src> rd(in, lane_bits);
-    stream_b_rows:
-        for (uint32_t n = 0; n < h.n; n++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=4096
-        read_b_row:
-            for (uint32_t k = 0; k < h.k; k++) {
-#pragma HLS LOOP_TRIPCOUNT min=9 max=8192
+    }
+
+    // Block values (group scales by shift-add, int -> fp32) added per output in ascending block order
+    // from +0.0f; F finishers take the R x NC sums of a block round-robin. Padded rows and columns are
+    // finished with scale 0 and never drained.
+    static void finish(hls::stream<Sums>& sums, const uint16_t a_scale[], const uint16_t b_scale[], const Call& c,
+                       uint32_t g, float tile[NC][wire::MAX_M]) {
+        const Header& h = c.h;
+        const uint32_t n0 = g * NC;
+    finish_passes:
+        for (uint32_t p = 0; p < c.passes; p++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=8
+            float out[F][Q];  // output idx = n * R + r lives in finisher idx % F's bank, word idx / F
+#pragma HLS ARRAY_PARTITION variable=out complete dim=1
+            for (unsigned f = 0; f < F; f++)
+                for (unsigned q = 0; q < Q; q++) out[f][q] = 0.0f;
+        finish_blocks:
+            for (uint32_t b = 0; b < c.nb; b++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=1024
+                const Sums s = sums.read();
+                uint16_t sa[R], sb[NC];
+            finish_scales:
+                for (unsigned r = 0; r < R; r++) {
+                    const uint32_t m = p * R + r;
+                    sa[r] = c.scaled && m < h.m ? a_scale[m * c.nb + b] : 0;
+                }
+                for (unsigned n = 0; n < NC; n++) sb[n] = c.scaled && n0 + n < h.n ? b_scale[(n0 + n) * c.nb + b] : 0;
+            finishers:
+                for (unsigned q = 0; q < Q; q++) {
 #pragma HLS PIPELINE II=1
-                b_row[k] = Policy::decode(rd.next(), h.fmt);
+                    for (unsigned f = 0; f < F; f++) {
+#pragma HLS UNROLL
+                        const unsigned idx = q * F + f, n = idx / R, r = idx % R;
+                        if (idx < R * NC) out[f][q] += Policy::block_value(s.v[n][r], sa[r], sb[n], h.fmt);
+                    }
+                }
             }
-            if (!rd.ok) {
-                pack.flush();
-                return wire::STATUS_TRUNCATED;
+        finish_store:
+            for (unsigned idx = 0; idx < R * NC; idx++) {
+                const unsigned n = idx / R, r = idx % R;
+                if (p * R + r < h.m) tile[n][p * R + r] = out[idx % F][idx / F];
             }
-            column(a_buf, b_row, a_scale, b_scale + (scaled ? n * nb : 0), h, nb, c_col);
-        output_column:
-            for (uint32_t m = 0; m < h.m; m++) {
+        }
+    }
+
+    // The group's outputs in wire order (C^T: column n's M values, n ascending).
+    static void drain(const float tile[NC][wire::MAX_M], const Call& c, uint32_t g, hls::stream<float>& values) {
+        const uint32_t n0 = g * NC, cols = c.h.n - n0 < NC ? c.h.n - n0 : NC;
+    drain_cols:
+        for (uint32_t n = 0; n < cols; n++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=16
+        drain_rows:
+            for (uint32_t m = 0; m < c.h.m; m++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=128
 #pragma HLS PIPELINE II=1
-                pack.push(c_col[m]);
+                values.write(tile[n][m]);
             }
         }
-        pack.flush();
-        return wire::STATUS_OK;
+    }
+
+    // A on chip, then the column groups: the canonical dataflow loop (UG1399), one iteration per group;
+    // the tiles are its local arrays, so load_b(g + 1) fills one buffer while compute(g) reads the other.
+    static void engine(hls::stream<uint64_t>& a_part, hls::stream<uint64_t>& b_part, const Call& c,
+                       hls::stream<float>& values) {
+        static Elem a_tile[S][A_WORDS][R];  // S x R memories (lane, row bank), A_WORDS deep
+#pragma HLS ARRAY_PARTITION variable=a_tile complete dim=1
+#pragma HLS ARRAY_PARTITION variable=a_tile complete dim=3
+        static uint16_t a_scale[KernelConfig::SCALE_BUF], b_scale[KernelConfig::SCALE_BUF];
+        load_a(a_part, c, a_tile, a_scale, b_scale);
+    column_groups:
+        for (uint32_t g = 0; g < c.groups; g++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=4096
+#pragma HLS DATAFLOW
+            LOWBIT_CSIM_STATIC Elem b_tile[S][B_WORDS][NC];  // S x C memories (lane, PE column: I rows each)
+#pragma HLS ARRAY_PARTITION variable=b_tile complete dim=1
+#pragma HLS ARRAY_PARTITION variable=b_tile block factor=C dim=3
+            LOWBIT_CSIM_STATIC float tile[NC][wire::MAX_M];
+            hls::stream<Sums> sums("sums");
+#pragma HLS STREAM variable=sums depth=4
+            load_b(b_part, c, g, b_tile);
+            compute(a_tile, b_tile, c, sums);
+            finish(sums, a_scale, b_scale, c, g, tile);
+            drain(tile, c, g, values);
+        }
+    }
+
+    template <class Snk>
+    static void pack(hls::stream<float>& values, uint32_t count, Snk& out) {
+        OutPacker<Snk> packer(out);
+    pack_values:
+        for (uint32_t i = 0; i < count; i++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=65536
+#pragma HLS PIPELINE II=1
+            packer.push(values.read());
+        }
+        packer.flush();
+    }
+
+    // One checked call: the top-level DATAFLOW region route -> engine -> pack.
+    template <class Src, class Snk>
+    static uint32_t run(const Header& h, Src& in, Snk& out) { return region(call_of(h), in, out); }
+
+    template <class Src, class Snk>
+    static uint32_t region(const Call c, Src& in, Snk& out) {
+#pragma HLS DATAFLOW
+        hls::stream<uint64_t> a_part("a_part"), b_part("b_part");
+        hls::stream<float> values("values");
+#pragma HLS STREAM variable=a_part depth=64
+#pragma HLS STREAM variable=b_part depth=512
+#pragma HLS STREAM variable=values depth=512
+        uint32_t status;
+        route(in, c, a_part, b_part, status);
+        engine(a_part, b_part, c, values);
+        pack(values, c.h.m * c.h.n, out);
+        return status;
     }
 };
 
@@ -288,13 +550,16 @@ struct GemmEngine {
 template <class Policy, unsigned ARITH, bool ON = ((KernelConfig::ARITH_MASK >> ARITH) & 1) != 0>
 struct Carried {
     template <class Src, class Snk>
-    static uint32_t run(const Header& h, Src& in, Snk& out) { return GemmEngine<Policy>::run(h, in, out); }
+    static uint32_t run(const Header& h, Src& in, Snk& out) { return ArrayEngine<Policy>::run(h, in, out); }
 };
 template <class Policy, unsigned ARITH>
 struct Carried<Policy, ARITH, false> {
     template <class Src, class Snk>
     static uint32_t run(const Header&, Src&, Snk&) { return wire::STATUS_BAD_FORMAT; }
 };
+
+// The MLS policy at this build's format bounds (a board's <2, 4> datapath is narrower than <4, 7>).
+typedef MlsMacOf<KernelConfig::MLS_MAX_EX, KernelConfig::MLS_MAX_MX> BuildMls;
 
 // One kernel invocation: header, check, compute, status word (always last, with TLAST).
 template <class Src, class Snk>
@@ -309,15 +574,13 @@ read_header:
         status = check_header(h);
         if (status == wire::STATUS_OK) {
             switch (h.arith) {
-                case wire::ARITH_MLS: status = Carried<MlsMac, wire::ARITH_MLS>::run(h, in, out); break;
+                case wire::ARITH_MLS: status = Carried<BuildMls, wire::ARITH_MLS>::run(h, in, out); break;
                 case wire::ARITH_POT: status = Carried<PotMac, wire::ARITH_POT>::run(h, in, out); break;
                 case wire::ARITH_MOGAMI_FP32:
                     status = Carried<MogamiMac<32>, wire::ARITH_MOGAMI_FP32>::run(h, in, out);
                     break;
                 default: status = Carried<MogamiMac<16>, wire::ARITH_MOGAMI_BF16>::run(h, in, out); break;
             }
-            // Words beyond what the header announces: the stream and the header disagree.
-            if (status == wire::STATUS_OK && !in.ended()) status = wire::STATUS_BAD_DIMS;
         }
     }
     in.drain();

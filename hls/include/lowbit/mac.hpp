@@ -44,33 +44,55 @@ inline float scaled_to_f32(int64_t t, int e) {
 }
 
 // ----------------------------------------------------------------------------------------------
-// MLS: sign-magnitude <Ex,Mx> elements; any format in range at run time.
+// MLS: sign-magnitude <Ex,Mx> elements; any format up to the policy's <EX, MX> at run time.
 // Integer view (notes A.3b): magnitude = sig << sh, sig = m (e == 0) or 2^Mx + m, sh = max(e-1, 0),
-// in units of 2^(Exmin - Mx). Widths (Appendix B, worst case Ex = 4, Mx = 7):
+// in units of 2^(Exmin - Mx). Widths from the bounds (Appendix B), for the protocol's <4, 7>:
 //   significand Mx+1 = 8 bits, shift <= 2^Ex - 2 = 14, product <= 2*(Mx + 2^Ex - 1) = 44 bits,
-//   block sum over <= MAX_K = 2^13 products: 57 bits + sign.
+//   block sum over <= MAX_K = 2^13 products: 57 bits + sign; a board build's <2, 4>: 5, 2, 14, 28.
 // ----------------------------------------------------------------------------------------------
 // The format ranges are lowbit.numerics.formats', generated into wire.hpp (the same constants, not copies).
 using wire::MLS_MAX_EX;
 using wire::MLS_MAX_MX;
 using wire::MLS_MAX_EG;
 using wire::MLS_MAX_MG;
-static const unsigned MLS_SIG_W = MLS_MAX_MX + 1;
-static const unsigned MLS_SHIFT_MAX = (1u << MLS_MAX_EX) - 2;
-static const unsigned MLS_PROD_W = 2 * (MLS_MAX_MX + (1u << MLS_MAX_EX) - 1);
 static const unsigned LOG2_MAX_K = 13;
-static const unsigned MLS_ACC_W = MLS_PROD_W + LOG2_MAX_K + 1;
-// Group scaling multiplies by (2^Mg + ma)(2^Mg + mb) <= 9 < 2^4 with shifts and adds.
-static const unsigned MLS_SCALED_W = MLS_ACC_W + 4;
 static_assert((1u << LOG2_MAX_K) >= wire::MAX_K, "LOG2_MAX_K must cover MAX_K");
-static_assert(MLS_PROD_W == 2 * MLS_SIG_W + 2 * MLS_SHIFT_MAX, "product = significand product + two shifts");
-static_assert(MLS_ACC_W <= 64, "MLS block accumulator must fit the int64 conversion");
-static_assert(MLS_SCALED_W <= 64, "scaled MLS block sum must fit int64");
 
-struct MlsElem {
+template <unsigned EX, unsigned MX>
+struct MlsWidths {
+    static const unsigned SIG_W = MX + 1;
+    static const unsigned SHIFT_MAX = (1u << EX) - 2;
+    static const unsigned SHIFT_W = SHIFT_MAX < 2 ? 1 : SHIFT_MAX < 4 ? 2 : SHIFT_MAX < 8 ? 3 : 4;
+    static const unsigned PROD_W = 2 * (MX + (1u << EX) - 1);
+    static const unsigned ACC_W = PROD_W + LOG2_MAX_K + 1;
+    // Group scaling multiplies by (2^Mg + ma)(2^Mg + mb) <= 9 < 2^4 with shifts and adds.
+    static const unsigned SCALED_W = ACC_W + 4;
+    static_assert(PROD_W == 2 * SIG_W + 2 * SHIFT_MAX, "product = significand product + two shifts");
+    static_assert(SCALED_W <= 64, "scaled MLS block sum must fit int64");
+};
+static const unsigned MLS_ACC_W = MlsWidths<MLS_MAX_EX, MLS_MAX_MX>::ACC_W;
+static const unsigned MLS_SCALED_W = MlsWidths<MLS_MAX_EX, MLS_MAX_MX>::SCALED_W;
+static_assert(MLS_ACC_W <= 64, "MLS block accumulator must fit the int64 conversion");
+
+template <unsigned EX, unsigned MX>
+struct MlsElemOf {
     ap_uint<1> sign;
-    ap_uint<MLS_SIG_W> sig;
-    ap_uint<4> sh;
+    ap_uint<MlsWidths<EX, MX>::SIG_W> sig;
+    ap_uint<MlsWidths<EX, MX>::SHIFT_W> sh;
+};
+
+typedef MlsElemOf<MLS_MAX_EX, MLS_MAX_MX> MlsElem;  // the protocol-wide element
+
+// Parts of the MLS policy that do not depend on the element types.
+struct MlsScale {
+    static int exponent(uint16_t sa, uint16_t sb, const Format& f, unsigned* ma, unsigned* mb) {
+        unsigned mmask = (1u << f.mg) - 1, emask = (1u << f.eg) - 1;
+        *ma = sa & mmask;
+        *mb = sb & mmask;
+        int ega = (sa >> f.mg) & emask, egb = (sb >> f.mg) & emask;
+        int exmin = 1 - (1 << f.ex);
+        return 2 * (exmin - (int)f.mx) - 2 * (int)f.mg - ega - egb;
+    }
 };
 
 // LOWBIT_FAST_CSIM (the emulation backend's build, never synthesis): the same integer arithmetic
@@ -78,7 +100,8 @@ struct MlsElem {
 // int64 multiply-add per product. Equal to the ap_int path because every intermediate fits the
 // widths asserted above (<= 64 bits); the C-sim testbenches build the ap_int path.
 #if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
-struct MlsMac {
+template <unsigned EX = MLS_MAX_EX, unsigned MX = MLS_MAX_MX>
+struct MlsMacOf {
     typedef int32_t Elem;
     typedef int64_t Acc;
 
@@ -94,49 +117,50 @@ struct MlsMac {
         return p * (int64_t)(((1u << mg) + ma) * ((1u << mg) + mb));
     }
 #else
-struct MlsMac {
-    typedef MlsElem Elem;
-    typedef ap_int<MLS_ACC_W> Acc;
+template <unsigned EX = MLS_MAX_EX, unsigned MX = MLS_MAX_MX>
+struct MlsMacOf {
+    typedef MlsWidths<EX, MX> W;
+    typedef MlsElemOf<EX, MX> Elem;
+    typedef ap_int<W::ACC_W> Acc;
 
     static Elem decode(uint32_t code, const Format& f) {
         const unsigned code_bits = 1 + f.ex + f.mx;
         ap_uint<4> e = (code >> f.mx) & ((1u << f.ex) - 1);
-        ap_uint<MLS_SIG_W> m = code & ((1u << f.mx) - 1);
+        ap_uint<W::SIG_W> m = code & ((1u << f.mx) - 1);
         Elem out;
         out.sign = (code >> (code_bits - 1)) & 1;
-        out.sig = (e == 0) ? m : (ap_uint<MLS_SIG_W>)(m | (1u << f.mx));
-        out.sh = (e == 0) ? (ap_uint<4>)0 : (ap_uint<4>)(e - 1);
+        out.sig = (e == 0) ? m : (ap_uint<W::SIG_W>)(m | (1u << f.mx));
+        out.sh = (e == 0) ? (ap_uint<W::SHIFT_W>)0 : (ap_uint<W::SHIFT_W>)(e - 1);
         return out;
     }
 
     static Acc zero() { return 0; }
 
     static Acc mac(Acc acc, const Elem& a, const Elem& b) {
-        ap_uint<2 * MLS_SIG_W> sig = a.sig * b.sig;  // (Mx+1) x (Mx+1)-bit product
-        ap_uint<MLS_PROD_W> mag = (ap_uint<MLS_PROD_W>)sig << (a.sh + b.sh);
+        ap_uint<2 * W::SIG_W> sig = a.sig * b.sig;  // (Mx+1) x (Mx+1)-bit product
+        ap_uint<W::PROD_W> mag = (ap_uint<W::PROD_W>)sig << (a.sh + b.sh);
         return (a.sign ^ b.sign) ? (Acc)(acc - mag) : (Acc)(acc + mag);
     }
 
     // Scale code [eg_code | mbit]: value (1 + mbit/2^Mg) * 2^-eg_code. The fraction product
     // (2^Mg + ma)(2^Mg + mb) / 2^(2Mg) is 1, 1.5 or 2.25 for Mg = 1: applied as P<<2, (P<<2)+(P<<1),
     // (P<<3)+P, never a multiply; the exponents become one shift of the fp32 result.
-    static ap_int<MLS_SCALED_W> shift_add_scale(Acc p, unsigned ma, unsigned mb, unsigned mg) {
-        ap_int<MLS_SCALED_W> t = p;
+    static ap_int<W::SCALED_W> shift_add_scale(Acc p, unsigned ma, unsigned mb, unsigned mg) {
+        ap_int<W::SCALED_W> t = p;
         if (mg == 0) return t;
-        ap_int<MLS_SCALED_W> ta = (t << 1) + (ma ? t : (ap_int<MLS_SCALED_W>)0);
-        return (ta << 1) + (mb ? ta : (ap_int<MLS_SCALED_W>)0);
+        ap_int<W::SCALED_W> ta = (t << 1) + (ma ? t : (ap_int<W::SCALED_W>)0);
+        return (ta << 1) + (mb ? ta : (ap_int<W::SCALED_W>)0);
     }
 #endif
 
     static float block_value(Acc p, uint16_t sa, uint16_t sb, const Format& f) {
-        unsigned mmask = (1u << f.mg) - 1, emask = (1u << f.eg) - 1;
-        unsigned ma = sa & mmask, mb = sb & mmask;
-        int ega = (sa >> f.mg) & emask, egb = (sb >> f.mg) & emask;
-        int exmin = 1 - (1 << f.ex);
-        int e = 2 * (exmin - (int)f.mx) - 2 * (int)f.mg - ega - egb;
+        unsigned ma, mb;
+        int e = MlsScale::exponent(sa, sb, f, &ma, &mb);
         return scaled_to_f32((int64_t)shift_add_scale(p, ma, mb, f.mg), e);
     }
 };
+// The protocol-wide policy (every format lowbit accepts): the emulation build and the exact tests.
+typedef MlsMacOf<> MlsMac;
 
 // ----------------------------------------------------------------------------------------------
 // PoT MF-MAC: code [sign | c], c in 1..15 is 2^(c - 15) (times the tensor scale), c = 0 is zero.

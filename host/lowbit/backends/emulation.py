@@ -42,9 +42,10 @@ def config_defines(limits) -> list:
     if isinstance(limits, Build):
         return [limits.define]
     if limits == FULL:
-        return []
+        return ["-DLOWBIT_A_BANKS=1u"]
     k_max = [f"-DLOWBIT_K_MAX={limits.k_max}u"] if limits.k_max != wire.MAX_K else []
-    return [f"-DLOWBIT_SCALE_BUF={limits.scale_buf}u", f"-DLOWBIT_A_ELEMS={limits.a_elems}u", *k_max]
+    return [f"-DLOWBIT_SCALE_BUF={limits.scale_buf}u", f"-DLOWBIT_A_ELEMS={limits.a_elems}u",
+            f"-DLOWBIT_A_BANKS={limits.a_banks}u", *k_max]
 
 
 SCALE_BUF, A_ELEMS = FULL.scale_buf, FULL.a_elems
@@ -79,11 +80,15 @@ def kernel_lib(limits: KernelLimits = FULL):
         name = f"lowbit_kernel_{limits.name}"
     else:
         name = "lowbit_kernel" if limits == FULL else \
-            f"lowbit_kernel_s{limits.scale_buf}_a{limits.a_elems}_k{limits.k_max}"
+            f"lowbit_kernel_s{limits.scale_buf}_a{limits.a_elems}_b{limits.a_banks}_k{limits.k_max}"
     return load(name, _CDEF, hls_headers.kernel_sources(),
                 include_dirs=[include, hls_headers.csim_include_dir(), hls_headers.HLS_DIR / "kernels"],
                 system_include_dirs=[hls_headers.ap_types_dir()],
-                flags=[hls_headers.CXX_FLAGS[0], *hls_headers.CXX_FLAGS[2:], "-DLOWBIT_FAST_CSIM", "-march=native", *config])
+                # Several builds live in one process, each with its own static tiles: without
+                # -fno-gnu-unique the dynamic linker makes the same template's statics one object
+                # across libraries (STB_GNU_UNIQUE), sized by whichever build loaded first.
+                flags=[hls_headers.CXX_FLAGS[0], *hls_headers.CXX_FLAGS[2:], "-DLOWBIT_FAST_CSIM", "-march=native",
+                       "-fno-gnu-unique", *config])
 
 
 @dataclass(frozen=True)
@@ -203,12 +208,18 @@ def unpack_output(words: np.ndarray, m: int, n: int) -> np.ndarray:
 def k_tile_size(k: int, block: int, m_rows: int, limits: KernelLimits = FULL) -> int:
     """Largest K-tile of whole blocks within K_MAX, the A-scale buffer and the A buffer."""
     k_max = min(wire.MAX_K, limits.k_max)
-    if block > min(k_max, limits.a_elems):
+    if block > min(k_max, limits.a_elems // limits.a_banks):
         raise ValueError(f"block {block} is longer than the kernel's MAX_K={k_max} (its longest K-tile) "
-                         f"(A buffer {limits.a_elems}); quantize with a smaller block (or use the software backend)")
+                         f"or one pass of its A buffer ({limits.a_elems} elements in {limits.a_banks} row banks); "
+                         "quantize with a smaller block (or use the software backend)")
     rows = max(m_rows, 1)
-    blocks = min(k_max // block, max(limits.scale_buf // rows, 1), max(limits.a_elems // rows // block, 1))
+    blocks = min(k_max // block, max(limits.scale_buf // rows, 1), max(limits.a_elems // limits.a_rows(rows) // block, 1))
     return min(k, blocks * block)
+
+
+def max_rows(limits: KernelLimits, k: int) -> int:
+    """Most rows of A of length ``k`` the A buffer holds (whole banks where one bank's rows fit)."""
+    return max(limits.a_elems // k // limits.a_banks * limits.a_banks, 1)
 
 
 def tiles(total: int, size: int) -> Iterator[slice]:
@@ -224,11 +235,11 @@ def plan_tiles(fmt, m_total: int, n_total: int, k: int, block: int, op: Op, limi
 
     Splitting N (``max_n``) never changes a result: every output column is computed alone."""
     scaled = isinstance(fmt, MLS)
-    m_size = min(wire.MAX_M, max(limits.a_elems // min(block, k), 1)) if scaled else wire.MAX_M
+    m_size = min(wire.MAX_M, max_rows(limits, min(block, k))) if scaled else wire.MAX_M
     for ms in tiles(m_total, m_size):
         rows = ms.stop - ms.start
         kt = k_tile_size(k, block, rows, limits) if scaled else \
-            min(k, wire.MAX_K, limits.k_max, max(limits.a_elems // rows, 1))
+            min(k, wire.MAX_K, limits.k_max, max(limits.a_elems // limits.a_rows(rows), 1))
         nb_tile = -(-kt // block) if scaled else 1
         n_size = min(max_n, limits.scale_buf // nb_tile if scaled else wire.MAX_N)
         for ns in tiles(n_total, n_size):

@@ -61,14 +61,24 @@ class Array:
 @dataclass(frozen=True)
 class KernelLimits:
     """On-chip buffers of one kernel build: group scales of A and of B (entries each) and A itself
-    (elements). The header check rejects a call that does not fit (BAD_DIMS); the host tiles to fit."""
+    (elements, in ``a_banks`` row banks: row m in bank m % a_banks, so a call of M rows takes
+    ceil(M / a_banks) whole passes). The header check rejects a call that does not fit (BAD_DIMS);
+    the host tiles to fit."""
 
     scale_buf: int = 1 << 16
     a_elems: int = wire.MAX_M * wire.MAX_K
     k_max: int = wire.MAX_K  # the longest K of one call (what the B tiles hold)
+    a_banks: int = 1  # the PE array's rows on a board build
+
+    def a_rows(self, m: int) -> int:
+        """Rows of A storage a call of ``m`` rows occupies (whole banks)."""
+        return -(-m // self.a_banks) * self.a_banks
+
+    def a_fits(self, m: int, k: int) -> bool:
+        return self.a_rows(m) * k <= self.a_elems
 
     def to_manifest(self) -> dict:
-        return {"scale_buf": self.scale_buf, "a_elems": self.a_elems, "k_max": self.k_max}
+        return {"scale_buf": self.scale_buf, "a_elems": self.a_elems, "k_max": self.k_max, "a_banks": self.a_banks}
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "KernelLimits":
@@ -79,7 +89,7 @@ class KernelLimits:
             return cls()
         try:
             return cls(scale_buf=int(entry["scale_buf"]), a_elems=int(entry["a_elems"]),
-                       k_max=int(entry.get("k_max", wire.MAX_K)))
+                       k_max=int(entry.get("k_max", wire.MAX_K)), a_banks=int(entry.get("a_banks", 1)))
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"manifest kernel_limits {entry!r} needs integer scale_buf and a_elems; "
                              "rebuild the overlay with `lowbit build`") from None
@@ -199,7 +209,8 @@ def build_of(board: str, family: str) -> Build:
     """The kernel build ``lowbit build --board BOARD --arith FAMILY`` makes."""
     cfg = board_config(board)
     arr = cfg.array(family)
-    limits = replace(cfg.limits, k_max=min(cfg.limits.k_max, arr.k_tile), a_elems=arr.a_elems or cfg.limits.a_elems)
+    limits = replace(cfg.limits, k_max=min(cfg.limits.k_max, arr.k_tile), a_elems=arr.a_elems or cfg.limits.a_elems,
+                     a_banks=arr.rows)
     return Build(f"{cfg.name.replace('-', '_')}_{family}", limits, (family,), cfg.mls_max)
 
 

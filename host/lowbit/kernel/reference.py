@@ -190,7 +190,7 @@ def check_header(h: dict, build: Build = EMULATION) -> Status:
     nb = -(-h["k"] // h["block"])
     if mls and max(h["m"], h["n"]) * nb > build.limits.scale_buf:
         return Status.BAD_DIMS
-    if h["m"] * h["k"] > build.limits.a_elems:
+    if not build.limits.a_fits(h["m"], h["k"]):
         return Status.BAD_DIMS
     return Status.OK
 
@@ -222,22 +222,20 @@ def run_stream(words: np.ndarray, build: Build = EMULATION) -> Tuple[np.ndarray,
     if status != Status.OK:
         return _finish([], status)
     hdr = Header.from_words(words[: wire.HEADER_WORDS])
+    announced = wire.HEADER_WORDS + sum(hdr.section_words().values())
+    # The kernel's router reads exactly the announced words: after an early end it supplies zero
+    # words (the call still runs and reports TRUNCATED), a longer stream is drained (BAD_DIMS).
+    status = Status.TRUNCATED if len(words) < announced else Status.BAD_DIMS if len(words) > announced else Status.OK
+    words = np.concatenate([words[:announced], np.zeros(max(announced - len(words), 0), dtype=np.uint64)])
     nb = hdr.nblocks if hdr.has_scales else 0
     cur = _Cursor(words, wire.HEADER_WORDS)
     sa, _ = cur.take(hdr.m * nb, wire.SCALE_LANE_BITS)
     ac, _ = cur.take(hdr.m * hdr.k, hdr.lane_bits)
     sb, _ = cur.take(hdr.n * nb, wire.SCALE_LANE_BITS)
-    if len(sa) < hdr.m * nb or len(ac) < hdr.m * hdr.k or len(sb) < hdr.n * nb:
-        return _finish([], Status.TRUNCATED)
     bc, _ = cur.take(hdr.n * hdr.k, hdr.lane_bits)
-    rows = len(bc) // hdr.k
     a = _operand(ac.reshape(hdr.m, hdr.k), sa, hdr.m, nb)
-    b = _operand(bc[: rows * hdr.k].reshape(rows, hdr.k), sb[: rows * nb], rows, nb)
-    c = gemm_call(hdr, a, b) if rows else np.zeros((hdr.m, 0), dtype=np.float32)
-    status = Status.OK if rows == hdr.n else Status.TRUNCATED
-    if status == Status.OK and cur.pos < len(words):
-        status = Status.BAD_DIMS  # longer than the header announces
-    return _finish(list(np.ascontiguousarray(c.T).reshape(-1)), status)
+    b = _operand(bc.reshape(hdr.n, hdr.k), sb, hdr.n, nb)
+    return _finish(list(np.ascontiguousarray(gemm_call(hdr, a, b).T).reshape(-1)), status)
 
 
 @dataclass(frozen=True)
