@@ -192,6 +192,12 @@ struct WordStream {
 #else
 #define LOWBIT_CSIM_STATIC static
 #endif
+// Output idx of a pass in the finishers' storage (see finish).
+#if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
+#define OUT(idx) out[idx]
+#else
+#define OUT(idx) out[(idx) % F][(idx) / F]
+#endif
 
 // The v2 engine of one arithmetic family (Policy), on the build's PE array:
 //
@@ -212,7 +218,8 @@ struct ArrayEngine {
     // Tiles are split into S lane memories along k (element k in memory k % S, word k / S), so any
     // S-wide window [k0, k0 + S) reads each lane memory exactly once: a block may start anywhere.
     static const uint32_t A_WORDS = KernelConfig::A_TILE_DEPTH / S + 2, B_WORDS = KernelConfig::B_TILE_DEPTH / S + 2;
-    // Block finishers shared round-robin by the R x NC sums of a block (at least one).
+    // Block finishers shared round-robin by the R x NC sums of a block (the record's count; Mogami's
+    // PEs add in place and its one "finisher" only turns -0.0 into +0.0 once per output).
     static const unsigned F = (R * NC * S + 8) / 9 < R * NC ? (R * NC * S + 8) / 9 : R * NC, Q = (R * NC + F - 1) / F;
 
     struct Sums {  // one block's sums of one pass, [column][row]
@@ -357,6 +364,62 @@ struct ArrayEngine {
         }
     }
 
+    // One step of every PE: S lanes of the window at a_k (A) and b_k (B), columns c * I + i.
+    static void pe_step(const Elem a_tile[S][A_WORDS][R], const Elem b_tile[S][B_WORDS][NC], uint32_t a_k,
+                        uint32_t b_k, unsigned i, uint32_t lanes, Acc acc[NC][R]) {
+#pragma HLS INLINE
+        Elem aw[R][S];
+    edge_rows:
+        for (unsigned r = 0; r < R; r++) {
+#pragma HLS UNROLL
+            window(a_tile, a_k, r, aw[r]);
+        }
+    pe_cols:
+        for (unsigned cc = 0; cc < C; cc++) {
+#pragma HLS UNROLL
+            const unsigned n = cc * I + i;
+            Elem bw[S];
+            window(b_tile, b_k, n, bw);
+        pe_rows:
+            for (unsigned r = 0; r < R; r++) {
+#pragma HLS UNROLL
+                Acc v = acc[n][r];
+            simd:
+                for (unsigned s = 0; s < S; s++) {
+#pragma HLS UNROLL
+                    if (s < lanes) v = Policy::mac(v, aw[r][s], bw[s]);
+                }
+                acc[n][r] = v;
+            }
+        }
+    }
+
+    // The same step for S = 1 (no window, no mask): one MAC per PE.
+    static void pe_step1(const Elem a_tile[S][A_WORDS][R], const Elem b_tile[S][B_WORDS][NC], uint32_t a_k,
+                         uint32_t b_k, unsigned i, unsigned rows, Acc acc[NC][R]) {
+#pragma HLS INLINE
+    pe1_cols:
+        for (unsigned cc = 0; cc < C; cc++) {
+#pragma HLS UNROLL
+            const unsigned n = cc * I + i;
+            const Elem bv = b_tile[0][b_k][n];
+#if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
+            // The emulation's form of the row loop, one the host compiler vectorises: the same MACs per
+            // accumulator in the same order, over the pass's real rows only (padded rows are never drained).
+            Acc* __restrict row = acc[n];
+            const Elem* __restrict a = a_tile[0][a_k];
+#pragma GCC ivdep
+            for (unsigned r = 0; r < rows; r++) row[r] = Policy::mac(row[r], a[r], bv);
+#else
+        pe1_rows:
+            for (unsigned r = 0; r < R; r++) {
+#pragma HLS UNROLL
+                acc[n][r] = Policy::mac(acc[n][r], a_tile[0][a_k][r], bv);
+            }
+#endif
+        }
+    }
+
     // The PE array over one column group: per pass, one flattened pipeline over (block, SIMD word,
     // interleaved column) with the block-boundary flag from counters; every R x NC x S MAC of a step
     // reads banks whose numbers are compile-time constants.
@@ -374,7 +437,7 @@ struct ArrayEngine {
         clear:
             for (unsigned n = 0; n < NC; n++)
                 for (unsigned r = 0; r < R; r++) acc[n][r] = Policy::zero();
-            const uint32_t base = p * h.k;
+            const uint32_t base = p * h.k, rows = h.m - p * R < R ? h.m - p * R : R;
             uint32_t b = 0, j = 0, i = 0, k0 = 0;
             uint32_t block_end = block < h.k ? block : h.k, words_here = block_end < h.k ? c.wpb : (last_len + S - 1) / S;
         k_steps:
@@ -382,30 +445,10 @@ struct ArrayEngine {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=65536
 #pragma HLS PIPELINE II=1
 #pragma HLS DEPENDENCE variable=acc inter false
-                const uint32_t lanes = block_end - k0 < S ? block_end - k0 : S;
-                Elem aw[R][S];
-            edge_rows:
-                for (unsigned r = 0; r < R; r++) {
-#pragma HLS UNROLL
-                    window(a_tile, base + k0, r, aw[r]);
-                }
-            pe_cols:
-                for (unsigned cc = 0; cc < C; cc++) {
-#pragma HLS UNROLL
-                    const unsigned n = cc * I + i;
-                    Elem bw[S];
-                    window(b_tile, k0, n, bw);
-                pe_rows:
-                    for (unsigned r = 0; r < R; r++) {
-#pragma HLS UNROLL
-                        Acc v = acc[n][r];
-                    simd:
-                        for (unsigned s = 0; s < S; s++) {
-#pragma HLS UNROLL
-                            if (S == 1 || s < lanes) v = Policy::mac(v, aw[r][s], bw[s]);
-                        }
-                        acc[n][r] = v;
-                    }
+                if (S == 1) {
+                    pe_step1(a_tile, b_tile, base + k0, k0, i, rows, acc);
+                } else {
+                    pe_step(a_tile, b_tile, base + k0, k0, i, block_end - k0 < S ? block_end - k0 : S, acc);
                 }
                 if (++i == I) {  // the interleaved columns of this SIMD word are done
                     i = 0;
@@ -439,21 +482,26 @@ struct ArrayEngine {
     finish_passes:
         for (uint32_t p = 0; p < c.passes; p++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=8
+            const unsigned rows = h.m - p * R < R ? h.m - p * R : R, cols = h.n - n0 < NC ? h.n - n0 : NC;
+#if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
+            float out[NC * R];  // the emulation finishes the real outputs only, in a loop it vectorises
+#else
             float out[F][Q];  // output idx = n * R + r lives in finisher idx % F's bank, word idx / F
 #pragma HLS ARRAY_PARTITION variable=out complete dim=1
-            for (unsigned f = 0; f < F; f++)
-                for (unsigned q = 0; q < Q; q++) out[f][q] = 0.0f;
+#endif
+            for (unsigned idx = 0; idx < R * NC; idx++) OUT(idx) = 0.0f;
         finish_blocks:
             for (uint32_t b = 0; b < c.nb; b++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=1024
                 const Sums s = sums.read();
                 uint16_t sa[R], sb[NC];
             finish_scales:
-                for (unsigned r = 0; r < R; r++) {
-                    const uint32_t m = p * R + r;
-                    sa[r] = c.scaled && m < h.m ? a_scale[m * c.nb + b] : 0;
-                }
-                for (unsigned n = 0; n < NC; n++) sb[n] = c.scaled && n0 + n < h.n ? b_scale[(n0 + n) * c.nb + b] : 0;
+                for (unsigned r = 0; r < R; r++) sa[r] = c.scaled && r < rows ? a_scale[(p * R + r) * c.nb + b] : 0;
+                for (unsigned n = 0; n < NC; n++) sb[n] = c.scaled && n < cols ? b_scale[(n0 + n) * c.nb + b] : 0;
+#if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
+                for (unsigned n = 0; n < cols; n++)
+                    for (unsigned r = 0; r < rows; r++) out[n * R + r] += Policy::block_value(s.v[n][r], sa[r], sb[n], h.fmt);
+#else
             finishers:
                 for (unsigned q = 0; q < Q; q++) {
 #pragma HLS PIPELINE II=1
@@ -463,12 +511,11 @@ struct ArrayEngine {
                         if (idx < R * NC) out[f][q] += Policy::block_value(s.v[n][r], sa[r], sb[n], h.fmt);
                     }
                 }
+#endif
             }
         finish_store:
-            for (unsigned idx = 0; idx < R * NC; idx++) {
-                const unsigned n = idx / R, r = idx % R;
-                if (p * R + r < h.m) tile[n][p * R + r] = out[idx % F][idx / F];
-            }
+            for (unsigned n = 0; n < cols; n++)
+                for (unsigned r = 0; r < rows; r++) tile[n][p * R + r] = OUT(n * R + r);
         }
     }
 
