@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lowbit.numerics.formats import parse
-from lowbit.numerics.quant import contiguous, native_available, pot_scale_exponent, quantize
+from lowbit.numerics.quant import contiguous, native, native_available, pot_scale_exponent, quantize
 
 pytestmark = pytest.mark.skipif(not native_available(), reason="native kernel unavailable (no C compiler)")
 
@@ -29,12 +29,19 @@ def _views(dtype=torch.float32):
 
 @pytest.mark.parametrize("index", range(6))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.int16])
-def test_gather_equals_torch_contiguous(index, dtype):
+def test_gather_equals_torch_contiguous(index, dtype, monkeypatch):
     view = _views(dtype)[index]
+    monkeypatch.setattr(native, "GATHER_MIN", 0)  # the native copy for every size
     assert not view.is_contiguous() and view.stride(-1) != 1
     out = contiguous(view)
     assert out.is_contiguous() and out.dtype == view.dtype and out.shape == view.shape
     assert torch.equal(out, view.contiguous())
+
+
+def test_gather_of_a_large_view_at_the_default_threshold():
+    view = torch.randn(3, 300, 70, generator=GEN).transpose(1, 2)  # 63,000 elements: the native copy
+    assert view.numel() >= native.GATHER_MIN
+    assert torch.equal(contiguous(view), view.contiguous())
 
 
 def test_gather_leaves_other_tensors_to_torch():
@@ -48,7 +55,8 @@ def test_gather_leaves_other_tensors_to_torch():
 
 @pytest.mark.parametrize("fmt", ["mls:2,1", "mls:2,4", "mls:3,2,g=8,1,group=n", "pot:4"])
 @pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
-def test_transposed_view_quantizes_as_its_copy(fmt, rounding):
+def test_transposed_view_quantizes_as_its_copy(fmt, rounding, monkeypatch):
+    monkeypatch.setattr(native, "GATHER_MIN", 0)
     for x in _views():
         if fmt.startswith("mls") and x.dim() == 3:
             x = x[1]  # MLS takes 2-D operands: one batch's transposed slice

@@ -1,7 +1,6 @@
 """Per-layer quantization settings and the quantize call every operand goes through."""
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Union
@@ -11,6 +10,7 @@ import torch
 from lowbit.backends import Backend, get_backend
 from lowbit.numerics.formats import MLS, Format, Mogami, PoT, parse
 from lowbit.numerics.qtensor import QTensor
+from lowbit.numerics import quant  # quant.quantize looked up per call (tests wrap it)
 from lowbit.numerics.quant import ROUNDINGS
 
 OPERANDS = ("W", "A", "E")
@@ -109,7 +109,6 @@ class LayerSpec:
     def quantize(self, x: torch.Tensor, operand: str, *, block: Optional[int] = None) -> QTensor:
         """quantize(x) with this layer's format and the operand's rounding; errors name the layer.
         ``block`` applies to 2-D MLS operands; PRC's clip ratio to PoT weights and activations."""
-        quant = importlib.import_module("lowbit.numerics.quant")
         kwargs = {}
         if isinstance(self.fmt, MLS) and x.dim() == 2:
             kwargs["block"] = min(block or self.block, x.shape[1])  # one group when K < block

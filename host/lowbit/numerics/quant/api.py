@@ -101,6 +101,6 @@ def _use_native(x: torch.Tensor, impl: str) -> bool:
             raise ValueError(f"impl='native' runs on CPU tensors; this one is on {x.device}")
         library()
         return True
-    if x.device.type != "cpu" or os.environ.get("LOWBIT_NATIVE", "1") == "0":
+    if not x.is_cpu or os.environ.get("LOWBIT_NATIVE", "1") == "0":
         return False
     return native_available()

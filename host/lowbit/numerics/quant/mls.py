@@ -117,4 +117,4 @@ def mls_native(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optio
     if status == -2:
         raise MemoryError(f"MLS quantizer: no memory for the group maxima of a {tuple(x.shape)} tensor")
     return QTensor(fmt, codes, scale_codes, torch.tensor(st[0], dtype=torch.float32), x.dtype, block,
-                   values=values.to(x.dtype))
+                   values=values if x.dtype == torch.float32 else values.to(x.dtype))

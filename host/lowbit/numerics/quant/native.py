@@ -1,6 +1,7 @@
 """The native CPU kernel (csrc/quantize.c through cffi) and its output buffers."""
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import warnings
@@ -71,7 +72,7 @@ def empty_buffer(shape, dtype: torch.dtype) -> torch.Tensor:
     the time of a streaming kernel (and of ``clone()``). With 2 MiB pages it is ~1/512 of that.
     LOWBIT_HUGEPAGES=0 turns this off.
     """
-    nbytes = torch.Size(shape).numel() * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < HUGE_MIN_BYTES or os.environ.get("LOWBIT_HUGEPAGES", "1") == "0" or not hasattr(mmap, "MADV_HUGEPAGE"):
         return torch.empty(shape, dtype=dtype)
     buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -87,6 +88,7 @@ def ptr(ffi, t: torch.Tensor, ctype: str):
     return ffi.cast(ctype, t.data_ptr())
 
 
+GATHER_MIN = 1 << 14  # smaller views: torch's copy, whose call costs less than the native one's
 _GATHER = {torch.float32: ("lowbit_gather_f32", "float *"), torch.int16: ("lowbit_gather_i16", "int16_t *")}
 
 
@@ -94,10 +96,10 @@ def contiguous(t: torch.Tensor) -> torch.Tensor:
     """``t.detach().contiguous()``, copied by the native tiled gather where t is a CPU view of up to 3
     dims in fp32 or int16 whose last dim is strided (a transpose: torch's copy of one costs about as
     much as quantizing it); the same values either way."""
-    t = t.detach()
     if t.is_contiguous():
-        return t
-    if (t.device.type != "cpu" or t.dtype not in _GATHER or t.dim() > 3 or t.stride(-1) == 1
+        return t.detach() if t.requires_grad else t
+    t = t.detach()
+    if (not t.is_cpu or t.dtype not in _GATHER or t.dim() > 3 or t.stride(-1) == 1 or t.numel() < GATHER_MIN
             or not native_available()):
         return t.contiguous()
     shape, strides = [1] * (3 - t.dim()) + list(t.shape), [0] * (3 - t.dim()) + list(t.stride())

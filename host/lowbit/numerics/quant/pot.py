@@ -66,7 +66,8 @@ def pot_torch(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio: f
                                  lambda kernels: kernels.pot_elements(xf, seed, s, fmt, stochastic),
                                  lambda: torch_elements(pot_elements))
                      or torch_elements(maybe_compiled("pot", pot_elements, xf.device)))
-    return QTensor(fmt, codes, None, scale, x.dtype, None, values=values.to(x.dtype))
+    return QTensor(fmt, codes, None, scale, x.dtype, None,
+                   values=values if x.dtype == torch.float32 else values.to(x.dtype))
 
 
 def pot_elements(flat, keys, step1: float, step2: float, scale: float, max_code: int, stochastic: bool):
@@ -96,4 +97,5 @@ def pot_native(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio: 
                       ffi.cast("float *", values.data_ptr())):
         raise_nonfinite(x)
     scale = torch.tensor(2.0 ** s[0], dtype=torch.float32)  # 2^s, s in [-126, 127]: exact
-    return QTensor(fmt, codes, None, scale, x.dtype, None, values=values.to(x.dtype))
+    return QTensor(fmt, codes, None, scale, x.dtype, None,
+                   values=values if x.dtype == torch.float32 else values.to(x.dtype))
