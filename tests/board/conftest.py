@@ -42,14 +42,22 @@ def operands():
     return _operands
 
 
-def _check_double_buffered(stages, calls: int = 3) -> None:
-    """Calls alternate between two buffer sets, and call i+1 is packed after call i was launched and
-    before call i is waited on."""
-    assert [s for s in stages if s[0] == "launch"] == [("launch", i, i % 2) for i in range(calls)]
-    for i in range(calls - 1):
-        order = [stages.index(("launch", i, i % 2)), stages.index(("pack", i + 1, (i + 1) % 2)),
-                 stages.index(("wait", i, i % 2))]
-        assert order == sorted(order)
+def _check_double_buffered(stages, units: int = 1) -> None:
+    """``stages`` (stage, call, unit, slot): every one of ``units`` units ran at least two calls, each
+    unit's calls alternate between its two buffer sets, a unit's call r+1 is packed after its call
+    r was launched and before call r is waited on, and every unit is launched before any is waited on."""
+    launches = [s for s in stages if s[0] == "launch"]
+    assert sorted({s[2] for s in launches}) == list(range(units))
+    for unit in range(units):
+        mine = [s for s in launches if s[2] == unit]
+        assert len(mine) >= 2 and [s[3] for s in mine] == [r % 2 for r in range(len(mine))]
+        for r in range(len(mine) - 1):
+            call, following = mine[r][1], mine[r + 1][1]
+            order = [stages.index(("launch", call, unit, r % 2)), stages.index(("pack", following, unit, (r + 1) % 2)),
+                     stages.index(("wait", call, unit, r % 2))]
+            assert order == sorted(order)
+    first_wait = next(i for i, s in enumerate(stages) if s[0] == "wait")
+    assert {s[2] for s in stages[:first_wait] if s[0] == "launch"} == set(range(units))
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """The Alveo backend against a fake ``pyxrt`` that checks the calls and runs the m_axi kernel."""
 import enum
+import re
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,25 @@ from lowbit.kernel import wire
 from lowbit.backends.emulation import run_mm
 from lowbit.board import BoardTimeout, KernelError
 
-BANKS = {0: 1, 1: 2, 4: 2}  # argument index -> memory bank (in: HBM/DDR bank 1, out + result: bank 2)
+REPO = Path(__file__).resolve().parents[2]
+ARGS = {"in": 0, "out": 1, "result": 4}  # buffer arguments of lowbit_gemm_mm(in, out, in_words, out_capacity, result)
+
+
+def cfg_layout(cfg: Path) -> dict:
+    """{CU name: {argument index: memory group}} as a v++ link with ``cfg`` lays the xclbin out:
+    the CUs the nk= line names, each buffer argument in the bank its sp= line gives (one group id
+    per distinct bank, as XRT numbers memories)."""
+    text = cfg.read_text()
+    nk = re.search(r"^nk=(\w+):(\d+):([\w.]+)$", text, re.M)
+    cus = nk.group(3).split(".")
+    assert len(cus) == int(nk.group(2))
+    banks, layout = {}, {cu: {} for cu in cus}
+    for cu, arg, bank in re.findall(r"^sp=(\w+)\.(\w+):(\S+)$", text, re.M):
+        layout[cu][ARGS[arg]] = banks.setdefault(bank, len(banks))
+    return layout
+
+
+U250 = cfg_layout(REPO / "tcl" / "alveo_u250.cfg")
 
 
 class SyncDir(enum.IntEnum):
@@ -24,7 +44,11 @@ class CmdState(enum.IntEnum):
     ERT_CMD_STATE_TIMEOUT = 10
 
 
-def make_fake_pyxrt(log, hang=False, corrupt=False):
+def make_fake_pyxrt(log, hang=False, corrupt=False, layout=None):
+    """pyxrt as tests need it: ``layout`` {CU: {arg: memory group}} (the u250 link by default);
+    a kernel handle names one CU as "lowbit_gemm_mm:{cu}" and checks each buffer's bank."""
+    layout = U250 if layout is None else layout
+
     class bo:
         normal = 0
 
@@ -45,16 +69,16 @@ def make_fake_pyxrt(log, hang=False, corrupt=False):
             log.append(("sync", SyncDir(direction).name, size))
 
     class run:
-        def __init__(self, state):
-            self.state = state
+        def __init__(self, state, cu):
+            self.state, self.cu = state, cu
 
         def wait(self, timeout_ms):
             assert timeout_ms > 0
-            log.append(("wait", timeout_ms))
+            log.append(("wait", self.cu, timeout_ms))
             return self.state
 
         def abort(self):
-            log.append(("abort",))
+            log.append(("abort", self.cu))
 
     class kernel:
         class cu_access_mode(enum.IntEnum):
@@ -62,20 +86,25 @@ def make_fake_pyxrt(log, hang=False, corrupt=False):
             shared = 1
 
         def __init__(self, device, uuid, name, mode):
-            assert uuid == device.uuid and name == wire.ALVEO_KERNEL and mode == kernel.cu_access_mode.shared
+            assert uuid == device.uuid and mode == kernel.cu_access_mode.shared
+            found = re.fullmatch(rf"{wire.ALVEO_KERNEL}:\{{(\w+)\}}", name)
+            if found is None or found.group(1) not in layout:
+                raise RuntimeError(f"No compute units matching '{name}'")  # what XRT says
+            self.cu = found.group(1)
             log.append(("kernel", name))
 
         def group_id(self, arg):
-            return BANKS[arg]
+            return layout[self.cu][arg]
 
         def __call__(self, in_bo, out_bo, in_words, out_capacity, result_bo):
             for arg, buf in ((0, in_bo), (1, out_bo), (4, result_bo)):
-                assert buf.group == BANKS[arg], f"argument {arg} is in bank {buf.group}, not {BANKS[arg]}"
+                assert buf.group == layout[self.cu][arg], \
+                    f"argument {arg} of {self.cu} is in bank {buf.group}, not {layout[self.cu][arg]}"
             assert isinstance(in_words, int) and isinstance(out_capacity, int)
-            log.append(("run", in_words, out_capacity))
+            log.append(("run", self.cu, in_words, out_capacity))
             assert in_bo.host[: in_words * 8] == in_bo.card[: in_words * 8], "input not synced to the card"
             if hang:
-                return run(CmdState.ERT_CMD_STATE_TIMEOUT)
+                return run(CmdState.ERT_CMD_STATE_TIMEOUT, self.cu)
             words = np.frombuffer(bytes(in_bo.card[: in_words * 8]), dtype=np.uint64).copy()
             if corrupt:
                 words[0] ^= np.uint64(1)
@@ -83,7 +112,7 @@ def make_fake_pyxrt(log, hang=False, corrupt=False):
             out = out[:out_capacity]
             out_bo.card[: out.nbytes] = out.tobytes()
             result_bo.card[:8] = np.array([int(status), len(out)], dtype=np.uint32).tobytes()
-            return run(CmdState.ERT_CMD_STATE_COMPLETED)
+            return run(CmdState.ERT_CMD_STATE_COMPLETED, self.cu)
 
     class FakeDevice:
         def __init__(self, index):
@@ -123,20 +152,47 @@ def open_fake(monkeypatch, xclbin, **fake_kwargs):
 def test_alveo_equals_emulation(monkeypatch, xclbin, operands, emulation, fmt):
     backend, log = open_fake(monkeypatch, xclbin)
     assert backend.name == "alveo" and backend.board == "u250"
+    assert [u.cu for u in backend.units] == list(U250)  # every CU of the link, in order
     a, b = operands(fmt, 2 * wire.MAX_M + 1, 9, 40)
     assert torch.equal(backend.gemm(a, b), emulation.gemm(a, b))
     runs = [e for e in log if e[0] == "run"]
-    assert len(runs) == 3 and backend.calls_run == 3
+    assert len(runs) == 9 and backend.calls_run == 9  # 3 row tiles x 3 B-row shares (9 rows over 4 CUs)
+    per_cu = [sum(e[1] == cu for e in runs) for cu in U250]
+    assert [u.calls_run for u in backend.units] == per_cu and min(per_cu) >= 2  # every CU took its share
     assert ("sync", "XCL_BO_SYNC_BO_FROM_DEVICE", 8) in log  # the result words come back after each run
 
 
-def test_alveo_buffers_live_in_each_arguments_bank_and_are_reused(monkeypatch, xclbin, operands):
+def test_alveo_opens_one_kernel_handle_per_cu_and_checks_the_manifest(monkeypatch, xclbin):
+    from lowbit.board.device import open_device
+    from lowbit.board.errors import BoardError
+
     backend, log = open_fake(monkeypatch, xclbin)
-    a, b = operands("pot:4", 4, 5, 16)
+    assert [e[1] for e in log if e[0] == "kernel"] == [f"{wire.ALVEO_KERNEL}:{{{cu}}}" for cu in U250]
+    assert len({id(u.kernel) for u in backend.units}) == 4
+    two = {cu: U250[cu] for cu in list(U250)[:2]}  # an xclbin linked with two CUs
+    backend, _ = open_fake(monkeypatch, xclbin, layout=two)
+    assert [u.cu for u in backend.units] == list(two)
+    monkeypatch.setitem(sys.modules, "pyxrt", make_fake_pyxrt([], layout={}))
+    with pytest.raises(BoardError, match=rf"no compute unit {wire.ALVEO_KERNEL}_1"):
+        open_device("alveo", xclbin=xclbin)
+    manifest = xclbin.parent / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"board": "u250",', '"board": "u250", "compute_units": 2,'))
+    monkeypatch.setitem(sys.modules, "pyxrt", make_fake_pyxrt([]))
+    with pytest.raises(BoardError, match=r"holds 4 compute unit\(s\).*manifest.json says compute_units=2"):
+        open_device("alveo", xclbin=xclbin)
+
+
+def test_alveo_buffers_live_in_each_cus_banks_and_are_reused(monkeypatch, xclbin, operands):
+    """Each CU's buffers in that CU's bank of each argument (here input apart from output and
+    result, as a link may place them); allocated once per slot, reused by later GEMMs."""
+    layout = {f"{wire.ALVEO_KERNEL}_1": {0: 1, 1: 2, 4: 2}, f"{wire.ALVEO_KERNEL}_2": {0: 3, 1: 4, 4: 4}}
+    backend, log = open_fake(monkeypatch, xclbin, layout=layout)
+    a, b = operands("pot:4", 4, 6, 16)  # 6 B rows: one share of 3 per CU
     for _ in range(3):
         backend.gemm(a, b)
     groups = sorted(e[2] for e in log if e[0] == "bo")
-    assert groups == [1, 2, 2]  # one input, one output, one result buffer, allocated once
+    assert groups == [1, 2, 2, 3, 4, 4]  # per CU one input, one output, one result buffer, allocated once
+    assert [u.calls_run for u in backend.units] == [3, 3]
 
 
 def test_alveo_kernel_error_and_timeout(monkeypatch, xclbin, operands):
@@ -145,9 +201,35 @@ def test_alveo_kernel_error_and_timeout(monkeypatch, xclbin, operands):
     with pytest.raises(KernelError, match="STATUS=BAD_MAGIC"):
         backend.gemm(a, b)
     backend, log = open_fake(monkeypatch, xclbin, hang=True)
-    with pytest.raises(BoardTimeout, match="aborted"):
+    with pytest.raises(BoardTimeout, match=rf"call 1/3 on CU {wire.ALVEO_KERNEL}_1 .*aborted"):
         backend.gemm(a, b)
-    assert ("abort",) in log
+    assert [e for e in log if e[0] == "abort"] == [("abort", cu) for cu in list(U250)[:3]]  # each CU's run in flight
+
+
+def test_alveo_fault_on_one_cu_names_it_and_lets_the_others_finish(monkeypatch, xclbin, operands, emulation):
+    """A bad status on CU 3: the error names it; the other CUs' runs in flight are waited for (not
+    dropped while they write their buffers), and the next GEMM runs on every CU and is exact."""
+    backend, log = open_fake(monkeypatch, xclbin)
+    real = backend.units[2].kernel.__call__
+    cu3 = backend.units[2].kernel
+
+    class BadOnce:
+        def group_id(self, arg):
+            return cu3.group_id(arg)
+
+        def __call__(self, in_bo, *args):
+            in_bo.host[0] ^= 1  # the magic word is corrupted (on both sides: the fake checks the sync)
+            in_bo.card[0] ^= 1
+            backend.units[2].kernel = cu3
+            return real(in_bo, *args)
+
+    backend.units[2].kernel = BadOnce()
+    a, b = operands("pot:4", 4, 16, 32)
+    with pytest.raises(KernelError, match=rf"rejected call 3/4 on CU {wire.ALVEO_KERNEL}_3 .*STATUS=BAD_MAGIC"):
+        backend.gemm(a, b)
+    waited = [e[1] for e in log if e[0] == "wait"]
+    assert sorted(waited) == sorted(U250)  # every CU's run was waited for before the error came back
+    assert torch.equal(backend.gemm(a, b), emulation.gemm(a, b))
 
 
 def test_missing_pyxrt_says_what_to_install(monkeypatch, xclbin):
@@ -179,20 +261,22 @@ def test_alveo_thin_tiles_equal_emulation_and_results_are_the_callers(monkeypatc
     assert torch.equal(c, emulation.gemm(a, b))  # three K-tiles through two reused output buffers
     backend.gemm(*operands(fmt, m, n, k, seed=k + 1))
     assert torch.equal(c, kept)
-    assert not any(np.shares_memory(c.numpy(), s.buffer) for s in backend.outputs if s.buffer is not None)
+    assert not any(np.shares_memory(c.numpy(), s.buffer) for u in backend.units for s in u.outputs
+                   if s.buffer is not None)
 
 
 def test_alveo_packs_the_next_call_while_the_card_runs(monkeypatch, xclbin, operands, double_buffered):
     backend, log = open_fake(monkeypatch, xclbin)
-    a, b = operands("pot:4", 3 * wire.MAX_M, 4, 32, seed=5)
+    a, b = operands("pot:4", 3 * wire.MAX_M, 4, 32, seed=5)  # 12 calls: three per CU
     backend.trace = []
     backend.gemm(a, b)
     stages = backend.trace
-    double_buffered(stages)
+    double_buffered(stages, units=4)
     events = [e[0] if e[0] != "sync" else e[1] for e in log]
     first_wait = events.index("wait")
-    assert events[:first_wait].count("run") == 1 and events[:first_wait].count("XCL_BO_SYNC_BO_TO_DEVICE") == 2
-    assert backend.inputs[0].handle is not backend.inputs[1].handle
+    # every CU started, and CU 1's second call packed and synced, before the first wait
+    assert events[:first_wait].count("run") == 4 and events[:first_wait].count("XCL_BO_SYNC_BO_TO_DEVICE") == 5
+    assert all(u.inputs[0].handle is not u.inputs[1].handle for u in backend.units)
 
 
 def test_alveo_allocation_failure_keeps_the_previous_buffer(monkeypatch, xclbin, operands, emulation):
@@ -202,7 +286,8 @@ def test_alveo_allocation_failure_keeps_the_previous_buffer(monkeypatch, xclbin,
 
     backend, _ = open_fake(monkeypatch, xclbin)
     backend.gemm(*operands("pot:4", 4, 5, 16))
-    kept = backend.inputs[0].handle
+    cu1 = backend.units[0]
+    kept = cu1.inputs[0].handle
     real_bo = backend.xrt.bo
 
     class no_memory(real_bo):
@@ -211,9 +296,9 @@ def test_alveo_allocation_failure_keeps_the_previous_buffer(monkeypatch, xclbin,
 
     monkeypatch.setattr(backend.xrt, "bo", no_memory)
     a, b = operands("pot:4", 64, 5, 1024)  # needs a larger input buffer than the first gemm's
-    with pytest.raises(BufferAllocationError, match=r"input 0 buffer .* in bank 1 \(bad_alloc\)"):
+    with pytest.raises(BufferAllocationError, match=rf"{wire.ALVEO_KERNEL}_1 input 0 buffer .* in bank 0 \(bad_alloc\)"):
         backend.gemm(a, b)
-    assert backend.inputs[0].handle is kept and backend.inputs[0].allocations == 1
+    assert cu1.inputs[0].handle is kept and cu1.inputs[0].allocations == 1
     monkeypatch.setattr(backend.xrt, "bo", real_bo)
     assert torch.equal(backend.gemm(a, b), emulation.gemm(a, b))
-    assert backend.inputs[0].allocations == 2 and backend.inputs[0].handle is not kept
+    assert cu1.inputs[0].allocations == 2 and cu1.inputs[0].handle is not kept

@@ -24,16 +24,18 @@ def test_dma_error_bits(board, emulation, operands, channel, bit, name):
     with pytest.raises(DmaError) as err:
         board.gemm(a, b)
     message = str(err.value)
-    assert name in message and "tile 1/1" in message and "MM2S_DMASR=0x" in message and "S2MM_DMASR=0x" in message
+    assert name in message and "on unit 0 (lowbit_gemm, dma), tile 1/4" in message  # 4 B rows: one per unit
+    assert "MM2S_DMASR=0x" in message and "S2MM_DMASR=0x" in message
     assert "reset" in message
     recovers(board, emulation, operands)
 
 
 def test_kernel_that_never_asserts_tlast_times_out(board, emulation, operands):
     board.device.faults.drop_tlast = True
+    board.device.faults.cell = "lowbit_gemm"  # unit 0's (the four units' kernels finish in any order)
     board.timeout_s = 0.3
     a, b = operands("mls:2,1", 3, 4, 8)
-    with pytest.raises(BoardTimeout, match=r"TLAST.*tile 1/1.*S2MM_DMASR=0x[0-9a-f]+ \(running\)"):
+    with pytest.raises(BoardTimeout, match=r"TLAST.*unit 0 .*tile 1/4.*S2MM_DMASR=0x[0-9a-f]+ \(running\)"):
         board.gemm(a, b)
     recovers(board, emulation, operands)
 
@@ -58,7 +60,7 @@ def test_stuck_ip_is_reset_by_reprogramming_the_pl(emulation, operands):
 def test_truncated_input_stream_is_a_kernel_error(board, emulation, operands):
     board.device.faults.truncate_input_words = 6
     a, b = operands("mls:2,4", 3, 4, 64)
-    with pytest.raises(KernelError, match="STATUS=TRUNCATED on tile 1/1"):
+    with pytest.raises(KernelError, match=r"STATUS=TRUNCATED on unit 0 \(lowbit_gemm, dma\), tile 1/4"):
         board.gemm(a, b)
     recovers(board, emulation, operands)
 
@@ -71,7 +73,7 @@ def test_malformed_header_is_reported_not_ignored(emulation, operands):
 
     board = open_simulated(kernel=corrupt_magic, timeout_s=60.0)
     a, b = operands("pot:4", 3, 4, 8)
-    with pytest.raises(KernelError, match=r"STATUS=BAD_MAGIC.*header m=3 n=4 k=8"):
+    with pytest.raises(KernelError, match=r"STATUS=BAD_MAGIC.*header m=3 n=1 k=8"):  # N shared by 4 units
         board.gemm(a, b)
     board.device.kernel = run_axis_stream
     recovers(board, emulation, operands)
@@ -84,7 +86,7 @@ def test_short_output_without_status_word(emulation, operands):
 
     board = open_simulated(kernel=lose_a_word, timeout_s=60.0)
     a, b = operands("mogami:fp32", 3, 4, 8)
-    with pytest.raises(TruncatedOutput, match="received 6 output words, expected 7"):
+    with pytest.raises(TruncatedOutput, match="received 2 output words, expected 3"):  # m=3 n=1: 2 words + status
         board.gemm(a, b)
     board.device.kernel = run_axis_stream
     recovers(board, emulation, operands)
@@ -113,16 +115,25 @@ def test_buffer_allocation_failure_keeps_the_backend_usable(board, emulation, op
     recovers(board, emulation, operands)
 
 
-def test_allocation_failure_mid_gemm_resets_the_call_in_flight(board, emulation, operands):
-    board.gemm(*operands("pot:4", wire.MAX_M, 50, 300))  # one call: slot 0 buffers sized, slot 1 empty
+def test_allocation_failure_mid_gemm_finishes_the_calls_in_flight(board, emulation, operands):
+    """Unit 0's second call cannot get its buffer while every unit runs its first: the error comes
+    back only after all four calls in flight finished (no DMA left writing into a buffer the next
+    GEMM reuses), without a reset, and the next GEMM is exact."""
+    from lowbit.board.sim import GemmIpModel
+
+    board.gemm(*operands("pot:4", wire.MAX_M, 50, 300))  # one call per unit: slot 0 buffers sized, slot 1 empty
     board.device.faults.fail_allocations = 1
-    resets = []
-    reset = board.reset
-    board.reset = lambda: (resets.append(1), reset())
-    a, b = operands("pot:4", 2 * wire.MAX_M, 50, 300)  # call 1 goes to slot 1, allocated while call 0 runs
+    reprograms = []
+    download = board.device.download
+    board.device.download = lambda *args: (reprograms.append(1), download(*args))
+    runs = board.device.counters["runs"]
+    a, b = operands("pot:4", 2 * wire.MAX_M, 50, 300)  # each unit's call 1 goes to its slot 1, allocated meanwhile
     with pytest.raises(BufferAllocationError):
         board.gemm(a, b)
-    assert resets == [1] and board.inputs[1].capacity == 0
+    assert board.device.counters["runs"] - runs == 4 and reprograms == []
+    assert all(u.dma.sendchannel.idle and u.dma.recvchannel.idle and u.ip.idle for u in board.units)
+    assert all(ip.output is None and not ip.computing for ip in board.device.models(GemmIpModel))
+    assert board.units[0].inputs[1].capacity == 0
     assert torch.equal(board.gemm(a, b), emulation.gemm(a, b))
 
 
@@ -148,3 +159,43 @@ def test_fault_during_training_leaves_the_weights_untouched(board, emulation):
     loss.backward()
     opt.step()
     assert any(not torch.equal(before[k], v) for k, v in params.items())
+
+
+@pytest.mark.parametrize("fault, value, error, what", [
+    ("truncate_input_words", 6, KernelError, "STATUS=TRUNCATED"),  # a bad status
+    ("drop_tlast", True, BoardTimeout, "no end of transfer within 1 s"),  # a DMA timeout
+])
+def test_a_fault_on_one_unit_names_it_and_leaves_the_others_consistent(emulation, operands, fault, value, error,
+                                                                        what):
+    """Unit 2 of four faults on its first call: the error names the unit and the call; every other
+    unit's call in flight has finished before the error comes back (nothing writes into their
+    buffers afterwards), and the next GEMM runs on all four units and is exact."""
+    import time
+
+    from lowbit.board.sim import GemmIpModel
+
+    board = open_simulated("zcu104", timeout_s=60.0)
+    board.device.faults.cell = "lowbit_gemm_2"
+    setattr(board.device.faults, fault, value)
+    if fault == "drop_tlast":
+        board.timeout_s = 1.0
+    a, b = operands("mls:2,1", 2 * wire.MAX_M, 16, 64, seed=7)  # 2 row tiles x 4 B-row shares: two calls per unit
+    with pytest.raises(error, match=rf"{what}.* on unit 2 \(lowbit_gemm_2, dma_2\), tile 3/8"):
+        board.gemm(a, b)
+    others = [u for u in board.units if u.index != 2]
+
+    def ddr(unit):
+        return [board.device.memory_at(s.buffer.physical_address, s.buffer.nbytes).copy() for s in unit.outputs
+                if s.buffer is not None]
+
+    seen = {u.index: ddr(u) for u in others}
+    assert all(u.dma.sendchannel.idle and u.dma.recvchannel.idle for u in others)
+    ips = board.device.models(GemmIpModel)
+    assert all(ip.output is None and not ip.computing for ip in ips)
+    time.sleep(0.3)
+    assert all(np.array_equal(x, y) for u in others for x, y in zip(seen[u.index], ddr(u), strict=True))
+    board.timeout_s = 60.0
+    before = {ip.cell: ip.runs for ip in ips}
+    assert torch.equal(board.gemm(a, b), emulation.gemm(a, b))
+    assert {ip.cell: ip.runs - before[ip.cell] for ip in ips} == {ip.cell: 2 for ip in ips}
+    board.close()

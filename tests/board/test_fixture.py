@@ -126,17 +126,71 @@ def test_a_family_the_bitstream_lacks_comes_back_as_a_status_naming_the_build(op
     backend.gemm(a, b)  # and the board is still usable
 
 
-def test_an_overlay_with_several_compute_units_drives_unit_zero():
-    """bd_zynq.tcl builds one DMA + IP per compute unit (ZCU104: four): unit 0 is lowbit_gemm/dma."""
-    import types
+def _ip_dict(**cells):
+    kinds = {"ip": wire.VLNV, "dma": "xilinx.com:ip:axi_dma:7.1"}
+    return {name: {"type": kinds[kind]} for name, kind in cells.items()}
 
+
+def test_the_units_of_an_overlay_come_from_its_ip_dict():
+    """bd_zynq.tcl builds one DMA + IP per compute unit: unit i is lowbit_gemm_<i> / dma_<i>, unit 0
+    unsuffixed; every unit is found, in order, whatever the dict's order."""
+    from lowbit.board.pynq_backend import unit_cells
+
+    four = _ip_dict(lowbit_gemm_3="ip", dma_2="dma", lowbit_gemm="ip", dma_1="dma", lowbit_gemm_1="ip", dma="dma",
+                    lowbit_gemm_2="ip", dma_3="dma")
+    assert unit_cells(four) == [("lowbit_gemm", "dma"), ("lowbit_gemm_1", "dma_1"), ("lowbit_gemm_2", "dma_2"),
+                                ("lowbit_gemm_3", "dma_3")]
+    assert unit_cells(_ip_dict(lowbit_gemm="ip", dma="dma")) == [("lowbit_gemm", "dma")]
+
+
+@pytest.mark.parametrize("cells, error", [
+    (dict(lowbit_gemm="ip", dma="dma", lowbit_gemm_2="ip", dma_2="dma"), r"unit\(s\) 1 missing"),
+    (dict(lowbit_gemm="ip", dma="dma", lowbit_gemm_1="ip"), r"unit 1 \(lowbit_gemm_1\) has no AXI DMA named dma_1"),
+    (dict(gemm_a="ip", dma="dma"), r"'gemm_a' is not named lowbit_gemm / lowbit_gemm_<i>"),
+    (dict(dma="dma"), "holds no lowbit GEMM IP"),
+])
+def test_a_misbuilt_overlay_is_refused_naming_the_unit(cells, error):
     from lowbit.board.errors import BoardError
-    from lowbit.board.pynq_backend import UNIT0_IP, _find_ip
+    from lowbit.board.pynq_backend import unit_cells
 
-    units = {"lowbit_gemm": wire.VLNV, "lowbit_gemm_1": wire.VLNV, "lowbit_gemm_2": wire.VLNV,
-             "dma": "xilinx.com:ip:axi_dma:7.1", "dma_1": "xilinx.com:ip:axi_dma:7.1"}
-    overlay = types.SimpleNamespace(ip_dict={n: {"type": t} for n, t in units.items()})
-    assert _find_ip(overlay, wire.VLNV, UNIT0_IP) == "lowbit_gemm"
-    assert _find_ip(overlay, "xilinx.com:ip:axi_dma:", "dma") == "dma"
-    with pytest.raises(BoardError, match="expected exactly one IP"):
-        _find_ip(overlay, wire.VLNV, "")
+    with pytest.raises(BoardError, match=error):
+        unit_cells(_ip_dict(**cells))
+
+
+def test_the_simulated_zcu104_wires_four_units_from_its_hwh():
+    """The fixture holds the board record's units; the simulated board pairs each DMA with the IP
+    its streams reach in the .hwh (not by name), and the backend drives the same pairs."""
+    from lowbit.board import open_simulated, simulated_overlay
+    from lowbit.board.sim import stream_paths
+    from lowbit.kernel.boards import BOARDS
+
+    hwh = simulated_overlay("zcu104").with_suffix(".hwh")
+    assert BOARDS["zcu104"].compute_units == 4
+    assert stream_paths(hwh) == [("dma", "lowbit_gemm"), ("dma_1", "lowbit_gemm_1"), ("dma_2", "lowbit_gemm_2"),
+                                 ("dma_3", "lowbit_gemm_3")]
+    backend = open_simulated("zcu104")
+    assert [(p.dma.cell, p.ip.cell) for p in backend.device.paths] == stream_paths(hwh)
+    assert [(u.dma, u.ip) for u in backend.units] == [
+        (getattr(backend.overlay, d), getattr(backend.overlay, i)) for d, i in stream_paths(hwh)]
+    assert len({u.dma.mmio.base_addr for u in backend.units} | {u.ip.mmio.base_addr for u in backend.units}) == 8
+    backend.close()
+    assert stream_paths(simulated_overlay("pynq-z2").with_suffix(".hwh")) == [("dma", "lowbit_gemm")]
+
+
+def test_a_manifest_that_disagrees_with_the_overlay_is_refused(tmp_path):
+    import json
+    import shutil
+
+    from lowbit.board import simulated_overlay
+    from lowbit.board.device import open_pynq
+    from lowbit.board.errors import BoardError
+    from lowbit.board.sim import SimulatedBoard
+
+    folder = tmp_path / "zcu104"
+    shutil.copytree(Path(simulated_overlay("zcu104")).parent, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "compute_units": 2}))
+    with pytest.raises(BoardError, match=r"holds 4 compute unit\(s\).*manifest.json says compute_units=2"):
+        open_pynq(str(folder / "lowbit_gemm.bit"), device=SimulatedBoard())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "compute_units": 4}))
+    assert len(open_pynq(str(folder / "lowbit_gemm.bit"), device=SimulatedBoard()).units) == 4

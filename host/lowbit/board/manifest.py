@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Optional
 
 from lowbit.kernel import wire
 
@@ -97,6 +98,16 @@ def read_manifest(path: Path) -> dict:
         raise ManifestMismatch(f"{folder / 'manifest.json'} says ID_VERSION {found}, this host "
                                f"expects 0x{expected_id:08x}; " + hint(board))
     return manifest
+
+
+def manifest_units(manifest: dict) -> Optional[int]:
+    """The compute units a manifest says its build holds, when it says (None otherwise)."""
+    units = manifest.get("compute_units")
+    if units is None:
+        return None
+    if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+        raise ManifestMismatch(f"manifest compute_units {units!r:.40} is not a positive integer; rebuild with `lowbit build`")
+    return units
 
 
 def find_file(path: Path, suffix: str) -> Path:

@@ -7,12 +7,13 @@ from typing import Optional
 
 from lowbit.backends.base import Backend
 from lowbit.board.errors import NO_BOARD_HELP, NoBoardError
-from lowbit.board.manifest import find_file, read_manifest
+from lowbit.board.manifest import find_file, manifest_units, read_manifest
 
 
 def open_pynq(bitstream, *, device=None, download: Optional[bool] = None, timeout_s: float = 10.0,
               ip_name: Optional[str] = None, dma_name: Optional[str] = None) -> Backend:
-    """Load the overlay (drivers registered first), check versions, return a ``PynqBackend``."""
+    """Load the overlay (drivers registered first), check versions, return a ``PynqBackend`` driving
+    every compute unit the overlay holds (or only ``ip_name``/``dma_name``)."""
     from lowbit.board import compat
 
     compat.check_supported()
@@ -36,7 +37,7 @@ def open_pynq(bitstream, *, device=None, download: Optional[bool] = None, timeou
                       f"SCALE_BUF={limits.scale_buf}; the emulation backend holds more, so its K-tiles differ and "
                       "results agree with it up to the fp32 rounding of the K-tile sums, not bit for bit")
     return PynqBackend(overlay, ip_name=ip_name, dma_name=dma_name, board=str(manifest.get("board", bit.parent.name)),
-                       timeout_s=timeout_s, limits=limits)
+                       timeout_s=timeout_s, limits=limits, compute_units=manifest_units(manifest))
 
 
 def pynq_board_present() -> bool:

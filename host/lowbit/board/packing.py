@@ -20,13 +20,13 @@ from lowbit.numerics.qtensor import QTensor
 from lowbit.kernel.wire import Arith, Header, Op, Status
 
 
-def plan_calls(fmt, a: Operand, b: Operand, block: int, op: Op, limits: KernelLimits = KernelLimits()):
+def plan_calls(fmt, a: Operand, b: Operand, block: int, op: Op, limits: KernelLimits = KernelLimits(),
+               max_n: int = wire.MAX_N):
     """(m-slice, n-slice, [(header, a_tile, b_tile) per K-tile, ascending]) for a kernel with
-    ``limits``: ``emulation.gemm_tiles`` itself, so the board and an emulation with the same limits
-    run the same calls (a copy of that tiler here kept 128-row M-tiles where the A buffer holds
-    fewer rows of one block)."""
-    return emulation.gemm_tiles(fmt, a, b, block, op,
-                                emulation.KernelLimits(scale_buf=limits.scale_buf, a_elems=limits.a_elems))
+    ``limits``, B-row tiles of at most ``max_n`` rows: ``emulation.gemm_tiles`` itself, so the board
+    and an emulation with the same limits run the same calls (a copy of that tiler here kept
+    128-row M-tiles where the A buffer holds fewer rows of one block)."""
+    return emulation.gemm_tiles(fmt, a, b, block, op, limits, max_n=max_n)
 
 
 def rejection(status: Status, header: Header, board: str) -> str:

@@ -6,15 +6,18 @@ only ``flush`` / ``invalidate`` copy between them, so a missing cache operation 
 data exactly as on a board. The IP's stream side is the emulation kernel (HLS C++ through cffi).
 
 Register semantics follow Xilinx PG021 (AXI DMA, direct register mode) and the Vitis HLS
-``ap_ctrl_hs`` block protocol; see docs/board.md.
+``ap_ctrl_hs`` block protocol; see docs/board.md. An overlay may hold several compute units: each
+GEMM IP and AXI DMA is its own register model, and each DMA feeds the IP its streams reach in the
+.hwh (``stream_paths``), so a unit's wiring comes from the overlay itself, not from cell names.
 """
 from __future__ import annotations
 
 import itertools
 import threading
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pynq
@@ -29,11 +32,16 @@ from lowbit.board.axi_dma import (CR_RESET, CR_RESET_VALUE, CR_RS, S2MM_OFFSET, 
 # Offsets within one channel (MM2S at 0x00, S2MM at 0x30), PG021.
 DMACR, DMASR, ADDR, ADDR_MSB, LENGTH = 0x00, 0x04, 0x18, 0x1C, 0x28
 AXI_DMA_VLNV = "xilinx.com:ip:axi_dma:7.1"
+# Stream ports of the AXI DMA (PG021) and of the HLS top lowbit_gemm_axis (tcl/bd_zynq.tcl)
+DMA_MM2S, DMA_S2MM, IP_IN, IP_OUT = "M_AXIS_MM2S", "S_AXIS_S2MM", "in_stream", "out_stream"
 
 
 @dataclass
 class Faults:
-    """One-shot faults for tests: each applies to the next transfer/run, then clears itself."""
+    """One-shot faults for tests: each applies to the next transfer/run, then clears itself.
+
+    ``cell``: the GEMM IP cell (e.g. "lowbit_gemm_2") whose unit the stream faults hit (its DMA and
+    IP); None: whichever unit runs next."""
 
     mm2s_error: int = 0  # DMASR error bit(s) raised by the next MM2S transfer
     s2mm_error: int = 0
@@ -41,6 +49,10 @@ class Faults:
     truncate_input_words: Optional[int] = None  # the stream the IP sees ends after this many words
     id_version: Optional[int] = None  # sticky: what the ID register (and the IP's ID_VERSION after a run) reads
     fail_allocations: int = 0  # the next N allocate() calls fail like an exhausted CMA pool
+    cell: Optional[str] = None
+
+    def hits(self, unit_cell: str) -> bool:
+        return self.cell is None or self.cell == unit_cell
 
 
 @dataclass
@@ -72,8 +84,9 @@ class _Channel:
 class AxiDmaModel:
     """MM2S / S2MM channels of an AXI DMA without scatter-gather."""
 
-    def __init__(self, board: "SimulatedBoard"):
-        self.board = board
+    def __init__(self, board: "SimulatedBoard", cell: str):
+        self.board, self.cell = board, cell
+        self.unit_cell = ""  # the GEMM IP its streams reach (set when the overlay's wiring is read)
         self.mm2s, self.s2mm = _Channel(), _Channel()
 
     def reset(self) -> None:
@@ -115,7 +128,7 @@ class AxiDmaModel:
         ch.length, ch.busy, ch.written = nbytes, True, 0
         ch.sr &= ~SR_IDLE
         faults = self.board.faults
-        injected = faults.mm2s_error if ch is self.mm2s else faults.s2mm_error
+        injected = (faults.mm2s_error if ch is self.mm2s else faults.s2mm_error) if faults.hits(self.unit_cell) else 0
         if nbytes == 0:
             ch.halt_with(SR_INT_ERR)
         elif injected:
@@ -131,8 +144,9 @@ class AxiDmaModel:
 class GemmIpModel:
     """The lowbit GEMM IP's s_axilite side (ap_ctrl_hs) around the emulation kernel."""
 
-    def __init__(self, board: "SimulatedBoard"):
-        self.board = board
+    def __init__(self, board: "SimulatedBoard", cell: str):
+        self.board, self.cell = board, cell
+        self.runs = 0  # packets this IP took (kept over resets: what a test counts per unit)
         self.reset()
 
     def reset(self) -> None:
@@ -171,7 +185,7 @@ class GemmIpModel:
         self.computing = False
         out = np.asarray(result.out_words, dtype=np.uint64)
         tlast = result.tlast_index if result.tlast_index is not None and result.tlast_index >= 0 else None
-        if self.board.faults.drop_tlast:
+        if self.board.faults.drop_tlast and self.board.faults.hits(self.cell):
             self.board.faults.drop_tlast, tlast = False, None
         self.output = (out if tlast is None else out[: tlast + 1]).astype("<u8").view(np.uint8)
         self.output_has_tlast = tlast is not None
@@ -186,8 +200,8 @@ class IdRegisterModel:
     """The overlay's ID register (tcl/bd_zynq.tcl): an AXI GPIO whose inputs are tied to a constant,
     so GPIO_DATA (offset 0) reads IP_ID | WIRE_VERSION from the moment the PL is configured."""
 
-    def __init__(self, board: "SimulatedBoard"):
-        self.board = board
+    def __init__(self, board: "SimulatedBoard", cell: str):
+        self.board, self.cell = board, cell
 
     def reset(self) -> None:
         pass
@@ -207,8 +221,9 @@ class _Allocation:
 
 
 def _default_kernel():
-    from lowbit.backends.emulation import run_axis_stream
+    from lowbit.backends.emulation import kernel_lib, run_axis_stream
 
+    kernel_lib()  # built and loaded now: not inside the first timed call, once per unit's worker thread
     return run_axis_stream
 
 
@@ -229,7 +244,6 @@ class SimulatedBoard(pynq.Device):
         super().__init__(tag)
         self.threaded = threaded
         self._lock = threading.RLock()
-        self._generation = 0  # bumped by every reset: a late worker result is dropped
         self.name = tag
         self.capabilities = {"REGISTER_RW": True, "MEMORY_MAPPED": False}
         self.kernel = kernel or _default_kernel()
@@ -241,6 +255,7 @@ class SimulatedBoard(pynq.Device):
         self._bo_ids = itertools.count(1)
         self._next_phys = self.DDR_BASE
         self._peripherals: Dict[int, tuple] = {}  # base -> (range, model)
+        self.paths: List[StreamPath] = []  # the compute units as the overlay wires them
         self.simulated = True
         self.counters = {"flush": 0, "invalidate": 0, "reg_read": 0, "reg_write": 0, "runs": 0}
 
@@ -261,19 +276,21 @@ class SimulatedBoard(pynq.Device):
     def set_bitfile_name(self, bitfile_name: str) -> None:
         super().set_bitfile_name(bitfile_name)
         self._peripherals = {}
-        for info in self.ip_dict.values():
+        cells = {}
+        for name, info in self.ip_dict.items():
             base = info.get("phys_addr")
             if base is None:
                 continue
-            if info["type"] == AXI_DMA_VLNV:
-                model = AxiDmaModel(self)
-            elif info["type"] == wire.VLNV:
-                model = GemmIpModel(self)
-            elif info["type"] == ID_GPIO_VLNV:
-                model = IdRegisterModel(self)
-            else:
+            kind = {AXI_DMA_VLNV: AxiDmaModel, wire.VLNV: GemmIpModel, ID_GPIO_VLNV: IdRegisterModel}.get(info["type"])
+            if kind is None:
                 continue
+            cells[name] = model = kind(self, name)
             self._peripherals[base] = (info["addr_range"], model)
+        self.paths = []
+        for dma, ip in stream_paths(Path(bitfile_name).with_suffix(".hwh")):
+            if isinstance(cells.get(dma), AxiDmaModel) and isinstance(cells.get(ip), GemmIpModel):
+                self.paths.append(StreamPath(cells[dma], cells[ip]))
+                cells[dma].unit_cell = ip
 
     def id_register_value(self) -> int:
         forced = self.faults.id_version
@@ -286,7 +303,8 @@ class SimulatedBoard(pynq.Device):
 
     def reset_pl(self) -> None:
         with self._lock:
-            self._generation += 1
+            for path in self.paths:
+                path.generation += 1
             for _, model in self._peripherals.values():
                 model.reset()
 
@@ -313,7 +331,9 @@ class SimulatedBoard(pynq.Device):
             for i in range(0, len(data), 4):
                 model.write(off + i, int.from_bytes(data[i:i + 4], "little"))
             if isinstance(model, AxiDmaModel) and off == DMACR and data[0] & CR_RESET:
-                self._generation += 1  # the DMA reset drops what a worker still holds for it
+                for path in self.paths:
+                    if path.dma is model:
+                        path.generation += 1  # the DMA reset drops what a worker still holds for it
             self._advance()
 
     # -- memory
@@ -356,37 +376,39 @@ class SimulatedBoard(pynq.Device):
                 return a.ddr[phys - a.phys: phys - a.phys + nbytes]
         return None
 
-    # -- the streams between the DMA and the IP
+    # -- the streams between each unit's DMA and its IP
     def _advance(self) -> None:
-        for dma in self.models(AxiDmaModel):
-            for ip in self.models(GemmIpModel):
-                self._feed(dma, ip)
-                self._drain(dma, ip)
+        for path in self.paths:
+            self._feed(path)
+            self._drain(path.dma, path.ip)
 
-    def _feed(self, dma: AxiDmaModel, ip: GemmIpModel) -> None:
+    def _feed(self, path: "StreamPath") -> None:
+        dma, ip = path.dma, path.ip
         ch = dma.mm2s
         if not (ch.busy and ip.running and ip.output is None and not ip.computing):
             return
         words = self.memory_at(ch.addr, ch.length).view("<u8").astype(np.uint64)
-        if self.faults.truncate_input_words is not None:
-            words, self.faults.truncate_input_words = words[: self.faults.truncate_input_words], None
+        faults = self.faults
+        if faults.truncate_input_words is not None and faults.hits(ip.cell):
+            words, faults.truncate_input_words = words[: faults.truncate_input_words], None
         self.counters["runs"] += 1
+        ip.runs += 1
         ip.computing = True
         if not self.threaded:
-            self._finish_run(dma, ip, words, self.kernel(words), self._generation)
+            self._finish_run(path, words, self.kernel(words), path.generation)
             return
-        generation = self._generation
-        worker = threading.Thread(target=self._run_worker, args=(dma, ip, words, generation), daemon=True)
+        worker = threading.Thread(target=self._run_worker, args=(path, words, path.generation), daemon=True)
         worker.start()
 
-    def _run_worker(self, dma, ip, words, generation) -> None:
+    def _run_worker(self, path, words, generation) -> None:
         result = self.kernel(words)  # outside the lock: the host keeps polling and packing meanwhile
         with self._lock:
-            self._finish_run(dma, ip, words, result, generation)
+            self._finish_run(path, words, result, generation)
 
-    def _finish_run(self, dma, ip, words, result, generation) -> None:
-        if generation != self._generation:
+    def _finish_run(self, path, words, result, generation) -> None:
+        if generation != path.generation:
             return  # reset while computing: the result goes nowhere, as with a reset IP
+        dma, ip = path.dma, path.ip
         consumed = ip.accept(result)
         if consumed >= len(words):
             dma.mm2s.complete(dma.mm2s.length)
@@ -409,3 +431,36 @@ class SimulatedBoard(pynq.Device):
             ip.output = None
         elif ip.output is None and ip.output_has_tlast:
             ch.complete(ch.written)  # LENGTH reads back the bytes actually received
+
+
+@dataclass
+class StreamPath:
+    """One compute unit as the overlay wires it: the DMA whose MM2S stream feeds the IP and whose
+    S2MM stream takes the IP's output."""
+
+    dma: AxiDmaModel
+    ip: GemmIpModel
+    generation: int = 0  # bumped by a reset of the PL or of this DMA: a late worker result is dropped
+
+
+def stream_paths(hwh: Path) -> List[tuple]:
+    """(DMA cell, GEMM IP cell) of every unit in a .hwh: the DMA's MM2S and the IP's input are one
+    stream net, and so are the IP's output and the DMA's S2MM (BUSINTERFACE BUSNAME names the net)."""
+    if not hwh.is_file():
+        return []
+    dmas, ips = {}, {}
+    for module in ET.parse(hwh).getroot().iter("MODULE"):
+        cell = module.get("FULLNAME", "").lstrip("/")
+        nets = {b.get("NAME"): b.get("BUSNAME") for b in module.iter("BUSINTERFACE")}
+        vlnv = module.get("VLNV", "")
+        if vlnv == AXI_DMA_VLNV:
+            dmas[(nets.get(DMA_MM2S), nets.get(DMA_S2MM))] = cell
+        elif vlnv == wire.VLNV:
+            ips[cell] = (nets.get(IP_IN), nets.get(IP_OUT))
+    paths = []
+    for ip, nets in sorted(ips.items()):
+        if nets not in dmas:
+            raise RuntimeError(f"simulated board: {hwh.name}: the streams of {ip} ({IP_IN} on {nets[0]}, {IP_OUT} on "
+                               f"{nets[1]}) do not both reach one AXI DMA; a unit is one DMA feeding one IP")
+        paths.append((dmas[nets], ip))
+    return paths
