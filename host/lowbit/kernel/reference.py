@@ -24,7 +24,7 @@ import torch
 from lowbit.kernel import wire
 from lowbit.numerics import reference as R
 from lowbit.numerics.formats import MLS, MLS_MAX_EX, MLS_MAX_MX, mls_element_in_range, mls_scale_in_range
-from lowbit.kernel.boards import EMULATION, Build, build_of
+from lowbit.kernel.boards import BOARDS, EMULATION, Build, build_of
 from lowbit.numerics.qtensor import QTensor
 from lowbit.kernel.wire import Arith, Header, Op, Status
 
@@ -359,8 +359,7 @@ def golden_cases(seed: int = 4) -> List[Tuple[str, np.ndarray]]:
         ("truncated_b", good[:-2]),
         ("longer_than_header", np.concatenate([good, np.zeros(3, dtype=np.uint64)])),
     ]
-    # Array edges of every board's PE array (R = 8 or 16 rows, C = 4, 8 or 16 columns, S = 4): M and
-    # N one past a multiple, one-row and one-column tiles, K a multiple of neither S nor the block.
+    # Array edges, fixed: one-row and one-column tiles, K a multiple of neither S nor the block.
     cases += [
         ("edge_mls21_one_row", _case_words(rng, F, parse("mls:2,1"), 1, 17, 38, 9)),
         ("edge_mls21_one_col", _case_words(rng, B, parse("mls:2,1"), 17, 1, 38, 9)),
@@ -371,6 +370,16 @@ def golden_cases(seed: int = 4) -> List[Tuple[str, np.ndarray]]:
         ("edge_mogami_fp32_one_row", _case_words(rng, F, Mogami("fp32"), 1, 9, 7, 7)),
         ("edge_mogami_bf16_cols_plus_one", _case_words(rng, W, Mogami("bf16"), 9, 17, 13, 13)),
     ]
+    # ... and of every PE array in the board record: M one past its rows, N one past its column group
+    # (C x INTERLEAVE rows of B), K = 3S + 2 with blocks of S + 1 (every block after the first starts
+    # inside a SIMD word), so each build's testbench meets its own array's edges.
+    fmt_of = {"mls": parse("mls:2,4"), "pot": PoT(), "mogami": Mogami("fp32")}
+    shapes = sorted({(f, a.rows, a.cols * a.interleave, a.simd) for cfg in BOARDS.values() for f, a in cfg.arrays})
+    for family, rows, group, simd in shapes:
+        k = 3 * simd + 2
+        block = simd + 1 if family == "mls" else k
+        cases.append((f"edge_{family}_r{rows}_g{group}_s{simd}",
+                      _case_words(rng, F, fmt_of[family], rows + 1, group + 1, k, block)))
     return cases
 
 
