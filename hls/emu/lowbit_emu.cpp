@@ -2,6 +2,8 @@
 // the DMA (feeds words, TLAST on the last one) and exposes the MAC policies for exact tests.
 #include <stdint.h>
 
+#include <vector>
+
 #include "../kernels/lowbit_gemm_axis/lowbit_gemm_axis.h"
 #include "../kernels/lowbit_gemm_mm/lowbit_gemm_mm.h"
 #include "lowbit/gemm.hpp"
@@ -33,8 +35,12 @@ int lowbit_axis_run(const uint64_t* in, uint64_t n_in, uint64_t* out, uint64_t o
     return rc;
 }
 
+// The m_axi top on word buffers (packed into the top's 512-bit beats and back).
 void lowbit_mm_run(const uint64_t* in, uint32_t n_in, uint64_t* out, uint32_t out_cap, uint32_t* result) {
-    lowbit_gemm_mm(in, out, n_in, out_cap, result);
+    std::vector<lowbit_beat> beats = words_to_beats(in, n_in);
+    std::vector<lowbit_beat> out_beats = words_to_beats(out, out_cap);
+    lowbit_gemm_mm(beats.data(), out_beats.data(), n_in, out_cap, result);
+    for (uint32_t i = 0; i < out_cap; i++) out[i] = beat_word(out_beats, i);
 }
 
 // The engine's policies on raw codes, for exact tests of the integer parts.

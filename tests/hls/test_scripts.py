@@ -89,10 +89,13 @@ def test_alveo_connectivity_matches_kernel_ports(board):
 
 
 def test_m_axi_depth_covers_the_largest_golden_stream():
+    """The depth counts port elements: 512-bit beats of 8 words (cosim sizes its memories by it)."""
     from lowbit.kernel import reference as reference_kernel
 
     src = (ROOT / "hls/kernels/lowbit_gemm_mm/lowbit_gemm_mm.cpp").read_text()
-    depth = {port: int(d) for port, d in re.findall(r"port=(in|out)\b.*?depth=(\d+)", src)}
+    header = (ROOT / "hls/kernels/lowbit_gemm_mm/lowbit_gemm_mm.h").read_text()
+    assert "typedef ap_uint<512> lowbit_beat;" in header and "const lowbit_beat* in, lowbit_beat* out" in header
+    depth = {port: int(d) * 8 for port, d in re.findall(r"port=(in|out)\b.*?depth=(\d+)", src)}
     cases = reference_kernel.golden_cases(seed=4)
     assert depth["in"] >= max(len(w) for _, w in cases)
     assert depth["out"] >= max(len(reference_kernel.run_stream(w)[0]) for _, w in cases)

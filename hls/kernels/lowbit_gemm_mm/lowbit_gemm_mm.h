@@ -1,8 +1,28 @@
-// m_axi top for Alveo (Vitis kernel flow): the same byte streams as the AXI-Stream top, in memory.
+// m_axi top for Alveo (Vitis kernel flow): the same word streams as the AXI-Stream top, in memory,
+// through 512-bit ports (8 words a beat, word i in bits [64 (i % 8), 64 (i % 8) + 63] of beat i / 8).
 #pragma once
+#include <ap_int.h>
 #include <stdint.h>
 
-// in: in_words 64-bit words (header + sections); out: room for Header.output_words() words.
+typedef ap_uint<512> lowbit_beat;
+static const unsigned LOWBIT_WORDS_PER_BEAT = 8;
+
+// in: in_words words (header + sections), ceil(in_words / 8) beats; out: room for out_capacity words
+// in whole beats. Output beats are written whole: words after the status word in its beat are 0.
 // result[0] = status, result[1] = output words written (the last one is the status word).
-extern "C" void lowbit_gemm_mm(const uint64_t* in, uint64_t* out, uint32_t in_words, uint32_t out_capacity,
+extern "C" void lowbit_gemm_mm(const lowbit_beat* in, lowbit_beat* out, uint32_t in_words, uint32_t out_capacity,
                                uint32_t* result);
+
+#ifndef __SYNTHESIS__
+#include <vector>
+// Host-side packing of word buffers into beats (C-simulation: the testbench and the emulation).
+inline std::vector<lowbit_beat> words_to_beats(const uint64_t* words, uint64_t n, uint64_t min_beats = 0) {
+    uint64_t beats = (n + LOWBIT_WORDS_PER_BEAT - 1) / LOWBIT_WORDS_PER_BEAT;
+    std::vector<lowbit_beat> out(beats > min_beats ? beats : min_beats, lowbit_beat(0));
+    for (uint64_t i = 0; i < n; i++) out[i / 8](64 * (i % 8) + 63, 64 * (i % 8)) = words[i];
+    return out;
+}
+inline uint64_t beat_word(const std::vector<lowbit_beat>& beats, uint64_t i) {
+    return (uint64_t)beats[i / 8](64 * (i % 8) + 63, 64 * (i % 8));
+}
+#endif

@@ -40,6 +40,9 @@ def _pyxrt():
     return pyxrt
 
 
+BEAT_WORDS = 8  # 64-bit words in one beat of the kernel's 512-bit m_axi ports
+
+
 class BankSlot(BufferSlot):
     """An XRT buffer object in the memory bank of argument ``arg`` of one CU (``kernel``, that CU's
     handle); ``buffer`` is its host mapping."""
@@ -49,6 +52,7 @@ class BankSlot(BufferSlot):
         self.xrt, self.device, self.kernel, self.arg = xrt, device, kernel, arg
 
     def _allocate(self, words: int):
+        words = -(-words // BEAT_WORDS) * BEAT_WORDS  # the kernel's m_axi ports move whole 512-bit beats
         bank = self.kernel.group_id(self.arg)
         try:
             bo = self.xrt.bo(self.device, words * wire.WORD_BYTES, self.xrt.bo.normal, bank)
