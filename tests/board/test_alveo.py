@@ -32,6 +32,9 @@ def cfg_layout(cfg: Path) -> dict:
 
 
 U250 = cfg_layout(REPO / "tcl" / "alveo_u250.cfg")
+# the m_axi top's ports move whole beats of this width (the fake checks each buffer holds them)
+PORT_BITS = int(re.search(r"typedef ap_uint<(\d+)> lowbit_beat;",
+                          (REPO / "hls" / "kernels" / "lowbit_gemm_mm" / "lowbit_gemm_mm.h").read_text()).group(1))
 
 
 class SyncDir(enum.IntEnum):
@@ -101,6 +104,9 @@ def make_fake_pyxrt(log, hang=False, corrupt=False, layout=None):
                 assert buf.group == layout[self.cu][arg], \
                     f"argument {arg} of {self.cu} is in bank {buf.group}, not {layout[self.cu][arg]}"
             assert isinstance(in_words, int) and isinstance(out_capacity, int)
+            beat = PORT_BITS // 8  # the m_axi ports move whole beats
+            assert -(-in_words * 8 // beat) * beat <= in_bo.size, "the input buffer ends mid-beat"
+            assert -(-out_capacity * 8 // beat) * beat <= out_bo.size, "the output buffer ends mid-beat"
             log.append(("run", self.cu, in_words, out_capacity))
             assert in_bo.host[: in_words * 8] == in_bo.card[: in_words * 8], "input not synced to the card"
             if hang:
@@ -302,3 +308,4 @@ def test_alveo_allocation_failure_keeps_the_previous_buffer(monkeypatch, xclbin,
     monkeypatch.setattr(backend.xrt, "bo", real_bo)
     assert torch.equal(backend.gemm(a, b), emulation.gemm(a, b))
     assert cu1.inputs[0].allocations == 2 and cu1.inputs[0].handle is not kept
+
