@@ -1,12 +1,14 @@
 // Block finishers (the kernel's block_value + the fp32 block sum): the exact block integer is
 // scaled (MLS: group scales by shift-and-add), rounded to fp32 once (nearest even) with the scale
 // exponent added to its field (flush to +0 below the normal range), then added to the output in
-// fp32. first = 1 starts an output: out <= +0.0 + value.
+// fp32. first = 1 starts an output: out <= +0.0 + value. DSP_ADD = 1 (mls_finish, pot_finish): the
+// fp32 add with its shifts on DSPs (fp32_dsp.v).
 `default_nettype none
 
 // MLS, one fixed format <EX,MX> with <EG,MG> group scales [eg_code | mbit].
 module mls_finish #(parameter EX = 2, parameter MX = 1, parameter EG = 8, parameter MG = 1,
-                    parameter ACC_W = 2 * (MX + (1 << EX) - 1) + 14, parameter SW = EG + MG) (
+                    parameter ACC_W = 2 * (MX + (1 << EX) - 1) + 14, parameter SW = EG + MG,
+                    parameter DSP_ADD = 0) (
     input  wire             clk,
     input  wire             first,
     input  wire [ACC_W-1:0] p,
@@ -21,7 +23,7 @@ module mls_finish #(parameter EX = 2, parameter MX = 1, parameter EG = 8, parame
     wire signed [10:0] e = E0 - $signed({3'b0, sa[SW-1:MG]}) - $signed({3'b0, sb[SW-1:MG]});
     wire [31:0] v, next;
     scaled_to_f32 #(.W(ACC_W + 4), .EW(11)) conv (.t(t), .e(e), .y(v));
-    fp32_add add (.a(first ? 32'd0 : out), .b(v), .y(next));
+    fp32_add_any #(.DSP(DSP_ADD)) add (.a(first ? 32'd0 : out), .b(v), .y(next));
     always @(posedge clk) out <= next;
 endmodule
 
@@ -53,7 +55,7 @@ module mls_rt_finish (
 endmodule
 
 // PoT: the 43-bit MF-MAC accumulator times 2^-28.
-module pot_finish #(parameter ACC_W = 43) (
+module pot_finish #(parameter ACC_W = 43, parameter DSP_ADD = 0) (
     input  wire             clk,
     input  wire             first,
     input  wire [ACC_W-1:0] p,
@@ -61,7 +63,7 @@ module pot_finish #(parameter ACC_W = 43) (
 );
     wire [31:0] v, next;
     scaled_to_f32 #(.W(ACC_W), .EW(11)) conv (.t(p), .e(-11'sd28), .y(v));
-    fp32_add add (.a(first ? 32'd0 : out), .b(v), .y(next));
+    fp32_add_any #(.DSP(DSP_ADD)) add (.a(first ? 32'd0 : out), .b(v), .y(next));
     always @(posedge clk) out <= next;
 endmodule
 `default_nettype wire

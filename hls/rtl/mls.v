@@ -121,3 +121,64 @@ module mls_scale #(parameter W = 58) (
     assign t = mg ? tb : px;
 endmodule
 `default_nettype wire
+
+// Two PEs of one column (rows r and r+1: the same b, two a) with their S significand products
+// on S multipliers, not 2S: ((sig_a1 << G) + sig_a2) * sig_b holds sig_a1 * sig_b at bit G and
+// sig_a2 * sig_b below it. G = 2 SIGW + 1: the low product is < 2^(2 SIGW) (SIGW-bit operands,
+// unsigned: signs are applied after), so it ends below bit G - 1; that guard bit stays 0 and no
+// carry reaches the high product. <2,4>: SIGW = 5, G = 11, a 16 x 5-bit product in one DSP48.
+module mls_pack_term #(parameter SIGW = 5, parameter SHW = 2, parameter PW = 14) (
+    input  wire            sign_a1, sign_a2, sign_b,
+    input  wire [SIGW-1:0] sig_a1, sig_a2, sig_b,
+    input  wire [SHW-1:0]  sh_a1, sh_a2, sh_b,
+    output wire [PW:0]     term1, term2,
+    output wire            neg1, neg2
+);
+    localparam G = 2 * SIGW + 1;
+    wire [G+2*SIGW-1:0] both = {sig_a1, {G{1'b0}}} + sig_a2;
+    wire [G+2*SIGW-1:0] prod = both * sig_b;
+    wire [2*SIGW-1:0] sp1 = prod[G +: 2*SIGW], sp2 = prod[2*SIGW-1:0];
+    wire [PW-1:0] mag1 = {{(PW - 2 * SIGW){1'b0}}, sp1} << ({1'b0, sh_a1} + {1'b0, sh_b});
+    wire [PW-1:0] mag2 = {{(PW - 2 * SIGW){1'b0}}, sp2} << ({1'b0, sh_a2} + {1'b0, sh_b});
+    assign neg1 = sign_a1 ^ sign_b;
+    assign neg2 = sign_a2 ^ sign_b;
+    assign term1 = {1'b0, mag1} ^ {(PW + 1){neg1}};
+    assign term2 = {1'b0, mag2} ^ {(PW + 1){neg2}};
+endmodule
+
+// A PE pair of one fixed format <EX,MX> on codes: a1, a2 (two rows) against one b (their column),
+// S lanes each, two exact accumulators as mls_code_pe's; 2 S MACs per cycle on S multipliers.
+module mls_pack_pe #(parameter EX = 2, parameter MX = 4, parameter S = 1, parameter LOG2K = 13,
+                     parameter CW = 1 + EX + MX, parameter PW = 2 * (MX + (1 << EX) - 1),
+                     parameter ACC_W = PW + LOG2K + 1) (
+    input  wire                clk,
+    input  wire                first,
+    input  wire [S*CW-1:0]     a1,
+    input  wire [S*CW-1:0]     a2,
+    input  wire [S*CW-1:0]     b,
+    output wire [ACC_W-1:0]    acc1,
+    output wire [ACC_W-1:0]    acc2
+);
+    wire [S*(PW+1)-1:0] terms1, terms2;
+    wire [S-1:0] negs1, negs2;
+    genvar i;
+    generate
+        for (i = 0; i < S; i = i + 1) begin : lane
+            wire s1, s2, sb;
+            wire [MX:0] g1, g2, gb;
+            wire [EX-1:0] h1, h2, hb;
+            mls_decode #(.EX(EX), .MX(MX)) d1 (.code(a1[i*CW +: CW]), .sign(s1), .sig(g1), .sh(h1));
+            mls_decode #(.EX(EX), .MX(MX)) d2 (.code(a2[i*CW +: CW]), .sign(s2), .sig(g2), .sh(h2));
+            mls_decode #(.EX(EX), .MX(MX)) db (.code(b[i*CW +: CW]), .sign(sb), .sig(gb), .sh(hb));
+            mls_pack_term #(.SIGW(MX + 1), .SHW(EX), .PW(PW)) t (
+                .sign_a1(s1), .sign_a2(s2), .sign_b(sb), .sig_a1(g1), .sig_a2(g2), .sig_b(gb),
+                .sh_a1(h1), .sh_a2(h2), .sh_b(hb),
+                .term1(terms1[i*(PW+1) +: PW+1]), .term2(terms2[i*(PW+1) +: PW+1]),
+                .neg1(negs1[i]), .neg2(negs2[i]));
+        end
+    endgenerate
+    lane_accumulate #(.S(S), .W(PW + 1), .ACC_W(ACC_W)) sum1 (
+        .clk(clk), .first(first), .terms(terms1), .negs(negs1), .acc(acc1));
+    lane_accumulate #(.S(S), .W(PW + 1), .ACC_W(ACC_W)) sum2 (
+        .clk(clk), .first(first), .terms(terms2), .negs(negs2), .acc(acc2));
+endmodule

@@ -58,7 +58,7 @@ endmodule
 
 // The PE's sum of S one's-complement lane terms (TW_IN bits each) with their S carries, into an
 // ACC_W-bit accumulator: acc <= (first ? 0 : acc) + sum. The last carry goes to the accumulator's
-// own adder.
+// own adder. Any S >= 1.
 module lane_accumulate #(parameter S = 1, parameter W = 9, parameter ACC_W = 22) (
     input  wire               clk,
     input  wire               first,
@@ -72,7 +72,12 @@ module lane_accumulate #(parameter S = 1, parameter W = 9, parameter ACC_W = 22)
         if (S == 1) begin : single
             assign sum = terms;
         end else begin : tree
-            add_tree #(.N(S), .W(W)) t (.x(terms), .cin(negs[S-2:0]), .y(sum));
+            // S not a power of two: the tree's missing inputs are zero terms without carries
+            // (synthesis removes their adders).
+            localparam NP = 1 << $clog2(S);
+            wire [NP*W-1:0] padded = {{((NP - S) * W){1'b0}}, terms};
+            wire [NP-2:0] carries = {{(NP - S){1'b0}}, negs[S-2:0]};
+            add_tree #(.N(NP), .W(W)) t (.x(padded), .cin(carries), .y(sum));
         end
     endgenerate
     wire [ACC_W-1:0] base = first ? {ACC_W{1'b0}} : acc;

@@ -29,15 +29,19 @@ def equivalence(tmp_path_factory):
     return {r.name: r for r in rtl.run_equivalence(exe, seed=20261203)}
 
 
+# Measured parts whose equivalence check has another name.
+PART_CHECKS = {"fp32/add": "fp32 add", "fp32/add-dsp": "fp32-dsp add"}
+
+
 def simulated_name(d: rtl.Datapath) -> str:
     """The equivalence check of a measured unit (a -lut variant is the same RTL as its base)."""
     name = d.name.replace("-lut", "")
-    return f"{name} lanes={d.macs}" if d.kind == "mac" else name
+    return f"{name} lanes={d.macs}" if d.kind == "mac" else PART_CHECKS.get(name, name)
 
 
 # Checks of pieces that are measured only inside a larger unit.
 EXTRA_CHECKS = ("scaled_to_f32", "fp32 add", "fp32 mul", "fp32-ftz add", "fp32-ftz mul", "mogami:bf16/mul",
-                "mls:4,7 lanes=16")
+                "mls:4,7 lanes=16", "mls:2,4-pack/guard")
 
 
 @pytest.mark.parametrize("name", sorted({simulated_name(d) for d in rtl.DATAPATHS} | set(EXTRA_CHECKS)))
@@ -51,7 +55,10 @@ def test_rtl_equals_hls_policy(equivalence, name):
 EXHAUSTIVE = {  # every operand pair at least once: (check, pairs)
     "pot:4 lanes=1": 32 * 32, "pot:4 lanes=16": 32 * 32,
     "mls:2,1 lanes=1": 16 * 16, "mls:2,1 lanes=16": 16 * 16,
-    "mls:2,4 lanes=1": 128 * 128, "mls:2,4 lanes=4": 128 * 128, "mls:2,4 lanes=16": 128 * 128,
+    "mls:2,4 lanes=1": 128 * 128, "mls:2,4 lanes=3": 128 * 128, "mls:2,4 lanes=4": 128 * 128,
+    "mls:2,4 lanes=16": 128 * 128,
+    "mls:2,4-pack lanes=2": 128 ** 3,  # every (a1, a2, b) code triple of a PE pair
+    "mls:2,4-pack/guard": 32 ** 3,  # every significand triple of the packed product
 }
 
 
@@ -61,26 +68,36 @@ def test_exhaustive_checks_cover_every_pair(equivalence, name, pairs):
 
 
 @pytest.mark.parametrize("name", ["mls:4,7 lanes=1", "mls:4,7/finish", "fp32 add", "fp32 mul",
-                                  "mogami:fp32/mul", "mogami:fp32 lanes=1", "fp32 lanes=1"])
+                                  "mogami:fp32/mul", "mogami:fp32 lanes=1", "fp32 lanes=1", "fp32-dsp add",
+                                  "mogami:fp32-dsp lanes=1", "mls:2,4/finish-dsp"])
 def test_wide_datapaths_see_millions_of_random_operands(equivalence, name):
     assert int(equivalence[name].detail) >= 1_000_000
 
 
+def _break(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new))
+
+
 def test_a_wrong_datapath_is_caught(tmp_path, monkeypatch):
-    """The checks can fail: the PoT lane with the INT4 add off by one (ca + cb - 1)."""
+    """The checks can fail: the PoT lane with the INT4 add off by one (ca + cb - 1); the PE pair
+    with its packed products two places too close (2 SIGW - 1: a low product reaches the high one); the DSP
+    adder without the sticky bit of its alignment product."""
     need("verilator")
     need("g++")
     bad = tmp_path / "rtl"
     shutil.copytree(rtl.RTL_DIR, bad)
-    pot = bad / "pot.v"
-    text = pot.read_text()
-    assert "- 5'd2;" in text
-    pot.write_text(text.replace("- 5'd2;", "- 5'd1;"))
+    _break(bad / "pot.v", "- 5'd2;", "- 5'd1;")
+    _break(bad / "mls.v", "localparam G = 2 * SIGW + 1;", "localparam G = 2 * SIGW - 1;")
+    _break(bad / "fp32_dsp.v", "prod[50:24] | {26'd0, |prod[23:0]}", "prod[50:24]")
     monkeypatch.setattr(rtl, "RTL_DIR", bad)
     monkeypatch.setattr(rtl, "HARNESS", bad / "sim" / "equiv.cpp")
     results = {r.name: r for r in rtl.run_equivalence(rtl.build_equivalence(tmp_path / "b"), seed=1, scale=0.01)}
     assert not results["pot:4 lanes=1"].passed and not results["pot:4 lanes=16"].passed
-    assert results["mls:2,1 lanes=1"].passed
+    assert not results["mls:2,4-pack lanes=2"].passed and not results["mls:2,4-pack lanes=6"].passed
+    assert not results["fp32-dsp add"].passed and not results["mogami:fp32-dsp lanes=1"].passed
+    assert results["mls:2,1 lanes=1"].passed and results["mls:2,4 lanes=3"].passed and results["fp32 add"].passed
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,7 +108,8 @@ COMPARED = ("luts", "ffs", "carry", "dsps", "macs", "kind")
 # of the ratios, about a minute on 2 cores. LOWBIT_RTL_FULL=1 re-synthesises every row (~3 min on
 # 2 idle cores). Every row is also tied to the RTL it measured by its digest (below).
 CHECKED = (("pot:4", 1), ("pot:4", 4), ("mls:2,1", 4), ("mls:2,4", 1), ("mls:2,4", 4), ("mogami:fp32", 1),
-           ("fp32", 1), ("fp32-ftz", 1), ("int8", 1))
+           ("fp32", 1), ("fp32-ftz", 1), ("int8", 1), ("mls:2,4-pack", 6), ("mogami:fp32-dsp", 1),
+           ("mls:2,4/finish-dsp", 0))
 
 
 def test_committed_rows_were_measured_from_this_rtl():

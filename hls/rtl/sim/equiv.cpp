@@ -17,6 +17,15 @@
 
 #include "lowbit/mac.hpp"
 #include "Vfp32_add.h"
+#include "Vfp32_add_dsp.h"
+#include "Vmls24_pe3.h"
+#include "Vmls24_pack1.h"
+#include "Vmls24_pack3.h"
+#include "Vmls21_finish_dsp.h"
+#include "Vmls24_finish_dsp.h"
+#include "Vpot_finish_dsp.h"
+#include "Vmogami_mac32_dsp.h"
+#include "Vmogami_mac16_dsp.h"
 #include "Vfp32_add_ftz.h"
 #include "Vfp32_mac_ftz.h"
 #include "Vfp32_mul_ftz.h"
@@ -233,6 +242,81 @@ static bool check_mls_code_pe(const char* name, unsigned ex, unsigned mx, unsign
         for (uint32_t i = 0; i < lowbit::wire::MAX_K; i += S) {
             m->first = i == 0;
             for (unsigned l = 0; l < S; l++) lane(l, ((top | sign << (cw - 1)) << cw) | top);
+            tick(m);
+            c.n += S;
+        }
+        compare("widest block", lowbit::wire::MAX_K / S);
+    }
+    delete m;
+    return c.report();
+}
+
+// The packing of two significand products in one multiplier (mls_pack_term): for every pair of
+// <2,4> significands sharing one operand, ((a1 << 11) + a2) * b holds a1 * b at bit 11 and a2 * b
+// in bits 0-9, and the guard bit 10 is 0 (the products never overlap).
+static bool check_pack_guard(const char* name, unsigned sigw) {
+    Check c(name);
+    const unsigned g = 2 * sigw + 1;
+    for (uint32_t a1 = 0; a1 < (1u << sigw); a1++)
+        for (uint32_t a2 = 0; a2 < (1u << sigw); a2++)
+            for (uint32_t b = 0; b < (1u << sigw); b++, c.n++) {
+                uint64_t both = (((uint64_t)a1 << g) + a2) * b;
+                if ((both >> g) != a1 * b || (both & ((1u << (g - 1)) - 1)) != a2 * b || (both >> (g - 1) & 1))
+                    c.fail("packed products overlap");
+            }
+    return c.report();
+}
+
+// A PE pair (mls_pack_pe): rows a1 and a2 against one b, two accumulators, each equal to its own
+// MlsMac accumulator. S = 1: every (a1, a2, b) code triple; then random triples at random block
+// lengths and the widest block of largest magnitudes.
+template <class M>
+static bool check_mls_pack_pe(const char* name, unsigned ex, unsigned mx, unsigned S, long random_steps) {
+    Check c(name);
+    M* m = new M;
+    const unsigned cw = 1 + ex + mx, acc_w = 2 * (mx + (1u << ex) - 1) + 14;
+    const uint32_t codes = 1u << cw;
+    Format f = {ex, mx, 8, 1};
+    lowbit::MlsMac::Acc acc1 = 0, acc2 = 0;
+    auto lane = [&](unsigned l, uint32_t a1, uint32_t a2, uint32_t b) {
+        put(m->a1, cw * l, cw, a1);
+        put(m->a2, cw * l, cw, a2);
+        put(m->b, cw * l, cw, b);
+        acc1 = lowbit::MlsMac::mac(acc1, lowbit::MlsMac::decode(a1, f), lowbit::MlsMac::decode(b, f));
+        acc2 = lowbit::MlsMac::mac(acc2, lowbit::MlsMac::decode(a2, f), lowbit::MlsMac::decode(b, f));
+    };
+    auto compare = [&](const char* what, long step) {
+        int64_t g1 = sext((uint64_t)m->acc1, acc_w), g2 = sext((uint64_t)m->acc2, acc_w);
+        if (g1 != acc1.to_int64() || g2 != acc2.to_int64()) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s step %ld rtl=(%lld,%lld) golden=(%lld,%lld)", what, step, (long long)g1,
+                     (long long)g2, (long long)acc1.to_int64(), (long long)acc2.to_int64());
+            c.fail(msg);
+        }
+    };
+    const long triples = (long)codes * codes * codes;
+    const long steps = S == 1 ? triples : count(random_steps);
+    long left = 0;
+    for (long i = 0; i < steps; i++) {
+        bool first = left == 0;
+        if (first) left = 1 + (long)below(1 + 64 / S);
+        left--;
+        m->first = first;
+        if (first) acc1 = acc2 = 0;
+        for (unsigned l = 0; l < S; l++) {
+            long t = S == 1 ? i : (long)below((uint64_t)triples);
+            lane(l, (uint32_t)(t / codes / codes), (uint32_t)(t / codes % codes), (uint32_t)(t % codes));
+        }
+        tick(m);
+        c.n += S;
+        compare("triples", i);
+    }
+    const uint32_t top = codes / 2 - 1;
+    for (uint32_t sign = 0; sign < 2; sign++) {
+        acc1 = acc2 = 0;
+        for (uint32_t i = 0; i < lowbit::wire::MAX_K; i += S) {
+            m->first = i == 0;
+            for (unsigned l = 0; l < S; l++) lane(l, top | sign << (cw - 1), top, top | sign << (cw - 1));
             tick(m);
             c.n += S;
         }
@@ -666,7 +750,11 @@ int main(int argc, char** argv) {
     ok &= check_mls_code_pe<Vmls21_pe4>("mls:2,1 lanes=4", 2, 1, 4);
     ok &= check_mls_code_pe<Vmls21_pe16>("mls:2,1 lanes=16", 2, 1, 16);
     ok &= check_mls_code_pe<Vmls24_pe1>("mls:2,4 lanes=1", 2, 4, 1);
+    ok &= check_mls_code_pe<Vmls24_pe3>("mls:2,4 lanes=3", 2, 4, 3);
     ok &= check_mls_code_pe<Vmls24_pe4>("mls:2,4 lanes=4", 2, 4, 4);
+    ok &= check_pack_guard("mls:2,4-pack/guard", 5);
+    ok &= check_mls_pack_pe<Vmls24_pack1>("mls:2,4-pack lanes=2", 2, 4, 1, 0);
+    ok &= check_mls_pack_pe<Vmls24_pack3>("mls:2,4-pack lanes=6", 2, 4, 3, 300000);
     ok &= check_mls_code_pe<Vmls24_pe16>("mls:2,4 lanes=16", 2, 4, 16);
     ok &= check_mls_rt_decode<Vmlsrt_decode>("mls:4,7/decode");
     ok &= check_mls_rt_pe<Vmlsrt_decode, Vmlsrt_pe1>("mls:4,7 lanes=1", 1, 3000000);
@@ -675,15 +763,21 @@ int main(int argc, char** argv) {
     ok &= check_mls_scale<Vmlsrt_scale>("mls:4,7/scale", 1000000);
     ok &= check_mls_finish<Vmls21_finish>("mls:2,1/finish", 2, 1, 1000000);
     ok &= check_mls_finish<Vmls24_finish>("mls:2,4/finish", 2, 4, 1000000);
+    ok &= check_mls_finish<Vmls21_finish_dsp>("mls:2,1/finish-dsp", 2, 1, 1000000);
+    ok &= check_mls_finish<Vmls24_finish_dsp>("mls:2,4/finish-dsp", 2, 4, 1000000);
     ok &= check_mls_rt_finish<Vmlsrt_finish>("mls:4,7/finish", 2000000);
     ok &= check_pot_finish<Vpot_finish>("pot:4/finish", 1000000);
+    ok &= check_pot_finish<Vpot_finish_dsp>("pot:4/finish-dsp", 1000000);
     ok &= check_scaled_to_f32<Vscaled_to_f32>("scaled_to_f32", 2000000);
     ok &= check_f32_binary<Vfp32_add>("fp32 add", 3000000, [](float a, float b) { return a + b; });
+    ok &= check_f32_binary<Vfp32_add_dsp>("fp32-dsp add", 3000000, [](float a, float b) { return a + b; });
     ok &= check_f32_binary<Vfp32_mul>("fp32 mul", 3000000, [](float a, float b) { return a * b; });
     ok &= check_mogami_mul<Vmogami_mul32, 32>("mogami:fp32/mul", 3000000);
     ok &= check_mogami_mul<Vmogami_mul16, 16>("mogami:bf16/mul", 3000000);
     ok &= check_mogami_mac<Vmogami_mac32, 32>("mogami:fp32 lanes=1", 1000000);
     ok &= check_mogami_mac<Vmogami_mac16, 16>("mogami:bf16 lanes=1", 1000000);
+    ok &= check_mogami_mac<Vmogami_mac32_dsp, 32>("mogami:fp32-dsp lanes=1", 1000000);
+    ok &= check_mogami_mac<Vmogami_mac16_dsp, 16>("mogami:bf16-dsp lanes=1", 1000000);
     ok &= check_f32_binary<Vfp32_add_ftz>("fp32-ftz add", 2000000,
                                           [](float a, float b) { return flush(flush(a) + flush(b)); });
     ok &= check_f32_binary<Vfp32_mul_ftz>("fp32-ftz mul", 2000000,

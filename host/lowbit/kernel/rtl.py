@@ -26,7 +26,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from lowbit.kernel.headers import REPO_ROOT, ap_types_dir, hls_include_dir
 
 RTL_DIR = REPO_ROOT / "hls" / "rtl"
-SOURCES = ("tree.v", "fp32.v", "mls.v", "pot.v", "mogami.v", "finish.v", "baseline.v")
+SOURCES = ("tree.v", "fp32.v", "fp32_dsp.v", "mls.v", "pot.v", "mogami.v", "finish.v", "baseline.v")
 FAMILIES = ("xc7", "xcup")
 
 INSTALL = {
@@ -87,6 +87,12 @@ def _mls(ex: int, mx: int, lanes: int, nodsp: bool = False) -> Datapath:
                     f"MLS <{ex},{mx}> PE: {lanes} products into one exact accumulator")
 
 
+def _mls_pack(ex: int, mx: int, lanes: int) -> Datapath:
+    return Datapath(f"mls:{ex},{mx}-pack", "mac", 2 * lanes, "mls_pack_pe", (("EX", ex), ("MX", mx), ("S", lanes)),
+                    note=f"MLS <{ex},{mx}> PE pair (two rows, one column): {lanes} multipliers for "
+                         f"{2 * lanes} products, two exact accumulators")
+
+
 def _mls_rt(lanes: int, nodsp: bool = False) -> Datapath:
     return Datapath("mls:4,7" + ("-lut" if nodsp else ""), "mac", lanes, "mls_pe",
                     (("S", lanes), ("SIGW", 8), ("SHW", 4), ("PW", 44)), nodsp,
@@ -101,10 +107,16 @@ def _pot(lanes: int) -> Datapath:
 DATAPATHS: Tuple[Datapath, ...] = (
     _pot(1), _pot(4), _pot(16),
     _mls(2, 1, 1), _mls(2, 1, 4), _mls(2, 1, 16),
-    _mls(2, 4, 1), _mls(2, 4, 4), _mls(2, 4, 16), _mls(2, 4, 1, nodsp=True), _mls(2, 4, 4, nodsp=True),
+    _mls(2, 4, 1), _mls(2, 4, 3), _mls(2, 4, 4), _mls(2, 4, 16),
+    _mls(2, 4, 1, nodsp=True), _mls(2, 4, 3, nodsp=True), _mls(2, 4, 4, nodsp=True),
+    _mls_pack(2, 4, 1), _mls_pack(2, 4, 3),
     _mls_rt(1), _mls_rt(4), _mls_rt(1, nodsp=True),
     Datapath("mogami:fp32", "mac", 1, "mogami_mac", (("BITS", 32),), note="Mogami product + fp32 add"),
     Datapath("mogami:bf16", "mac", 1, "mogami_mac", (("BITS", 16),), note="bf16 Mogami product + fp32 add"),
+    Datapath("mogami:fp32-dsp", "mac", 1, "mogami_mac", (("BITS", 32), ("DSP_ADD", 1)),
+             note="Mogami product + fp32 add with its shifts on a DSP"),
+    Datapath("mogami:bf16-dsp", "mac", 1, "mogami_mac", (("BITS", 16), ("DSP_ADD", 1)),
+             note="bf16 Mogami product + fp32 add with its shifts on a DSP"),
     Datapath("fp32", "mac", 1, "fp32_mac", note="IEEE fp32 multiply + add (DSPs where yosys maps them)"),
     Datapath("fp32-lut", "mac", 1, "fp32_mac", nodsp=True, note="IEEE fp32 multiply + add, LUTs only"),
     Datapath("fp32-ftz", "mac", 1, "fp32_mac", (("FTZ", 1),),
@@ -115,9 +127,17 @@ DATAPATHS: Tuple[Datapath, ...] = (
     Datapath("mls:4,7/scale", "part", 0, "mls_scale", (("W", 58),), note="group scaling by shift-and-add"),
     Datapath("mls:2,1/finish", "part", 0, "mls_finish", (("EX", 2), ("MX", 1)),
              note="block finisher: scale, int->fp32 RNE, exponent add, fp32 add"),
+    Datapath("mls:2,1/finish-dsp", "part", 0, "mls_finish", (("EX", 2), ("MX", 1), ("DSP_ADD", 1)),
+             note="block finisher, fp32 add with its shifts on a DSP"),
     Datapath("mls:2,4/finish", "part", 0, "mls_finish", (("EX", 2), ("MX", 4)), note="block finisher"),
+    Datapath("mls:2,4/finish-dsp", "part", 0, "mls_finish", (("EX", 2), ("MX", 4), ("DSP_ADD", 1)),
+             note="block finisher, fp32 add with its shifts on a DSP"),
     Datapath("mls:4,7/finish", "part", 0, "mls_rt_finish", note="block finisher, run-time format"),
     Datapath("pot:4/finish", "part", 0, "pot_finish", note="block finisher: int43->fp32 RNE, 2^-28, fp32 add"),
+    Datapath("pot:4/finish-dsp", "part", 0, "pot_finish", (("DSP_ADD", 1),),
+             note="block finisher, fp32 add with its shifts on a DSP"),
+    Datapath("fp32/add", "part", 0, "fp32_add", note="IEEE fp32 adder alone, all LUTs"),
+    Datapath("fp32/add-dsp", "part", 0, "fp32_add_dsp", note="IEEE fp32 adder, alignment/normalisation shift on one DSP"),
     Datapath("mogami:fp32/mul", "part", 0, "mogami_mul", (("BITS", 32),), note="Mogami product alone"),
 )
 
@@ -214,7 +234,10 @@ SIM_MODELS: Dict[str, Tuple[str, Tuple[Tuple[str, int], ...]]] = {
     "mls21_pe16": ("mls_code_pe", (("EX", 2), ("MX", 1), ("S", 16))),
     "mls24_pe1": ("mls_code_pe", (("EX", 2), ("MX", 4), ("S", 1))),
     "mls24_pe4": ("mls_code_pe", (("EX", 2), ("MX", 4), ("S", 4))),
+    "mls24_pe3": ("mls_code_pe", (("EX", 2), ("MX", 4), ("S", 3))),
     "mls24_pe16": ("mls_code_pe", (("EX", 2), ("MX", 4), ("S", 16))),
+    "mls24_pack1": ("mls_pack_pe", (("EX", 2), ("MX", 4), ("S", 1))),
+    "mls24_pack3": ("mls_pack_pe", (("EX", 2), ("MX", 4), ("S", 3))),
     "mlsrt_decode": ("mls_rt_decode", ()),
     "mlsrt_pe1": ("mls_pe", (("S", 1), ("SIGW", 8), ("SHW", 4), ("PW", 44))),
     "mlsrt_pe4": ("mls_pe", (("S", 4), ("SIGW", 8), ("SHW", 4), ("PW", 44))),
@@ -223,9 +246,13 @@ SIM_MODELS: Dict[str, Tuple[str, Tuple[Tuple[str, int], ...]]] = {
     "mls21_finish": ("mls_finish", (("EX", 2), ("MX", 1))),
     "mls24_finish": ("mls_finish", (("EX", 2), ("MX", 4))),
     "mlsrt_finish": ("mls_rt_finish", ()),
+    "mls21_finish_dsp": ("mls_finish", (("EX", 2), ("MX", 1), ("DSP_ADD", 1))),
+    "mls24_finish_dsp": ("mls_finish", (("EX", 2), ("MX", 4), ("DSP_ADD", 1))),
     "pot_finish": ("pot_finish", ()),
+    "pot_finish_dsp": ("pot_finish", (("DSP_ADD", 1),)),
     "scaled_to_f32": ("scaled_to_f32", (("W", 62), ("EW", 11))),
     "fp32_add": ("fp32_add", ()),
+    "fp32_add_dsp": ("fp32_add_dsp", ()),
     "fp32_mul": ("fp32_mul", ()),
     "fp32_mac": ("fp32_mac", ()),
     "fp32_add_ftz": ("fp32_add", (("FTZ", 1),)),
@@ -235,6 +262,8 @@ SIM_MODELS: Dict[str, Tuple[str, Tuple[Tuple[str, int], ...]]] = {
     "mogami_mul16": ("mogami_mul", (("BITS", 16),)),
     "mogami_mac32": ("mogami_mac", (("BITS", 32),)),
     "mogami_mac16": ("mogami_mac", (("BITS", 16),)),
+    "mogami_mac32_dsp": ("mogami_mac", (("BITS", 32), ("DSP_ADD", 1))),
+    "mogami_mac16_dsp": ("mogami_mac", (("BITS", 16), ("DSP_ADD", 1))),
     "int8_mac": ("int8_mac", ()),
 }
 HARNESS = RTL_DIR / "sim" / "equiv.cpp"
