@@ -81,19 +81,24 @@ def test_energy_ratios_come_from_the_energy_tables():
 
 
 def test_kernel_model_reads_the_measurement():
-    """The kernel resource model's LUT and DSP per MAC are hw_cost.json's, at the board's K-SIMD."""
+    """The kernel resource model's LUT and DSP per MAC are hw_cost.json's row of the variant it
+    chose, at the PE's width (a PE pair: 2 x K-SIMD products); its finisher's are the part's row."""
     from lowbit.kernel import boards, model
 
     for cfg in boards.BOARDS.values():
         for family in ("pot", "mls", "mogami"):
-            luts, dsps, source = model.luts_per_mac(cfg, family)
-            assert source.startswith("hw_cost.json"), (cfg.name, family, source)
-            simd = cfg.array(family).simd
+            d = model.datapath(cfg, family)
+            assert d.source.startswith("hw_cost.json"), (cfg.name, family, d.source)
+            assert d.pe in model.PE_VARIANTS[family]
             fam = model.fpga_family(cfg)
-            name = model.DATAPATH[family]
-            lanes = simd if any(r["macs"] == simd for r in hw_cost.load() if r["datapath"] == name) else 1
-            want = hw_cost.per_mac(name, fam, lanes)
-            assert (luts, dsps) == (want.luts, want.dsps), (cfg.name, family)
+            simd = cfg.array(family).simd
+            lanes = 2 * simd if d.pe.endswith("-pack") else simd
+            measured = {r["macs"] for r in hw_cost.load() if r["datapath"] == d.pe and r["family"] == fam}
+            want = hw_cost.per_mac(d.pe, fam, lanes if lanes in measured else 1)
+            assert (d.luts_per_mac, d.dsps_per_mac) == (want.luts, want.dsps), (cfg.name, family)
+            if family != "mogami":
+                row = hw_cost.lookup(d.finisher, fam)
+                assert (d.finisher_luts, d.finisher_dsps) == (row["luts"], row["dsps"]), (cfg.name, family)
 
 
 def test_benchmark_without_yosys_says_how_to_install(tmp_path):

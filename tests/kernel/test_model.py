@@ -30,10 +30,10 @@ def test_json_has_one_object_per_board_and_family_with_the_keys(rows):
         assert list(r) == KEYS
 
 
-# With the measured PE and finisher costs (hw_cost.json: all-LUT fp32 finishers of ~1000 LUTs, one
-# per 9 MACs/cycle for 3x3 blocks; a Mogami MAC ~750-1050 LUTs) these builds had to shrink below the
-# issue's peak target to fit their part: the known gap, documented in docs/hardware.md.
-PEAK_MISSES = {("pynq-z2", "mls"), ("pynq-z2", "mogami"), ("zcu104", "mls"), ("zcu104", "mogami")}
+# With the measured costs (hw_cost.json) a Mogami MAC is ~650-680 LUTs even with its fp32 adder's
+# shifts on a DSP; the LUTs of the part (80%, less the per-unit control) hold 54 on PYNQ-Z2 and
+# 4 x 56 on ZCU104, under the quarter targets (64, 256): the known gap, documented in docs/hardware.md.
+PEAK_MISSES = {("pynq-z2", "mogami"), ("zcu104", "mogami")}
 
 
 def test_targets_of_the_issue(rows):
@@ -107,3 +107,55 @@ def test_lut_figures_come_from_the_measured_cost_when_it_has_the_row(monkeypatch
               + model.CONTROL_LUTS) * cfg.compute_units
     assert res["lut_estimate"] == round(expect)
     assert model.resources(cfg, "mls")["lut_source"].startswith("placeholder")
+
+
+def test_a_block_takes_whole_simd_steps():
+    """Lanes past a block's end are masked: K = 27 in blocks of 9 takes 9 steps at S = 3 and at
+    S = 4 (25% of S = 4's lanes idle); a ragged last block takes its own steps; PoT has one block."""
+    from lowbit.numerics.formats import MLS
+
+    h = Header.for_gemm(Op.FORWARD, MLS(2, 4), 16, 16, 27, 9)
+    assert [model.pass_steps(boards.Array(16, 6, s), h) for s in (1, 3, 4, 9)] == [27, 9, 9, 3]
+    ragged = Header.for_gemm(Op.FORWARD, MLS(2, 4), 16, 16, 20, 9)
+    assert model.pass_steps(boards.Array(16, 6, 4), ragged) == 3 + 3 + 1
+    pot = Header.for_gemm(Op.FORWARD, PoT(), 16, 16, 27, 27)
+    assert model.pass_steps(boards.Array(16, 4, 4), pot) == 7
+    assert model.pass_steps(boards.Array(16, 4, 1, interleave=8), pot) == 27 * 8
+
+
+def test_every_unit_takes_one_64_bit_word_per_cycle():
+    for cfg in boards.BOARDS.values():
+        assert cfg.stream_bits == 64, cfg.name
+        assert cfg.hp_bits == {"pynq-z2": 64, "zcu104": 128, "u50": 512, "u250": 512}[cfg.name]  # the port
+    h = Header.for_gemm(Op.FORWARD, PoT(), 16, 4096, 144, 144)
+    assert model.call_cycles(boards.U50, "pot", h) >= h.input_words()
+
+
+def test_the_array_stalls_when_finishing_is_the_bottleneck():
+    """3x3 blocks hand R x C sums every ceil(9 / S) steps; fewer finishers than that rate slow the call."""
+    from dataclasses import replace
+
+    from lowbit.numerics.formats import MLS
+
+    cfg = boards.U50
+    h = Header.for_gemm(Op.FORWARD, MLS(2, 1), 64, 96, 576, 9)
+    arr = cfg.array("mls")
+    full = arr.rows * arr.cols // 3
+    assert arr.finishers >= full
+    slow = replace(cfg, arrays=tuple((f, replace(a, finishers=full // 4) if f == "mls" else a) for f, a in cfg.arrays))
+    assert model.call_cycles(slow, "mls", h) > 3 * model.call_cycles(cfg, "mls", h)
+
+
+def test_the_dsp_budget_picks_the_variant():
+    """PYNQ-Z2's 220 DSPs (80%: 176) cannot give every MLS MAC its own multiplier: the paired PEs
+    (one DSP per two products) are used; a DSP-rich Alveo card gives Mogami its DSP-shifted adder."""
+    from lowbit.kernel import hw_cost
+
+    cfg = boards.PYNQ_Z2
+    arr = cfg.array("mls")
+    own = hw_cost.per_mac("mls:2,4", "xc7", lanes=arr.simd)
+    assert own.dsps * arr.macs_per_cycle > model.dsp_budget(cfg)
+    d = model.datapath(cfg, "mls")
+    assert d.pe == "mls:2,4-pack" and d.dsps_per_mac == 0.5
+    assert model.resources(cfg, "mls")["dsp_used"] <= model.dsp_budget(cfg)
+    assert model.datapath(boards.U50, "mogami").pe == "mogami:fp32-dsp"

@@ -12,6 +12,7 @@ struct emulation {
     static const uint32_t ARITH_MASK = 0xFu;
     static const unsigned MLS_MAX_EX = 4, MLS_MAX_MX = 7;
     static const unsigned ROWS = 16, COLS = 4, SIMD = 1, INTERLEAVE = 1;
+    static const unsigned FINISHERS = 8;  // block finishers; 0: the PEs add in place
 };
 
 struct pynq_z2_mls {
@@ -20,7 +21,8 @@ struct pynq_z2_mls {
     static const uint32_t K_MAX = 8192u;
     static const uint32_t ARITH_MASK = 0x1u;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 2, SIMD = 4, INTERLEAVE = 1;
+    static const unsigned ROWS = 16, COLS = 6, SIMD = 3, INTERLEAVE = 1;
+    static const unsigned FINISHERS = 16;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 64;
     static const unsigned COMPUTE_UNITS = 1;
     static const bool A_URAM = false, B_URAM = false;
@@ -33,6 +35,7 @@ struct pynq_z2_pot {
     static const uint32_t ARITH_MASK = 0x2u;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
     static const unsigned ROWS = 16, COLS = 4, SIMD = 4, INTERLEAVE = 1;
+    static const unsigned FINISHERS = 4;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 64;
     static const unsigned COMPUTE_UNITS = 1;
     static const bool A_URAM = false, B_URAM = false;
@@ -44,7 +47,8 @@ struct pynq_z2_mogami {
     static const uint32_t K_MAX = 512u;
     static const uint32_t ARITH_MASK = 0xCu;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 8, COLS = 4, SIMD = 1, INTERLEAVE = 8;
+    static const unsigned ROWS = 18, COLS = 3, SIMD = 1, INTERLEAVE = 8;
+    static const unsigned FINISHERS = 0;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 64;
     static const unsigned COMPUTE_UNITS = 1;
     static const bool A_URAM = false, B_URAM = false;
@@ -52,11 +56,12 @@ struct pynq_z2_mogami {
 
 struct zcu104_mls {
     static const uint32_t SCALE_BUF = 32768u;
-    static const uint32_t A_ELEMS = 65536u;
+    static const uint32_t A_ELEMS = 49152u;
     static const uint32_t K_MAX = 8192u;
     static const uint32_t ARITH_MASK = 0x1u;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 3, SIMD = 4, INTERLEAVE = 1;
+    static const unsigned ROWS = 16, COLS = 6, SIMD = 3, INTERLEAVE = 1;
+    static const unsigned FINISHERS = 16;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 128;
     static const unsigned COMPUTE_UNITS = 4;
     static const bool A_URAM = false, B_URAM = true;
@@ -69,6 +74,7 @@ struct zcu104_pot {
     static const uint32_t ARITH_MASK = 0x2u;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
     static const unsigned ROWS = 16, COLS = 4, SIMD = 4, INTERLEAVE = 1;
+    static const unsigned FINISHERS = 4;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 128;
     static const unsigned COMPUTE_UNITS = 4;
     static const bool A_URAM = false, B_URAM = true;
@@ -77,10 +83,11 @@ struct zcu104_pot {
 struct zcu104_mogami {
     static const uint32_t SCALE_BUF = 32768u;
     static const uint32_t A_ELEMS = 32768u;
-    static const uint32_t K_MAX = 1024u;
+    static const uint32_t K_MAX = 512u;
     static const uint32_t ARITH_MASK = 0xCu;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 2, SIMD = 1, INTERLEAVE = 8;
+    static const unsigned ROWS = 8, COLS = 7, SIMD = 1, INTERLEAVE = 8;
+    static const unsigned FINISHERS = 0;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 128;
     static const unsigned COMPUTE_UNITS = 4;
     static const bool A_URAM = false, B_URAM = true;
@@ -88,72 +95,78 @@ struct zcu104_mogami {
 
 struct u50_mls {
     static const uint32_t SCALE_BUF = 65536u;
-    static const uint32_t A_ELEMS = 1048576u;
+    static const uint32_t A_ELEMS = 196608u;
     static const uint32_t K_MAX = 8192u;
     static const uint32_t ARITH_MASK = 0x1u;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 16, SIMD = 4, INTERLEAVE = 1;
-    static const unsigned STREAM_BITS = 512, HP_BITS = 512;
-    static const unsigned COMPUTE_UNITS = 2;
+    static const unsigned ROWS = 16, COLS = 6, SIMD = 3, INTERLEAVE = 1;
+    static const unsigned FINISHERS = 32;  // block finishers; 0: the PEs add in place
+    static const unsigned STREAM_BITS = 64, HP_BITS = 512;
+    static const unsigned COMPUTE_UNITS = 8;
     static const bool A_URAM = true, B_URAM = true;
 };
 
 struct u50_pot {
     static const uint32_t SCALE_BUF = 65536u;
-    static const uint32_t A_ELEMS = 1048576u;
+    static const uint32_t A_ELEMS = 262144u;
     static const uint32_t K_MAX = 8192u;
     static const uint32_t ARITH_MASK = 0x2u;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 16, SIMD = 4, INTERLEAVE = 1;
-    static const unsigned STREAM_BITS = 512, HP_BITS = 512;
-    static const unsigned COMPUTE_UNITS = 2;
+    static const unsigned ROWS = 16, COLS = 4, SIMD = 4, INTERLEAVE = 1;
+    static const unsigned FINISHERS = 4;  // block finishers; 0: the PEs add in place
+    static const unsigned STREAM_BITS = 64, HP_BITS = 512;
+    static const unsigned COMPUTE_UNITS = 8;
     static const bool A_URAM = true, B_URAM = true;
 };
 
 struct u50_mogami {
     static const uint32_t SCALE_BUF = 65536u;
-    static const uint32_t A_ELEMS = 131072u;
+    static const uint32_t A_ELEMS = 65536u;
     static const uint32_t K_MAX = 2048u;
     static const uint32_t ARITH_MASK = 0xCu;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 16, SIMD = 1, INTERLEAVE = 8;
-    static const unsigned STREAM_BITS = 512, HP_BITS = 512;
-    static const unsigned COMPUTE_UNITS = 2;
+    static const unsigned ROWS = 16, COLS = 4, SIMD = 1, INTERLEAVE = 8;
+    static const unsigned FINISHERS = 0;  // block finishers; 0: the PEs add in place
+    static const unsigned STREAM_BITS = 64, HP_BITS = 512;
+    static const unsigned COMPUTE_UNITS = 8;
     static const bool A_URAM = true, B_URAM = true;
 };
 
 struct u250_mls {
     static const uint32_t SCALE_BUF = 65536u;
-    static const uint32_t A_ELEMS = 1048576u;
+    static const uint32_t A_ELEMS = 196608u;
     static const uint32_t K_MAX = 8192u;
     static const uint32_t ARITH_MASK = 0x1u;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 16, SIMD = 4, INTERLEAVE = 1;
-    static const unsigned STREAM_BITS = 512, HP_BITS = 512;
+    static const unsigned ROWS = 16, COLS = 6, SIMD = 3, INTERLEAVE = 1;
+    static const unsigned FINISHERS = 32;  // block finishers; 0: the PEs add in place
+    static const unsigned STREAM_BITS = 64, HP_BITS = 512;
     static const unsigned COMPUTE_UNITS = 4;
     static const bool A_URAM = true, B_URAM = true;
 };
 
 struct u250_pot {
     static const uint32_t SCALE_BUF = 65536u;
-    static const uint32_t A_ELEMS = 1048576u;
+    static const uint32_t A_ELEMS = 262144u;
     static const uint32_t K_MAX = 8192u;
     static const uint32_t ARITH_MASK = 0x2u;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 16, SIMD = 4, INTERLEAVE = 1;
-    static const unsigned STREAM_BITS = 512, HP_BITS = 512;
+    static const unsigned ROWS = 16, COLS = 4, SIMD = 4, INTERLEAVE = 1;
+    static const unsigned FINISHERS = 4;  // block finishers; 0: the PEs add in place
+    static const unsigned STREAM_BITS = 64, HP_BITS = 512;
     static const unsigned COMPUTE_UNITS = 4;
     static const bool A_URAM = true, B_URAM = true;
 };
 
 struct u250_mogami {
     static const uint32_t SCALE_BUF = 65536u;
-    static const uint32_t A_ELEMS = 131072u;
+    static const uint32_t A_ELEMS = 65536u;
     static const uint32_t K_MAX = 2048u;
     static const uint32_t ARITH_MASK = 0xCu;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 16, COLS = 16, SIMD = 1, INTERLEAVE = 8;
-    static const unsigned STREAM_BITS = 512, HP_BITS = 512;
+    static const unsigned ROWS = 16, COLS = 4, SIMD = 1, INTERLEAVE = 8;
+    static const unsigned FINISHERS = 0;  // block finishers; 0: the PEs add in place
+    static const unsigned STREAM_BITS = 64, HP_BITS = 512;
     static const unsigned COMPUTE_UNITS = 4;
     static const bool A_URAM = true, B_URAM = true;
 };

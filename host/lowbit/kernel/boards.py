@@ -44,7 +44,8 @@ class Part:
 @dataclass(frozen=True)
 class Array:
     """The output-stationary PE array of one arithmetic family: rows x cols PEs, each with a
-    simd-wide K-SIMD; ``interleave`` outputs per PE in flight (Mogami: covers the fp32 add latency)."""
+    simd-wide K-SIMD; ``interleave`` outputs per PE in flight (Mogami: covers the fp32 add latency);
+    ``finishers`` block finishers shared round-robin by the PEs (MLS, PoT; Mogami PEs add in place)."""
 
     rows: int
     cols: int
@@ -52,6 +53,7 @@ class Array:
     interleave: int = 1
     k_tile: int = wire.MAX_K  # the longest K-tile its B tiles hold (Mogami: cols x interleave rows)
     a_elems: int = 0  # 0: the board's A buffer; else this family's (wider codes, same memory)
+    finishers: int = 0
 
     @property
     def macs_per_cycle(self) -> int:
@@ -109,7 +111,7 @@ class BoardConfig:
     part: Part
     clock_mhz: float
     hp_bits: int  # PS high-performance port (Zynq) / m_axi port (Alveo) data width
-    stream_bits: int  # the kernel's input/output beat (AXI-Stream tdata, m_axi data)
+    stream_bits: int  # the engine's input/output word per cycle per unit (the input router's 64 bits)
     arrays: Tuple[Tuple[str, Array], ...]  # family -> array; the families a bitstream can be built for
     limits: KernelLimits
     storage: Tuple[Tuple[str, str], ...]  # buffer ("a_tile", "b_tiles") -> "bram" | "uram"; scales, FIFOs: bram
@@ -143,31 +145,38 @@ class BoardConfig:
 ON_CHIP_BRAM = (("a_tile", "bram"), ("b_tiles", "bram"))
 A_BRAM_B_URAM = (("a_tile", "bram"), ("b_tiles", "uram"))
 ON_CHIP_URAM = (("a_tile", "uram"), ("b_tiles", "uram"))
-ALVEO_ARRAYS = (("mls", Array(16, 16, 4)), ("pot", Array(16, 16, 4)),
-                ("mogami", Array(16, 16, 1, interleave=8, k_tile=2048, a_elems=1 << 17)))
+# Arrays sized with the measured PE and finisher costs (hw_cost.json, lowbit.kernel.model.datapath):
+# MLS S = 3 (3x3 blocks of 9 take 3 steps, no masked lane); PoT one block = K, S = 4. One compute
+# unit takes one 64-bit word a cycle, so the larger parts get more units, not larger arrays.
+# A tiles sized to whole URAM banks (4K deep): MLS 16 banks x 3 codes x 4K, PoT 16 x 4 x 4K.
+ALVEO_ARRAYS = (("mls", Array(16, 6, 3, finishers=32, a_elems=48 << 12)),
+                ("pot", Array(16, 4, 4, finishers=4, a_elems=1 << 18)),
+                ("mogami", Array(16, 4, 1, interleave=8, k_tile=2048, a_elems=1 << 16)))
 
 PYNQ_Z2 = BoardConfig(
     name="pynq-z2", kind="zynq", part=Part("xc7z020clg400-1", bram36=140, uram=0, dsp=220, lut=53_200),
     clock_mhz=100.0, hp_bits=64, stream_bits=64,
-    # MLS and Mogami sized down to fit the part with the measured PE and finisher costs (hw_cost.json)
-    arrays=(("mls", Array(16, 2, 4)), ("pot", Array(16, 4, 4)),
-            ("mogami", Array(8, 4, 1, interleave=8, k_tile=512))),
+    # MLS: paired PEs on 144 DSPs, 16 finishers (the 3x3 GEMMs finish-bound at half rate);
+    # Mogami: 54 PEs with DSP-shifted fp32 adders is what the LUTs hold (the quarter target is 64)
+    arrays=(("mls", Array(16, 6, 3, finishers=16)), ("pot", Array(16, 4, 4, finishers=4)),
+            ("mogami", Array(18, 3, 1, interleave=8, k_tile=512))),
     limits=KernelLimits(scale_buf=1 << 13, a_elems=1 << 14), storage=ON_CHIP_BRAM, mls_max=(2, 4))
 ZCU104 = BoardConfig(
     name="zcu104", kind="zynq", part=Part("xczu7ev-ffvc1156-2-e", bram36=312, uram=96, dsp=1728, lut=230_400),
     clock_mhz=200.0, hp_bits=128, stream_bits=64,
-    arrays=(("mls", Array(16, 3, 4)), ("pot", Array(16, 4, 4)),
-            ("mogami", Array(16, 2, 1, interleave=8, k_tile=1024, a_elems=1 << 15))),
+    # MLS A tile: 16 banks x 3 codes x 1K (one BRAM36 each); Mogami B tiles 4K deep (one URAM each)
+    arrays=(("mls", Array(16, 6, 3, finishers=16, a_elems=48 << 10)), ("pot", Array(16, 4, 4, finishers=4)),
+            ("mogami", Array(8, 7, 1, interleave=8, k_tile=512, a_elems=1 << 15))),
     limits=KernelLimits(scale_buf=1 << 15, a_elems=1 << 16), storage=A_BRAM_B_URAM, mls_max=(2, 4),
     compute_units=4, memory_banks=("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"))
 U50 = BoardConfig(
     name="u50", kind="alveo", part=Part("xcu50-fsvh2104-2-e", bram36=1344, uram=640, dsp=5952, lut=872_000),
-    clock_mhz=300.0, hp_bits=512, stream_bits=512, arrays=ALVEO_ARRAYS,
+    clock_mhz=300.0, hp_bits=512, stream_bits=64, arrays=ALVEO_ARRAYS,
     limits=FULL_LIMITS, storage=ON_CHIP_URAM, mls_max=(2, 4),
-    compute_units=2, memory_banks=("HBM[0:3]", "HBM[4:7]"))
+    compute_units=8, memory_banks=tuple(f"HBM[{i}]" for i in range(8)))
 U250 = BoardConfig(
     name="u250", kind="alveo", part=Part("xcu250-figd2104-2L-e", bram36=2688, uram=1280, dsp=12_288, lut=1_728_000),
-    clock_mhz=300.0, hp_bits=512, stream_bits=512, arrays=ALVEO_ARRAYS,
+    clock_mhz=300.0, hp_bits=512, stream_bits=64, arrays=ALVEO_ARRAYS,
     limits=FULL_LIMITS, storage=ON_CHIP_URAM, mls_max=(2, 4),
     compute_units=4, memory_banks=("DDR[0]", "DDR[1]", "DDR[2]", "DDR[3]"))
 
@@ -201,8 +210,9 @@ class Build:
 EMULATION = Build("emulation", FULL_LIMITS, FAMILIES, MLS_PROTOCOL_MAX)
 # The emulation's PE array, chosen for the host CPU (any shape gives the same bits: integer block sums
 # are exact and every output keeps its fp32 order): 16 rows x 4 columns of int64 accumulators fit
-# the vector registers, one lane per PE (no block masks), no interleave (no fp32 adder latency to hide).
-EMULATION_ARRAY = Array(16, 4, 1)
+# the vector registers, one lane per PE (no block masks), no interleave (no fp32 adder latency to hide);
+# one finisher per 9 MACs/cycle.
+EMULATION_ARRAY = Array(16, 4, 1, finishers=8)
 
 
 def build_of(board: str, family: str) -> Build:
@@ -245,7 +255,8 @@ def _struct(build: Build, cfg: BoardConfig = None) -> list:
              f"    static const unsigned MLS_MAX_EX = {build.mls_max[0]}, MLS_MAX_MX = {build.mls_max[1]};"]
     arr = EMULATION_ARRAY if cfg is None else cfg.array(build.families[0])
     lines += [f"    static const unsigned ROWS = {arr.rows}, COLS = {arr.cols}, SIMD = {arr.simd}, "
-              f"INTERLEAVE = {arr.interleave};"]
+              f"INTERLEAVE = {arr.interleave};",
+              f"    static const unsigned FINISHERS = {arr.finishers};  // block finishers; 0: the PEs add in place"]
     if cfg is not None:
         lines += [f"    static const unsigned STREAM_BITS = {cfg.stream_bits}, HP_BITS = {cfg.hp_bits};",
                   f"    static const unsigned COMPUTE_UNITS = {cfg.compute_units};",

@@ -6,13 +6,18 @@ Loop structure of one call (DATAFLOW: load -> compute -> finish -> drain, B tile
 
 * load: header, A scales and A codes into the A tile (A is single-buffered: compute waits for it),
   then B scales whole, then B codes tile by tile (a tile = the rows of one column group: C rows,
-  Mogami C x INTERLEAVE rows), ``stream_bits`` per cycle;
-* compute per column group: ceil(M / R) row passes x ceil(K / S) cycles (one flattened pipeline over
-  k with a block-boundary flag, II = 1; Mogami S = 1 and INTERLEAVE outputs per PE, so a pass is
-  K x INTERLEAVE cycles);
-* finish (MLS): every block end hands R x C integer sums to F finishers shared round-robin, F sized
-  so a block of 9 (3x3 convs) keeps up; PoT and Mogami finish once per output;
-* drain: C x M fp32 per column group, two per 64-bit word, ``stream_bits`` per cycle.
+  Mogami C x INTERLEAVE rows). The input router takes ONE 64-bit word per cycle per compute unit on
+  every board (Zynq: the AXI DMA stream; Alveo: the m_axi top reads 512-bit bursts and narrows
+  them to 64-bit words);
+* compute per column group: ceil(M / R) row passes; a pass visits each block separately, a block
+  of length L taking ceil(L / S) steps (lanes past a block's end are masked: a SIMD word never
+  holds two blocks), one flattened pipeline over k with a block-boundary flag, II = 1. PoT and
+  Mogami have one block = K; Mogami S = 1 and INTERLEAVE outputs per PE, so a pass is
+  K x INTERLEAVE cycles;
+* finish: every block end hands R x C integer sums to F finishers (the record's
+  ``Array.finishers``) shared round-robin; the array stalls when finishing is the bottleneck;
+  Mogami PEs add in place;
+* drain: C x M fp32 per column group, two per 64-bit word, one word per cycle.
 
 With ping-pong tiles the column groups overlap: steady state max(load, compute, finish, drain) per
 group, plus one group's load and drain and the pipeline depths (PIPELINE_DEPTH) per call.
@@ -38,9 +43,8 @@ PIPELINE_DEPTH = {
     "finish": 1 + 4 + 8,  # group-scale shift-add, int -> fp32, fp32 block add
     "drain": 2 + 8,  # output FIFO + AXI write latency
 }
-MLS_MIN_BLOCK = 9  # the finishers keep up with blocks this short (3x3 kernels)
-FADD_DSP = 2  # one fp32 adder bound to DSPs (Vitis HLS fadd, fulldsp)
-FINISHER_LUTS = 350  # shift-add scale, int -> fp32, control (model)
+FADD_DSP = 2  # placeholder only: one fp32 adder bound to DSPs (Vitis HLS fadd, fulldsp)
+FINISHER_LUTS = 350  # placeholder only: shift-add scale, int -> fp32, control (model)
 CONTROL_LUTS = 6000  # AXI/stream adapters, header check, FSMs, per compute unit (model)
 MARGIN = 0.8  # a plan may use at most this share of each part resource (DMA, interconnect, P&R room)
 
@@ -112,8 +116,14 @@ def memory_plan(cfg: BoardConfig, family: str) -> List[Memory]:
 # ------------------------------------------------------------------------------------------------
 # Compute resources
 # ------------------------------------------------------------------------------------------------
-DATAPATH = {"pot": "pot:4", "mls": "mls:2,4", "mogami": "mogami:fp32"}
-# Used only until host/lowbit/kernel/hw_cost.json (measured with yosys) is there; labelled in the output.
+# The measured PE variants of each family, and of its block finishers (hls/rtl, hw_cost.json): the
+# model takes the combination with the fewest LUTs whose DSPs fit the part (MARGIN, per unit).
+# "-pack": two PEs of a column (rows 2i, 2i+1) share one DSP multiplier, so the array needs even R.
+PE_VARIANTS = {"pot": ("pot:4",), "mls": ("mls:2,4", "mls:2,4-pack", "mls:2,4-lut"),
+               "mogami": ("mogami:fp32", "mogami:fp32-dsp")}
+FINISH_VARIANTS = {"pot": ("pot:4/finish", "pot:4/finish-dsp"), "mls": ("mls:2,4/finish", "mls:2,4/finish-dsp"),
+                   "mogami": ()}
+# Used only while host/lowbit/kernel/hw_cost.json has no row for a family's datapath; labelled in the output.
 PLACEHOLDER_LUTS_PER_MAC = {("pot", "xc7"): 45, ("pot", "xcup"): 40, ("mls", "xc7"): 70, ("mls", "xcup"): 60,
                             ("mogami", "xc7"): 60, ("mogami", "xcup"): 55}
 
@@ -128,61 +138,93 @@ def _hw_cost():
     return hw_cost
 
 
-def luts_per_mac(cfg: BoardConfig, family: str) -> Tuple[float, float, str]:
-    """(LUTs per MAC, DSPs per MAC of the PE datapath, where the figures come from): the RTL's
-    yosys measurement (``hw_cost.per_mac`` at the PE's SIMD width, else its one-lane row; the DSP
-    mapping where the part's DSPs allow it, else the ``-lut`` variant), or the labelled placeholder
-    while hw_cost.json has no row for the datapath."""
-    arr, hw = cfg.array(family), _hw_cost()
-    budget = MARGIN * cfg.part.dsp / cfg.compute_units - finisher_dsps(cfg, family)
-    for variant in (DATAPATH[family], DATAPATH[family] + "-lut"):
-        for lanes in dict.fromkeys((arr.simd, 1)):
-            try:
-                cost = hw.per_mac(variant, fpga_family(cfg), lanes=lanes)
-            except KeyError:  # no row for this datapath / width
-                continue
-            if cost.dsps * arr.macs_per_cycle <= budget:
-                return cost.luts, cost.dsps, f"hw_cost.json (yosys, {cost.lanes}-lane {cost.datapath})"
-    return float(PLACEHOLDER_LUTS_PER_MAC[(family, fpga_family(cfg))]), 0.0, "placeholder (no hw_cost.json row)"
+@dataclass(frozen=True)
+class Datapath:
+    """The PE and finisher variants one compute unit is costed with, per unit."""
+
+    pe: str
+    finisher: str  # "" when the family has none (Mogami) or none is measured
+    luts_per_mac: float
+    dsps_per_mac: float
+    finisher_luts: float
+    finisher_dsps: float
+    source: str
 
 
 def finishers(cfg: BoardConfig, family: str) -> int:
-    arr = cfg.array(family)
-    if family == "mls":
-        return math.ceil(arr.macs_per_cycle / MLS_MIN_BLOCK)
-    if family == "mogami":
-        return 0  # each PE adds in place (its fp32 adder is part of the measured Mogami MAC)
-    return arr.cols  # PoT: one conversion per output
+    """Block finishers per compute unit (the record's ``Array.finishers``); Mogami PEs add in place."""
+    return 0 if family == "mogami" else cfg.array(family).finishers
 
 
-def finisher_luts(cfg: BoardConfig, family: str) -> float:
-    """One block finisher's LUTs: the measured ``<datapath>/finish`` part (fp32 add in LUTs), else
-    the placeholder."""
-    try:
-        return float(_hw_cost().lookup(DATAPATH[family] + "/finish", fpga_family(cfg))["luts"])
-    except (KeyError, AttributeError):  # no such row (or a stand-in measurement without lookup)
-        return float(FINISHER_LUTS)
+def dsp_budget(cfg: BoardConfig) -> float:
+    """DSPs one compute unit may use."""
+    return MARGIN * cfg.part.dsp / cfg.compute_units
 
 
-def finisher_dsps(cfg: BoardConfig, family: str) -> int:
-    """DSPs of the finishers: none when the measured (all-LUT) finisher is used."""
-    if finisher_luts(cfg, family) != FINISHER_LUTS:
-        return 0
-    return finishers(cfg, family) * FADD_DSP
+def _pe_cost(hw, variant: str, fam: str, arr):
+    lanes = 2 * arr.simd if variant.endswith("-pack") else arr.simd
+    if variant.endswith("-pack") and arr.rows % 2:
+        raise KeyError(f"{variant} pairs rows; R = {arr.rows} is odd")
+    for width in dict.fromkeys((lanes, 1)):  # the PE's width, else the one-lane row
+        try:
+            return hw.per_mac(variant, fam, lanes=width)
+        except KeyError:
+            continue
+    raise KeyError(variant)
+
+
+def datapath(cfg: BoardConfig, family: str) -> Datapath:
+    """The measured (yosys, hw_cost.json) PE and finisher variants with the fewest LUTs per unit
+    whose DSPs fit the unit's budget; the labelled placeholder while no variant is measured."""
+    arr, hw, fam = cfg.array(family), _hw_cost(), fpga_family(cfg)
+    nfin = finishers(cfg, family)
+    fins = []
+    for name in FINISH_VARIANTS[family]:
+        try:
+            r = hw.lookup(name, fam)
+        except (KeyError, AttributeError):
+            continue
+        fins.append((name, float(r["luts"]), float(r["dsps"])))
+    if not FINISH_VARIANTS[family]:
+        fins = [("", 0.0, 0.0)]
+    elif not fins:  # no finisher measured: the labelled placeholder finisher
+        fins = [("", float(FINISHER_LUTS), float(FADD_DSP))]
+    best = None
+    for variant in PE_VARIANTS[family]:
+        try:
+            cost = _pe_cost(hw, variant, fam, arr)
+        except KeyError:
+            continue
+        for fname, fl, fd in fins:
+            dsp = cost.dsps * arr.macs_per_cycle + nfin * fd
+            lut = cost.luts * arr.macs_per_cycle + nfin * fl
+            if dsp <= dsp_budget(cfg) and (best is None or lut < best[0]):
+                fin_src = f", {fname}" if fname else ", placeholder finisher" if fl else ""
+                src = f"hw_cost.json (yosys, {cost.lanes}-lane {cost.datapath}{fin_src})"
+                best = (lut, Datapath(variant, fname, cost.luts, cost.dsps, fl, fd, src))
+    if best is not None:
+        return best[1]
+    lut = float(PLACEHOLDER_LUTS_PER_MAC[(family, fam)])
+    return Datapath("", "", lut, 0.0, float(FINISHER_LUTS), float(FADD_DSP), "placeholder (no hw_cost.json row)")
+
+
+def luts_per_mac(cfg: BoardConfig, family: str) -> Tuple[float, float, str]:
+    """(LUTs per MAC, DSPs per MAC of the PE datapath, where the figures come from)."""
+    d = datapath(cfg, family)
+    return d.luts_per_mac, d.dsps_per_mac, d.source
 
 
 def resources(cfg: BoardConfig, family: str) -> Dict[str, object]:
     arr, cus = cfg.array(family), cfg.compute_units
-    per_mac, dsp_per_mac, source = luts_per_mac(cfg, family)
-    measured = source.startswith("hw_cost")
+    d = datapath(cfg, family)
     fin = finishers(cfg, family)
-    dsp = finisher_dsps(cfg, family)
-    if family == "mogami" and not measured:
+    dsp = math.ceil(d.dsps_per_mac * arr.macs_per_cycle + fin * d.finisher_dsps)
+    if family == "mogami" and d.source.startswith("placeholder"):
         dsp += arr.rows * arr.cols * FADD_DSP  # placeholder: one DSP fp32 adder per PE
-    dsp += math.ceil(dsp_per_mac * arr.macs_per_cycle)
-    lut = arr.macs_per_cycle * per_mac + fin * finisher_luts(cfg, family) + CONTROL_LUTS
+    lut = arr.macs_per_cycle * d.luts_per_mac + fin * d.finisher_luts + CONTROL_LUTS
     mems = memory_plan(cfg, family)
-    return {"dsp_used": dsp * cus, "lut_estimate": int(round(lut * cus)), "lut_source": source,
+    return {"dsp_used": dsp * cus, "lut_estimate": int(round(lut * cus)), "lut_source": d.source,
+            "pe_variant": d.pe, "finisher_variant": d.finisher,
             "bram36_used": sum(m.bram36 for m in mems) * cus, "uram_used": sum(m.uram for m in mems) * cus}
 
 
@@ -195,6 +237,18 @@ def fits(cfg: BoardConfig, family: str, margin: float = MARGIN) -> Dict[str, boo
 # ------------------------------------------------------------------------------------------------
 # Cycles
 # ------------------------------------------------------------------------------------------------
+def pass_steps(arr, h: Header) -> int:
+    """Cycles of one m-pass: each block of length L takes ceil(L / S) steps (lanes past a block's
+    end masked); PoT and Mogami have one block = K; Mogami x INTERLEAVE."""
+    s = arr.simd
+    if h.has_scales and h.block:
+        full, tail = divmod(h.k, h.block)
+        steps = full * math.ceil(h.block / s) + math.ceil(tail / s)
+    else:
+        steps = math.ceil(h.k / s)
+    return steps * arr.interleave
+
+
 def call_cycles(cfg: BoardConfig, family: str, h: Header) -> int:
     """Cycles of one kernel call on one compute unit (model)."""
     arr = cfg.array(family)
@@ -207,10 +261,11 @@ def call_cycles(cfg: BoardConfig, family: str, h: Header) -> int:
     rows_per_group = min(group_rows, h.n)
     load = beats(wire.words_for(rows_per_group * h.k, h.lane_bits))
     passes = math.ceil(h.m / arr.rows)
-    compute = passes * math.ceil(h.k / arr.simd) * arr.interleave
+    compute = passes * pass_steps(arr, h)
     finish = 0
-    if family == "mls":
-        finish = math.ceil(passes * arr.rows * arr.cols * h.nblocks / finishers(cfg, family))
+    if family != "mogami":
+        outputs_per_pass = arr.rows * arr.cols * (h.nblocks if h.has_scales else 1)
+        finish = math.ceil(passes * outputs_per_pass / finishers(cfg, family))
     drain = beats(math.ceil(rows_per_group * h.m / 2))
     pe = PIPELINE_DEPTH[f"pe_{family}"]
     depth = PIPELINE_DEPTH["load"] + PIPELINE_DEPTH["decode"] + pe + PIPELINE_DEPTH["drain"] + \
