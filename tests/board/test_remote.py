@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from lowbit import quantize
 from lowbit.board import remote_protocol as proto
 from lowbit.board import simulated_overlay
-from lowbit.board.remote import RemoteBoardError, open_remote, parse_address
+from lowbit.board.remote import RemoteBoardError, parse_address
 from lowbit.board.device import open_device, open_pynq
 
 pytest.importorskip("grpc")
