@@ -6,6 +6,7 @@
 
 #include "../kernels/lowbit_gemm_axis/lowbit_gemm_axis.h"
 #include "../kernels/lowbit_gemm_mm/lowbit_gemm_mm.h"
+#include "lowbit_beats.hpp"
 #include "lowbit/gemm.hpp"
 
 extern "C" {

@@ -3,6 +3,7 @@
 // beyond the expected stream's last beat fail the case, as do missing words, padding after the
 // status word that is not 0, and a wrong result[] pair.
 #include "../kernels/lowbit_gemm_mm/lowbit_gemm_mm.h"
+#include "lowbit_beats.hpp"
 #include "tb_common.hpp"
 
 static const uint64_t CANARY = 0xDEADBEEFCAFEF00Dull;

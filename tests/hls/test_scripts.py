@@ -199,7 +199,9 @@ def test_m_axi_top_reads_and_writes_in_sequential_unconditional_loops():
     conditional access: the engine reads a stream, never the port."""
     src = (ROOT / "hls/kernels/lowbit_gemm_mm/lowbit_gemm_mm.cpp").read_text()
     assert "#pragma HLS DATAFLOW" in src and "max_read_burst_length=64" in src
-    load = re.search(r"load_input:\s*for \(uint32_t i = 0; i < in_words; i\+\+\) \{(.*?)\n    \}", src, re.S).group(1)
-    assert "if" not in re.sub(r"#pragma.*", "", load) and "words.write(in[i]);" in load
-    body = re.sub(r"//.*", "", src.split("namespace {", 1)[1].split("void load_words", 1)[0])
+    load = re.search(r"load_input:\s*for \(uint32_t i = 0; i < n; i\+\+\) \{(.*?)\n    \}", src, re.S).group(1)
+    assert "if" not in re.sub(r"#pragma.*", "", load) and "beats.write(in[i]);" in load
+    store = re.search(r"store_output:\s*do \{(.*?)\} while", src, re.S).group(1)
+    assert "if" not in re.sub(r"#pragma.*", "", store) and "out[i++] = b.data;" in store
+    body = re.sub(r"//.*", "", src.split("namespace {", 1)[1].split("void load_beats", 1)[0])
     assert "in[" not in body and "p[" not in body  # the sources read streams, not the port

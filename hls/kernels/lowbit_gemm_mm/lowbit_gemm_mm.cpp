@@ -113,16 +113,22 @@ widen_words:
     beats.write(b);
 }
 
+// Every beat widen sends lands (it sends none past the capacity, and with no capacity only the
+// status beat, which is not written), so the store loop has no conditional access.
 void store_beats(hls::stream<OutBeat>& beats, lowbit_beat* out, uint32_t out_capacity, uint32_t* result) {
-    uint32_t i = 0;
     OutBeat b;
-store_output:
-    do {
+    if (out_capacity == 0) {
+        b = beats.read();
+    } else {
+        uint32_t i = 0;
+    store_output:
+        do {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=1024
 #pragma HLS PIPELINE II=1
-        b = beats.read();
-        if (out_capacity > 0) out[i++] = b.data;
-    } while (!b.last);
+            b = beats.read();
+            out[i++] = b.data;
+        } while (!b.last);
+    }
     result[0] = b.status;
     result[1] = b.written;
 }

@@ -12,17 +12,3 @@ static const unsigned LOWBIT_WORDS_PER_BEAT = 8;
 // result[0] = status, result[1] = output words written (the last one is the status word).
 extern "C" void lowbit_gemm_mm(const lowbit_beat* in, lowbit_beat* out, uint32_t in_words, uint32_t out_capacity,
                                uint32_t* result);
-
-#ifndef __SYNTHESIS__
-#include <vector>
-// Host-side packing of word buffers into beats (C-simulation: the testbench and the emulation).
-inline std::vector<lowbit_beat> words_to_beats(const uint64_t* words, uint64_t n, uint64_t min_beats = 0) {
-    uint64_t beats = (n + LOWBIT_WORDS_PER_BEAT - 1) / LOWBIT_WORDS_PER_BEAT;
-    std::vector<lowbit_beat> out(beats > min_beats ? beats : min_beats, lowbit_beat(0));
-    for (uint64_t i = 0; i < n; i++) out[i / 8](64 * (i % 8) + 63, 64 * (i % 8)) = words[i];
-    return out;
-}
-inline uint64_t beat_word(const std::vector<lowbit_beat>& beats, uint64_t i) {
-    return (uint64_t)beats[i / 8](64 * (i % 8) + 63, 64 * (i % 8));
-}
-#endif
