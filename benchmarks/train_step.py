@@ -10,7 +10,7 @@ to fp32's fastest (on a shared machine, the least disturbed steps). Usage:
     python benchmarks/train_step.py                      # CPU, 2 threads
     python benchmarks/train_step.py --device cuda        # adds a bf16-autocast baseline
     python benchmarks/train_step.py --formats mls:2,1 pot:4 --rounds 5
-    python benchmarks/train_step.py --model char_transformer --batch 32
+    python benchmarks/train_step.py --model char_transformer --batch 32 --threads 1 --clock cpu
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def library():
 
         src = Path(__file__).resolve().parents[2] / "csrc" / "quantize.c"
         # -fno-semantic-interposition: calls between the library's own exported functions bind
-        # locally and inline (with -fPIC alone the MLS element loop ran ~1.5x slower)
+        # locally and may inline (-fPIC alone made the MLS element loop 1.5x slower in a C harness)
         flags = ["-fopenmp", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-std=c11",
                  "-fno-semantic-interposition"]
         _native_state["lib"] = load("quantize", _NATIVE_CDEF, [src], flags=flags, cplus=False)
