@@ -11,8 +11,8 @@ struct emulation {
     static const uint32_t K_MAX = 8192u;
     static const uint32_t ARITH_MASK = 0xFu;
     static const unsigned MLS_MAX_EX = 4, MLS_MAX_MX = 7;
-    static const unsigned ROWS = 16, COLS = 4, SIMD = 1, INTERLEAVE = 1;
-    static const unsigned FINISHERS = 8;  // block finishers; 0: the PEs add in place
+    static const unsigned ROWS = 128, COLS = 2, SIMD = 1, INTERLEAVE = 1;
+    static const unsigned FINISHERS = 29;  // block finishers; 0: the PEs add in place
 };
 
 struct pynq_z2_mls {

@@ -209,10 +209,11 @@ class Build:
 
 EMULATION = Build("emulation", FULL_LIMITS, FAMILIES, MLS_PROTOCOL_MAX)
 # The emulation's PE array, chosen for the host CPU (any shape gives the same bits: integer block sums
-# are exact and every output keeps its fp32 order): 16 rows x 4 columns of int64 accumulators fit
-# the vector registers, one lane per PE (no block masks), no interleave (no fp32 adder latency to hide);
-# one finisher per 9 MACs/cycle.
-EMULATION_ARRAY = Array(16, 4, 1, finishers=8)
+# are exact and every output keeps its fp32 order): a pass covers a whole call's rows (MAX_M), so the
+# row loop is one long vector loop per B value, as fast as the first engine's; one lane per PE (no block
+# masks), no interleave (no fp32 adder latency to hide); one finisher per 9 MACs/cycle.
+# benchmarks/emulation.py measures it.
+EMULATION_ARRAY = Array(wire.MAX_M, 2, 1, finishers=29)
 
 
 def build_of(board: str, family: str) -> Build:
