@@ -199,6 +199,27 @@ struct WordStream {
 #define OUT(idx) out[(idx) % F][(idx) / F]
 #endif
 
+// Two MACs of one PE column (rows r, r + 1) on one multiplier where the policy has it (PAIRED).
+template <class Policy, bool = Policy::PAIRED>
+struct PairOf {
+    template <class Acc, class Elem>
+    static void mac(Acc& acc0, Acc& acc1, const Elem& a0, const Elem& a1, const Elem& b) {
+        Policy::mac_pair(acc0, acc1, a0, a1, b);
+    }
+};
+template <class Policy>
+struct PairOf<Policy, false> {
+    template <class Acc, class Elem>
+    static void mac(Acc& acc0, Acc& acc1, const Elem& a0, const Elem& a1, const Elem& b) {
+        acc0 = Policy::mac(acc0, a0, b);
+        acc1 = Policy::mac(acc1, a1, b);
+    }
+};
+template <class Policy, class Acc, class Elem>
+inline void mac_pair(Acc& acc0, Acc& acc1, const Elem& a0, const Elem& a1, const Elem& b) {
+    PairOf<Policy>::mac(acc0, acc1, a0, a1, b);
+}
+
 // The v2 engine of one arithmetic family (Policy), on the build's PE array:
 //
 //   route ──A part──> load_a: A scales, A (R row banks), B scales          (once per call)
@@ -380,16 +401,27 @@ struct ArrayEngine {
             const unsigned n = cc * I + i;
             Elem bw[S];
             window(b_tile, b_k, n, bw);
-        pe_rows:
-            for (unsigned r = 0; r < R; r++) {
+            if (Policy::PAIRED && R % 2 == 0) {
+            pe_row_pairs:
+                for (unsigned r = 0; r < R; r += 2) {
 #pragma HLS UNROLL
-                Acc v = acc[n][r];
-            simd:
-                for (unsigned s = 0; s < S; s++) {
+                    for (unsigned s = 0; s < S; s++) {
 #pragma HLS UNROLL
-                    if (s < lanes) v = Policy::mac(v, aw[r][s], bw[s]);
+                        if (s < lanes) mac_pair<Policy>(acc[n][r], acc[n][r + 1], aw[r][s], aw[r + 1][s], bw[s]);
+                    }
                 }
-                acc[n][r] = v;
+            } else {
+            pe_rows:
+                for (unsigned r = 0; r < R; r++) {
+#pragma HLS UNROLL
+                    Acc v = acc[n][r];
+                simd:
+                    for (unsigned s = 0; s < S; s++) {
+#pragma HLS UNROLL
+                        if (s < lanes) v = Policy::mac(v, aw[r][s], bw[s]);
+                    }
+                    acc[n][r] = v;
+                }
             }
         }
     }

@@ -104,6 +104,7 @@ template <unsigned EX = MLS_MAX_EX, unsigned MX = MLS_MAX_MX>
 struct MlsMacOf {
     typedef int32_t Elem;
     typedef int64_t Acc;
+    static const bool PAIRED = false;
 
     static Elem decode(uint32_t code, const Format& f) {
         uint32_t e = (code >> f.mx) & ((1u << f.ex) - 1), m = code & ((1u << f.mx) - 1);
@@ -137,9 +138,24 @@ struct MlsMacOf {
     static Acc zero() { return 0; }
 
     static Acc mac(Acc acc, const Elem& a, const Elem& b) {
-        ap_uint<2 * W::SIG_W> sig = a.sig * b.sig;  // (Mx+1) x (Mx+1)-bit product
+        return add_product(acc, a.sig * b.sig, a, b);  // (Mx+1) x (Mx+1)-bit product
+    }
+
+    static Acc add_product(Acc acc, ap_uint<2 * W::SIG_W> sig, const Elem& a, const Elem& b) {
         ap_uint<W::PROD_W> mag = (ap_uint<W::PROD_W>)sig << (a.sh + b.sh);
         return (a.sign ^ b.sign) ? (Acc)(acc - mag) : (Acc)(acc + mag);
+    }
+
+    // Two PEs of one column (rows r, r + 1: the same b) share one multiplier: the two significands
+    // packed as (a0 << G) + a1 with G = 2 (Mx+1) + 1, so a1 * b (< 2^(2 Mx + 2)) never reaches the
+    // bits of a0 * b; for <2, 4> that is one 16 x 5-bit product, one DSP for two MACs.
+    static const bool PAIRED = true;
+    static void mac_pair(Acc& acc0, Acc& acc1, const Elem& a0, const Elem& a1, const Elem& b) {
+        static const unsigned G = 2 * W::SIG_W + 1;
+        const ap_uint<G + W::SIG_W> packed = ((ap_uint<G + W::SIG_W>)a0.sig << G) | a1.sig;
+        const ap_uint<G + 2 * W::SIG_W> both = packed * b.sig;
+        acc0 = add_product(acc0, both >> G, a0, b);
+        acc1 = add_product(acc1, both & ((ap_uint<G + 2 * W::SIG_W>)1 << (2 * W::SIG_W)) - 1, a1, b);
     }
 
     // Scale code [eg_code | mbit]: value (1 + mbit/2^Mg) * 2^-eg_code. The fraction product
@@ -176,6 +192,7 @@ static_assert(POT_ACC_W <= 64, "PoT accumulator must fit int64");
 struct PotMac {
     typedef int32_t Elem;
     typedef int64_t Acc;
+    static const bool PAIRED = false;
 
     static Elem decode(uint32_t code, const Format&) {
         uint32_t c = code & 0xF;
@@ -192,6 +209,7 @@ struct PotMac {
 struct PotMac {
     typedef ap_uint<5> Elem;
     typedef ap_int<POT_ACC_W> Acc;
+    static const bool PAIRED = false;
 
     static Elem decode(uint32_t code, const Format&) { return code & 0x1F; }
     static Acc zero() { return 0; }
@@ -273,6 +291,7 @@ struct MogamiMac {
     typedef ap_uint<BITS> Elem;
 #endif
     typedef float Acc;
+    static const bool PAIRED = false;
 
     static Elem decode(uint32_t code, const Format&) { return code; }
     static Acc zero() { return 0.0f; }
