@@ -71,6 +71,7 @@ def test_manifest_from_the_build_writer_opens_with_the_runtime_reader(board, tmp
     assert KernelLimits.from_manifest(manifest) == boards.build_of(board, "pot").limits
     assert manifest["arith"] == "pot" and manifest["kernel_build"] == boards.build_of(board, "pot").name
     assert manifest["array"]["rows"] == boards.BOARDS[board].array("pot").rows
+    assert manifest["compute_units"] == boards.BOARDS[board].compute_units
 
 
 def test_manifest_with_broken_limits_says_so():

@@ -119,6 +119,7 @@ def write_manifest(board_dir: Path, board: str, files: Sequence[str], *, tool_ve
         "kernel_limits": build_cfg.limits.to_manifest(),
         "array": {"rows": array.rows, "cols": array.cols, "simd": array.simd, "interleave": array.interleave},
         "clock_mhz": info.config.clock_mhz,
+        "compute_units": info.config.compute_units,  # the backends check the overlay against it
         "files": {f: {"sha256": sha256_file(board_dir / f), "bytes": (board_dir / f).stat().st_size} for f in files},
         "tool_version": tool_version,
         "source_commit": commit if commit is not None else source_commit(),
