@@ -285,6 +285,22 @@ struct ArrayEngine {
         }
     }
 
+    // One element into bank `bank` of a word of BANKS banks: a compile-time bank index with a run-time
+    // write enable per bank (the emulation writes the one bank directly).
+    template <unsigned BANKS>
+    static void put_bank(Elem word[BANKS], unsigned bank, const Elem& e) {
+#pragma HLS INLINE
+#if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
+        word[bank] = e;
+#else
+    banks:
+        for (unsigned b = 0; b < BANKS; b++) {
+#pragma HLS UNROLL
+            if (b == bank) word[b] = e;
+        }
+#endif
+    }
+
     static uint32_t words_of(uint64_t lanes, unsigned bits) { return (uint32_t)((lanes * bits + 63) / 64); }
 
     // The only reader of the input: exactly the words the header announces, A part then B part. After
@@ -329,11 +345,7 @@ struct ArrayEngine {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=1048576
 #pragma HLS PIPELINE II=1
             const Elem e = Policy::decode(rd.next(), h.fmt);
-        a_banks:
-            for (unsigned r = 0; r < R; r++) {
-#pragma HLS UNROLL
-                if (r == row % R) a_tile[(base + k) % S][(base + k) / S][r] = e;  // compile-time bank, run-time enable
-            }
+            put_bank<R>(a_tile[(base + k) % S][(base + k) / S], row % R, e);
             if (++k == h.k) {
                 k = 0;
                 if (++row % R == 0) base += h.k;
@@ -373,11 +385,7 @@ struct ArrayEngine {
             const uint64_t mask = c.lane_bits == 32 ? 0xFFFFFFFFull : ((1ull << c.lane_bits) - 1);
             const Elem e = Policy::decode((uint32_t)((word >> (lane * c.lane_bits)) & mask), h.fmt);
             lane++;
-        b_banks:
-            for (unsigned n = 0; n < NC; n++) {
-#pragma HLS UNROLL
-                if (n == col) b_tile[k % S][k / S][n] = e;
-            }
+            put_bank<NC>(b_tile[k % S][k / S], col, e);
             if (++k == h.k) {
                 k = 0;
                 col++;
