@@ -239,9 +239,9 @@ struct ArrayEngine {
     // Tiles are split into S lane memories along k (element k in memory k % S, word k / S), so any
     // S-wide window [k0, k0 + S) reads each lane memory exactly once: a block may start anywhere.
     static const uint32_t A_WORDS = KernelConfig::A_TILE_DEPTH / S + 2, B_WORDS = KernelConfig::B_TILE_DEPTH / S + 2;
-    // Block finishers shared round-robin by the R x NC sums of a block (the record's count; Mogami's
-    // PEs add in place and its one "finisher" only turns -0.0 into +0.0 once per output).
-    static const unsigned F = (R * NC * S + 8) / 9 < R * NC ? (R * NC * S + 8) / 9 : R * NC, Q = (R * NC + F - 1) / F;
+    // Block finishers shared round-robin by the R x NC sums of a block: the record's FINISHERS (0 for
+    // Mogami, whose PEs add in place: its one "finisher" only turns -0.0 into +0.0 once per output).
+    static const unsigned F = BoardConfig::FINISHERS > 0 ? BoardConfig::FINISHERS : 1, Q = (R * NC + F - 1) / F;
 
     struct Sums {  // one block's sums of one pass, [column][row]
         Acc v[NC][R];
