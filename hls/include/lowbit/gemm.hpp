@@ -195,8 +195,10 @@ struct WordStream {
 // Output idx of a pass in the finishers' storage (see finish).
 #if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
 #define OUT(idx) out[idx]
+#define LOWBIT_REAL(rows, all) (rows)  // the emulation touches the real rows only
 #else
 #define OUT(idx) out[(idx) % F][(idx) / F]
+#define LOWBIT_REAL(rows, all) (all)  // hardware: every PE row, unrolled
 #endif
 
 // Two MACs of one PE column (rows r, r + 1) on one multiplier where the policy has it (PAIRED).
@@ -474,10 +476,10 @@ struct ArrayEngine {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=8
             Acc acc[NC][R];
 #pragma HLS ARRAY_PARTITION variable=acc complete dim=0
+            const uint32_t base = p * h.k, rows = h.m - p * R < R ? h.m - p * R : R;
         clear:
             for (unsigned n = 0; n < NC; n++)
-                for (unsigned r = 0; r < R; r++) acc[n][r] = Policy::zero();
-            const uint32_t base = p * h.k, rows = h.m - p * R < R ? h.m - p * R : R;
+                for (unsigned r = 0; r < LOWBIT_REAL(rows, R); r++) acc[n][r] = Policy::zero();
             uint32_t b = 0, j = 0, i = 0, k0 = 0;
             uint32_t block_end = block < h.k ? block : h.k, words_here = block_end < h.k ? c.wpb : (last_len + S - 1) / S;
         k_steps:
@@ -496,7 +498,7 @@ struct ArrayEngine {
                     if (++j == words_here) {  // block boundary: the sums leave, the accumulators restart
                         Sums out;
                         for (unsigned n = 0; n < NC; n++)
-                            for (unsigned r = 0; r < R; r++) {
+                            for (unsigned r = 0; r < LOWBIT_REAL(rows, R); r++) {
                                 out.v[n][r] = acc[n][r];
                                 acc[n][r] = Policy::zero();
                             }
@@ -529,14 +531,16 @@ struct ArrayEngine {
             float out[F][Q];  // output idx = n * R + r lives in finisher idx % F's bank, word idx / F
 #pragma HLS ARRAY_PARTITION variable=out complete dim=1
 #endif
-            for (unsigned idx = 0; idx < R * NC; idx++) OUT(idx) = 0.0f;
+            for (unsigned n = 0; n < NC; n++)
+                for (unsigned r = 0; r < LOWBIT_REAL(rows, R); r++) OUT(n * R + r) = 0.0f;
         finish_blocks:
             for (uint32_t b = 0; b < c.nb; b++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=1024
                 const Sums s = sums.read();
                 uint16_t sa[R], sb[NC];
             finish_scales:
-                for (unsigned r = 0; r < R; r++) sa[r] = c.scaled && r < rows ? a_scale[(p * R + r) * c.nb + b] : 0;
+                for (unsigned r = 0; r < LOWBIT_REAL(rows, R); r++)
+                    sa[r] = c.scaled && r < rows ? a_scale[(p * R + r) * c.nb + b] : 0;
                 for (unsigned n = 0; n < NC; n++) sb[n] = c.scaled && n < cols ? b_scale[(n0 + n) * c.nb + b] : 0;
 #if defined(LOWBIT_FAST_CSIM) && !defined(__SYNTHESIS__)
                 for (unsigned n = 0; n < cols; n++)
