@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -151,3 +152,26 @@ def test_a_complete_library_that_does_not_load_is_rebuilt_once(tmp_path, monkeyp
     with pytest.warns(RuntimeWarning, match="does not load .*rebuilding it"):
         assert _call_one(src) == 1
     assert len(calls) == 2
+
+
+def test_threads_that_load_a_library_together_build_it_once(tmp_path, monkeypatch):
+    src = _one(tmp_path, monkeypatch)
+    real, builds = _build.build_shared, []
+
+    def slow_build(*args, **kwargs):
+        builds.append(args[0])
+        time.sleep(0.3)  # the window in which an unlocked second thread would start its own build
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_build, "build_shared", slow_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(_build.load("one_threads", "int one(void);", [src],
+                                                                          cplus=False)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert builds == ["one_threads"]
+    assert len(results) == 4 and all(r is results[0] for r in results)
+    assert results[0][1].one() == 1

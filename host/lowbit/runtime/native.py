@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +21,9 @@ import cffi
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 _loaded: dict = {}
+# One build or dlopen at a time in a process: threads that first use a backend together must not
+# compile the same library twice (processes are kept apart by the atomic rename below).
+_LOAD_LOCK = threading.Lock()
 # A build compiles in <cache>/.build-<pid>@<host>_<name>-XXXX and renames the checked library into
 # place; a folder left by a killed build is removed by a later build.
 BUILD_PREFIX = ".build-"
@@ -185,14 +189,22 @@ def _alive(pid: int) -> bool:
 def load(name: str, cdef: str, sources: Sequence[Path], **kwargs):
     """Build (cached) and dlopen a shared library; returns (ffi, lib). Cached per process."""
     key = (name, cdef, tuple(map(str, sources)), repr(sorted(kwargs.items())))
-    if key not in _loaded:
-        path = build_shared(name, sources, **kwargs)
-        ffi = cffi.FFI()
-        ffi.cdef(cdef)
-        try:
-            lib = ffi.dlopen(str(path))
-        except OSError as err:  # complete but unloadable (corrupt bytes): build it once more
-            warnings.warn(f"lowbit: the cached {path} does not load ({err}); rebuilding it", RuntimeWarning)
-            lib = ffi.dlopen(str(build_shared(name, sources, rebuild=True, **kwargs)))
-        _loaded[key] = (ffi, lib)
+    found = _loaded.get(key)
+    if found is not None:
+        return found
+    with _LOAD_LOCK:
+        if key not in _loaded:
+            _loaded[key] = _build_and_open(name, cdef, sources, kwargs)
     return _loaded[key]
+
+
+def _build_and_open(name: str, cdef: str, sources: Sequence[Path], kwargs: dict):
+    path = build_shared(name, sources, **kwargs)
+    ffi = cffi.FFI()
+    ffi.cdef(cdef)
+    try:
+        lib = ffi.dlopen(str(path))
+    except OSError as err:  # complete but unloadable (corrupt bytes): build it once more
+        warnings.warn(f"lowbit: the cached {path} does not load ({err}); rebuilding it", RuntimeWarning)
+        lib = ffi.dlopen(str(build_shared(name, sources, rebuild=True, **kwargs)))
+    return ffi, lib
