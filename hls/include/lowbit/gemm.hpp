@@ -130,7 +130,14 @@ inline uint32_t check_header(const Header& h) {
 
 inline uint64_t status_word(uint32_t status) { return ((uint64_t)wire::MAGIC << 32) | status; }
 
-// Reads lanes of one section; each section starts on a fresh word.
+// Where a reader stands in a run of lanes: the current word and the next lane in it.
+struct LanePlace {
+    uint64_t word;
+    unsigned lane;
+};
+
+// Reads lanes of one section; each section starts on a fresh word. A section read in several parts
+// (B, one column group at a time) carries the reader's place over with place()/resume().
 template <class Src>
 struct LaneReader {
     Src& src;
@@ -140,6 +147,11 @@ struct LaneReader {
 
     LaneReader(Src& s, unsigned lane_bits) : src(s), word(0), lane(0), per_word(64 / lane_bits), bits(lane_bits), ok(true) {
         lane = per_word;
+    }
+    LanePlace place() const { return LanePlace{word, lane}; }
+    void resume(const LanePlace& p) {
+        word = p.word;
+        lane = p.lane;
     }
     uint32_t next() {
         if (lane == per_word) {
@@ -369,30 +381,25 @@ struct ArrayEngine {
     // One column group's rows of B into the NC column banks. The B section is one run of lanes, so the
     // reader's place in the current word carries over from the previous group (static state).
     static void load_b(hls::stream<uint64_t>& words, const Call& c, uint32_t g, Elem b_tile[S][B_WORDS][NC]) {
-        static uint64_t word;
-        static unsigned lane;
+        static LanePlace carried;
         const Header& h = c.h;
-        const unsigned per_word = 64 / c.lane_bits;
-        if (g == 0) lane = per_word;
+        WordStream ws(words);
+        LaneReader<WordStream> rd(ws, c.lane_bits);
+        if (g != 0) rd.resume(carried);
         const uint32_t n0 = g * NC, rows = h.n - n0 < NC ? h.n - n0 : NC;
         uint32_t col = 0, k = 0;
     load_b_codes:
         for (uint32_t i = 0; i < rows * h.k; i++) {
 #pragma HLS LOOP_TRIPCOUNT min=1 max=65536
 #pragma HLS PIPELINE II=1
-            if (lane == per_word) {
-                word = words.read();
-                lane = 0;
-            }
-            const uint64_t mask = c.lane_bits == 32 ? 0xFFFFFFFFull : ((1ull << c.lane_bits) - 1);
-            const Elem e = Policy::decode((uint32_t)((word >> (lane * c.lane_bits)) & mask), h.fmt);
-            lane++;
+            const Elem e = Policy::decode(rd.next(), h.fmt);
             put_bank<NC>(b_tile[k % S][k / S], col, e);
             if (++k == h.k) {
                 k = 0;
                 col++;
             }
         }
+        carried = rd.place();
     }
 
     // One step of every PE: S lanes of the window at a_k (A) and b_k (B), columns c * I + i.

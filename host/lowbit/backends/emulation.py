@@ -41,8 +41,6 @@ def config_defines(limits) -> list:
     buffers) or a ``boards.Build`` (what one bitstream carries)."""
     if isinstance(limits, Build):
         return [limits.define]
-    if limits == FULL:
-        return ["-DLOWBIT_A_BANKS=1u"]
     k_max = [f"-DLOWBIT_K_MAX={limits.k_max}u"] if limits.k_max != wire.MAX_K else []
     return [f"-DLOWBIT_SCALE_BUF={limits.scale_buf}u", f"-DLOWBIT_A_ELEMS={limits.a_elems}u",
             f"-DLOWBIT_A_BANKS={limits.a_banks}u", *k_max]
@@ -217,11 +215,6 @@ def k_tile_size(k: int, block: int, m_rows: int, limits: KernelLimits = FULL) ->
     return min(k, blocks * block)
 
 
-def max_rows(limits: KernelLimits, k: int) -> int:
-    """Most rows of A of length ``k`` the A buffer holds (whole banks where one bank's rows fit)."""
-    return max(limits.a_elems // k // limits.a_banks * limits.a_banks, 1)
-
-
 def tiles(total: int, size: int) -> Iterator[slice]:
     for start in range(0, total, size):
         yield slice(start, min(total, start + size))
@@ -235,7 +228,7 @@ def plan_tiles(fmt, m_total: int, n_total: int, k: int, block: int, op: Op, limi
 
     Splitting N (``max_n``) never changes a result: every output column is computed alone."""
     scaled = isinstance(fmt, MLS)
-    m_size = min(wire.MAX_M, max_rows(limits, min(block, k))) if scaled else wire.MAX_M
+    m_size = min(wire.MAX_M, limits.max_rows(min(block, k))) if scaled else wire.MAX_M
     for ms in tiles(m_total, m_size):
         rows = ms.stop - ms.start
         kt = k_tile_size(k, block, rows, limits) if scaled else \

@@ -79,6 +79,10 @@ class KernelLimits:
     def a_fits(self, m: int, k: int) -> bool:
         return self.a_rows(m) * k <= self.a_elems
 
+    def max_rows(self, k: int) -> int:
+        """Most rows of A of length ``k`` the A buffer holds (whole banks where one bank's rows fit)."""
+        return max(self.a_elems // k // self.a_banks * self.a_banks, 1)
+
     def to_manifest(self) -> dict:
         return {"scale_buf": self.scale_buf, "a_elems": self.a_elems, "k_max": self.k_max, "a_banks": self.a_banks}
 
