@@ -8,7 +8,8 @@ Prints, side by side in one process (medians of repeated runs):
      (code bytes read per second) is shown against memcpy too;
   2. host-side stages per tile on the simulated board (pack, flush, register writes + transfer
      start, wait, invalidate + unpack) next to the kernel's own work: the emulation kernel's time
-     on this CPU and the FPGA kernel's cycle estimate (docs/hardware.md) at 200 MHz (ZCU104).
+     on this CPU and one ZCU104 MLS compute unit's cycles from the v2 cycle MODEL (lowbit.kernel.model,
+     docs/hardware.md) at the record's 200 MHz, for the call actually timed (the tile's first N share).
 The simulated board's register accesses are Python calls (~10 us each); on a Zynq an AXI-Lite
 access is ~0.2-1 us, so the register line is an upper bound here.
 """
@@ -21,12 +22,14 @@ import numpy as np
 import torch
 
 from lowbit import quantize
-from lowbit.kernel import wire
+from lowbit.kernel import boards, model, wire
 from lowbit.backends import emulation as em
 from lowbit.board import open_simulated, packing
 from lowbit.kernel.wire import Op
 
-FABRIC_MHZ = 200.0
+BOARD = boards.ZCU104
+FABRIC_MHZ = BOARD.clock_mhz
+DMA_BYTES_PER_S = BOARD.stream_bits / 8 * FABRIC_MHZ * 1e6 * 0.8  # one AXI DMA stream at ~80% efficiency
 TILES = [(wire.MAX_M, 1024, 576),  # m, n, k: a 64-channel 3x3 conv's K, 1024 output pixels (fits in cache)
          (wire.MAX_M, 16384, 576)]  # a batch of 16 32x32 maps: megabytes, out of cache
 
@@ -53,17 +56,8 @@ def tile_operands(fmt: str, m: int, n: int, k: int):
 
 
 def kernel_cycles(h: wire.Header) -> int:
-    """docs/hardware.md's estimate: A (and scales) read once, then per B row: K cycles to read it,
-    per group len*ceil(M/16) MAC cycles (16 lanes; Mogami: at least 8 per k, the fp32 add latency)
-    + ceil(M/16) to scale and sum + a pipeline fill D, and M/2 output beats."""
-    lanes = -(-h.m // 16)
-    fill = {wire.Arith.MLS: 22, wire.Arith.POT: 14}.get(h.arith, 10)
-    per_k = max(lanes, 8) if h.arith in (wire.Arith.MOGAMI_FP32, wire.Arith.MOGAMI_BF16) else lanes
-    nb = h.nblocks if h.has_scales else 1
-    lengths = [min(h.block, h.k - b * h.block) for b in range(nb)] if h.has_scales else [h.k]
-    row = h.k + sum(n * per_k + lanes + fill for n in lengths) + h.m // 2
-    scales = (h.m + h.n) * nb if h.has_scales else 0
-    return h.m * h.k + scales + h.n * row
+    """One ZCU104 MLS compute unit's cycles for this call: the v2 cycle MODEL (lowbit.kernel.model)."""
+    return model.call_cycles(BOARD, "mls", h)
 
 
 def packing_table(tile) -> None:
@@ -90,8 +84,10 @@ def stage_table() -> None:
     dev = backend.device
     print(f"\n2) host-side stages per tile on the simulated board (fmt mls:2,1), median of 5")
     for m, n, k in ((wire.MAX_M, 256, 288), (wire.MAX_M, 1024, 576)):
-        a, b, (hdr, at, bt), _ = tile_operands("mls:2,1", m, n, k)
+        a, b, _, _ = tile_operands("mls:2,1", m, n, k)
         backend.gemm(a, b)  # buffers sized once
+        # the call timed: on the 4-unit ZCU104 the first of the tile's N shares, not the whole tile
+        hdr = backend._plan(a, b, a.block, Op.FORWARD)[0][2][0].header
         timings = {name: [] for name in ("pack", "launch (flush + regs + DMA start)", "kernel+wait", "unpack")}
         for _ in range(5):
             calls = [c for _, _, g in backend._plan(a, b, a.block, Op.FORWARD) for c in g]
@@ -123,14 +119,23 @@ def stage_table() -> None:
         med = {name: statistics.median(v) for name, v in timings.items()}
         host = med["pack"] + med["launch (flush + regs + DMA start)"] + med["unpack"]
         fpga_s = kernel_cycles(hdr) / (FABRIC_MHZ * 1e6)
-        print(f"  tile m={m} n={n} k={k}: stream {packing.stream_words(hdr) * 8 / 1024:.0f} KiB, "
+        print(f"  call m={hdr.m} n={hdr.n} k={hdr.k} (tile n={n} split over {len(backend.units)} units): stream {packing.stream_words(hdr) * 8 / 1024:.0f} KiB, "
               f"{regs} register accesses per call")
         for name, value in med.items():
             print(f"    {name:<36}{value * 1e3:>9.3f} ms")
         print(f"    host total (pack + launch + unpack) {host * 1e3:>9.3f} ms;  emulation kernel on this CPU "
               f"{med['kernel+wait'] * 1e3:.1f} ms (ratio host/kernel {host / med['kernel+wait']:.3f})")
         print(f"    FPGA kernel estimate {kernel_cycles(hdr):,} cycles = {fpga_s * 1e3:.1f} ms at {FABRIC_MHZ:.0f} MHz "
-              f"(host/FPGA ratio {host / fpga_s:.4f}: the host packs the next tile well within one tile's run)")
+              f"(model); host/FPGA ratio {host / fpga_s:.2f}: "
+              + ("the host prepares the next call within one call's run" if host < fpga_s else
+                 "the host takes longer to prepare a call than the kernel takes to run it"))
+        units = len(backend.units)
+        dma_s = max(packing.stream_words(hdr) * 8, hdr.m * hdr.n * 4) / DMA_BYTES_PER_S
+        unit_s = max(fpga_s, dma_s)
+        bound = "host" if host > unit_s / units else "kernel" if fpga_s >= dma_s else "DMA"
+        print(f"    DMA (larger direction, 64-bit stream at {FABRIC_MHZ:.0f} MHz, 80%) {dma_s * 1e3:.3f} ms; "
+              f"{units} units: a call every {max(unit_s / units, host) * 1e3:.3f} ms, "
+              f"{hdr.m * hdr.n * hdr.k / max(unit_s / units, host) / 1e9:.2f} GMAC/s, {bound}-bound")
     backend.close()
 
 
