@@ -232,7 +232,7 @@ def test_n_is_split_into_one_share_per_unit_as_the_cycle_model_counts(operands):
 
     from lowbit.backends.emulation import plan_tiles
     from lowbit.board import open_simulated
-    from lowbit.board.calls import unit_share_n
+    from lowbit.backends.emulation import unit_share_n
 
     board = open_simulated("zcu104", timeout_s=60.0)
     for m, n, k in [(300, 70, 96), (5, 3, 40), (128, 1, 8)]:

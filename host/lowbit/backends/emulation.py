@@ -220,6 +220,12 @@ def tiles(total: int, size: int) -> Iterator[slice]:
         yield slice(start, min(total, start + size))
 
 
+def unit_share_n(n: int, units: int) -> int:
+    """The B rows one call may carry so that a GEMM's N is split into one share per compute unit
+    (the board backends and the cycle model; splitting N never changes a result)."""
+    return min(wire.MAX_N, max(-(-n // max(units, 1)), 1))
+
+
 def plan_tiles(fmt, m_total: int, n_total: int, k: int, block: int, op: Op, limits: KernelLimits = FULL,
                max_n: int = wire.MAX_N) -> Iterator[Tuple[slice, slice, List[Tuple[slice, Header]]]]:
     """THE host tiler (emulation, PYNQ, Alveo and the cycle model): (m-slice, n-slice, [(k-slice,

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from lowbit.backends.base import Backend
-from lowbit.backends.emulation import check_operands, tensor_scale_product
+from lowbit.backends.emulation import check_operands, tensor_scale_product, unit_share_n
 from lowbit.board import packing
 from lowbit.board.buffers import BufferSlot
 from lowbit.board.errors import BoardError
-from lowbit.kernel import wire
 from lowbit.kernel.wire import Header, Op
 from lowbit.numerics.formats import MLS
 from lowbit.numerics.qtensor import QTensor
@@ -205,7 +204,3 @@ class PipelinedBoard(Backend):
         """Bring every unit back to a clean state once no call is in flight (nothing by default)."""
 
 
-def unit_share_n(n: int, units: int) -> int:
-    """The B rows one call may carry so that a GEMM's N is split into one share per unit (the
-    cycle model's rule, ``lowbit.kernel.model.gemm_cycles``)."""
-    return min(wire.MAX_N, max(-(-n // max(units, 1)), 1))

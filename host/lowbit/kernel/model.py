@@ -277,11 +277,11 @@ def gemm_cycles(cfg: BoardConfig, family: str, fmt, m: int, n: int, k: int, bloc
     """(MACs, cycles) of one GEMM through the host tiler (lowbit.backends.emulation.plan_tiles) at
     the build's limits; N split into one share per compute unit, the calls spread over the units
     (longest first onto the least loaded)."""
-    from lowbit.backends.emulation import plan_tiles
+    from lowbit.backends.emulation import plan_tiles, unit_share_n
 
     limits = build_of(cfg.name, family).limits
     cus = cfg.compute_units
-    max_n = min(wire.MAX_N, math.ceil(n / cus))  # N split over the units (never changes a result)
+    max_n = unit_share_n(n, cus)  # the board backends' rule
     total = [call_cycles(cfg, family, hdr) for _, _, calls in plan_tiles(fmt, m, n, k, block, op, limits, max_n)
              for _, hdr in calls]
     lanes = sorted(total, reverse=True)
