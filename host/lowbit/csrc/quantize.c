@@ -114,9 +114,38 @@ static void mls_run_rn(const float *x, const float *inv_e, const float *sg_e, in
 /* Max |x| of each block of `block` elements along rows of length `len` ([rows][nblocks] out).
  * Returns the number of blocks holding NaN/Inf. The maximum is taken on the magnitude bits as
  * integers (the same order as the floats for finite values), which vectorises. */
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define MLS_VEC16 1
+/* Rows of 16-element vectors that never straddle a block (len and block multiples of 16): each
+ * block's maximum is an unsigned max over its vectors and one reduction. */
+static int64_t block_absmax16(const uint32_t *u, int64_t rows, int64_t len, int64_t block, float *out) {
+    const int64_t nblocks = (len + block - 1) / block;
+    int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (rows * len >= PARALLEL_MIN)
+    for (int64_t row = 0; row < rows; row++) {
+        const uint32_t *p = u + row * len;
+        const __m512i mask = _mm512_set1_epi32(0x7FFFFFFF);
+        for (int64_t b = 0; b < nblocks; b++) {
+            const int64_t stop = (b + 1) * block < len ? (b + 1) * block : len;
+            __m512i m = _mm512_setzero_si512();
+            for (int64_t j = b * block; j < stop; j += 16)
+                m = _mm512_max_epu32(m, _mm512_and_si512(_mm512_loadu_si512((const void *)(p + j)), mask));
+            const uint32_t mm = (uint32_t)_mm512_reduce_max_epu32(m);
+            out[row * nblocks + b] = bits_to_float(mm);
+            bad += mm >= 0x7F800000u;
+        }
+    }
+    return bad;
+}
+#endif
+
 int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t block, float *out) {
     int64_t nblocks = (len + block - 1) / block, bad = 0;
     const uint32_t *u = (const uint32_t *)(const void *)x;
+#ifdef MLS_VEC16
+    if (len % 16 == 0 && block % 16 == 0) return block_absmax16(u, rows, len, block, out);
+#endif
 #pragma omp parallel for schedule(dynamic, 16) reduction(+ : bad) if (rows * len >= PARALLEL_MIN)
     for (int64_t t = 0; t < rows * nblocks; t++) {
         int64_t row = t / nblocks, b = t % nblocks;
@@ -137,6 +166,11 @@ int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t b
  * paid once per task, not once per group (a 3x3 weight's groups hold 9 elements). */
 #define MLS_CHUNK 4096
 
+#ifdef MLS_VEC16
+static void mls_quantize16(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
+                           const float *sg, const mls_params *P, int stochastic, int16_t *codes, float *values);
+#endif
+
 /* MLS elements. inv/sg: per (row, block), 1/(Sg*St) and Sg; st: tensor scale. Each task copies
  * its elements' group scales into per-element arrays, then runs one flat loop over them. */
 static void mls_quantize(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
@@ -146,6 +180,12 @@ static void mls_quantize(const float *x, int64_t rows, int64_t len, int64_t bloc
     const mls_params P = {ex, mx, 1 - (1 << ex), emax, (1 << (ex + mx)) - 1, (float)qmax * pow2i(emax - mx), st,
                           (uint32_t)seed, (uint32_t)(seed >> 32)};
     const int64_t n = rows * len, nblocks = (len + block - 1) / block;
+#ifdef MLS_VEC16
+    if (len % 16 == 0 && block % 16 == 0) {
+        mls_quantize16(x, rows, len, block, inv, sg, &P, stochastic, codes, values);
+        return;
+    }
+#endif
 #pragma omp parallel for schedule(dynamic, 4) if (n >= PARALLEL_MIN)
     for (int64_t start = 0; start < n; start += MLS_CHUNK) {
         const int64_t stop = start + MLS_CHUNK < n ? start + MLS_CHUNK : n;
@@ -168,6 +208,86 @@ static void mls_quantize(const float *x, int64_t rows, int64_t len, int64_t bloc
 #undef MLS_BODY
     }
 }
+
+#ifdef MLS_VEC16
+static inline __m512i hash32_v(__m512i x) {
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int32_t)0x846CA68Bu));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+
+/* mls_run on 16 elements of one group (inverse scale g_inv, scale g_sg): the same operations in
+ * the same order, written with AVX-512 intrinsics so that no per-element scale arrays are needed. */
+static inline __attribute__((always_inline)) void mls_vec16(const float *xs, int16_t *cs, float *vs, uint32_t lo,
+                                                           uint32_t hi_key, __m512 g_inv, __m512 g_sg,
+                                                           const mls_params *P, const int stochastic) {
+    const __m512i mx = _mm512_set1_epi32(P->mx), exmin = _mm512_set1_epi32(P->exmin);
+    const __m512i bias = _mm512_set1_epi32(127);
+    const __m512 v = _mm512_loadu_ps(xs);
+    __m512 ratio = _mm512_min_ps(_mm512_mul_ps(_mm512_abs_ps(v), g_inv), _mm512_set1_ps(2.0f));
+    __m512i e = _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(ratio), 23), bias); /* ratio >= 0 */
+    e = _mm512_min_epi32(_mm512_max_epi32(e, exmin), _mm512_set1_epi32(P->emax));
+    const __m512 y = _mm512_mul_ps(ratio, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                              _mm512_add_epi32(_mm512_sub_epi32(mx, e), bias), 23)));
+    __m512i q;
+    if (stochastic) {
+        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int32_t)lo),
+                                             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        const __m512i r = hash32_v(_mm512_xor_si512(hash32_v(_mm512_xor_si512(idx, _mm512_set1_epi32((int32_t)P->k0))),
+                                                    _mm512_set1_epi32((int32_t)hi_key)));
+        const __m512i whole = _mm512_cvttps_epi32(y);
+        const __m512i frac24 = _mm512_cvttps_epi32(
+            _mm512_mul_ps(_mm512_sub_ps(y, _mm512_cvtepi32_ps(whole)), _mm512_set1_ps(16777216.0f)));
+        q = _mm512_add_epi32(whole, _mm512_srai_epi32(_mm512_add_epi32(frac24, _mm512_srli_epi32(r, 8)), 24));
+    } else {
+        q = _mm512_cvt_roundps_epi32(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); /* rintf: half to even */
+    }
+    __m512i code = _mm512_add_epi32(_mm512_sllv_epi32(_mm512_sub_epi32(e, exmin), mx), q);
+    code = _mm512_min_epi32(code, _mm512_set1_epi32(P->code_max));
+    const __mmask16 sign = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ) &
+                           _mm512_cmpgt_epi32_mask(code, _mm512_setzero_si512());
+    const __m512i signed_code = _mm512_mask_or_epi32(code, sign, code, _mm512_set1_epi32(1 << (P->ex + P->mx)));
+    _mm256_storeu_si256((__m256i *)(void *)cs, _mm512_cvtepi32_epi16(signed_code));
+    __m512 mag = _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_castsi512_ps(_mm512_slli_epi32(
+                                                      _mm512_add_epi32(_mm512_sub_epi32(e, mx), bias), 23)));
+    mag = _mm512_min_ps(mag, _mm512_set1_ps(P->mag_max));
+    mag = _mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(mag), sign, _mm512_castps_si512(mag),
+                                                    _mm512_set1_epi32((int32_t)0x80000000u)));
+    _mm512_storeu_ps(vs, _mm512_mul_ps(_mm512_mul_ps(mag, g_sg), _mm512_set1_ps(P->st)));
+}
+
+/* Rows of 2-D operands with len and block multiples of 16 (no vector straddles a group or a
+ * 2^32 counter run): one group scale pair per block, broadcast. */
+static inline __attribute__((always_inline)) void mls_rows16(const float *x, int64_t row0, int64_t row1, int64_t len,
+                                                            int64_t block, const float *inv, const float *sg,
+                                                            int16_t *codes, float *values, const mls_params *P,
+                                                            const int stochastic) {
+    const int64_t nblocks = (len + block - 1) / block;
+    for (int64_t row = row0; row < row1; row++)
+        for (int64_t b = 0; b < nblocks; b++) {
+            const __m512 g_inv = _mm512_set1_ps(inv[row * nblocks + b]), g_sg = _mm512_set1_ps(sg[row * nblocks + b]);
+            const int64_t stop = row * len + ((b + 1) * block < len ? (b + 1) * block : len);
+            for (int64_t i = row * len + b * block; i < stop; i += 16)
+                mls_vec16(x + i, codes + i, values + i, (uint32_t)i, (uint32_t)(i >> 32) ^ P->k1, g_inv, g_sg, P,
+                          stochastic);
+        }
+}
+
+static void mls_quantize16(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
+                           const float *sg, const mls_params *P, int stochastic, int16_t *codes, float *values) {
+    const int64_t step = len >= MLS_CHUNK ? 1 : MLS_CHUNK / len; /* rows per task */
+#pragma omp parallel for schedule(dynamic, 4) if (rows * len >= PARALLEL_MIN)
+    for (int64_t row0 = 0; row0 < rows; row0 += step) {
+        const int64_t row1 = row0 + step < rows ? row0 + step : rows;
+        if (stochastic)
+            mls_rows16(x, row0, row1, len, block, inv, sg, codes, values, P, 1);
+        else
+            mls_rows16(x, row0, row1, len, block, inv, sg, codes, values, P, 0);
+    }
+}
+#endif
 
 /* PoT elements: z = |x| 2^-s (two exact steps, 2^half then 2^rest), codes 0..max_code. */
 typedef struct {
@@ -443,61 +563,76 @@ int64_t lowbit_pack_codes(const uint16_t *codes, int64_t n, int lane_bits, int c
     return bad;
 }
 
-/* 2^k as fp32 for any k, rounded as fp32 arithmetic does (subnormals; 0 below 2^-149). */
-static float pow2_any(int32_t k) {
-    if (k >= -126) return pow2i(k);
-    return k >= -149 ? bits_to_float(1u << (k + 149)) : 0.0f;
-}
-
-/* Normalised significand of v > 0 (subnormals too) as a 24-bit integer with its leading bit
- * set, and floor(log2 v) in *exp. Zero gives 0. */
-static uint32_t significand24(float v, int32_t *exp) {
-    uint32_t u = float_to_bits(v), biased = u >> 23, man = u & 0x7FFFFFu;
-    if (biased != 0) {
-        *exp = (int32_t)biased - 127;
-        return man | 0x800000u;
+/* Scale code, Sg and 1/(Sg St) of groups with maxima gmax[0, n) under the tensor scale st: the
+ * group's ratio gmax / st rounded UP to <eg, mg>. Branch-free so that it vectorises: a subnormal
+ * ratio is scaled by 2^64 (exact) to read its significand; 2^k is pow2_any's value (subnormal
+ * for k in [-149, -127], 0 below). */
+static void mls_group_scales(const float *gmax, int64_t n, float st, int eg, int mg, int16_t *codes, float *sg,
+                             float *inv) {
+    const int32_t low = 1 - (1 << eg), one = 1 << mg;
+    const float div = st > 0.0f ? st : 1.0f, unit = (float)(1 << mg);
+    for (int64_t t = 0; t < n; t++) {
+        float ratio = gmax[t] / div;
+        uint32_t u = float_to_bits(ratio);
+        int32_t sub = (u >> 23) == 0;
+        uint32_t w = sub ? float_to_bits(ratio * 18446744073709551616.0f) : u; /* ratio 2^64 */
+        int32_t exp = (int32_t)(w >> 23) - 127 - (sub ? 64 : 0);
+        uint32_t m24 = (w & 0x7FFFFFu) | 0x800000u; /* ratio = m24 2^(exp - 23) */
+        int32_t q = (int32_t)((m24 + (1u << (23 - mg)) - 1u) >> (23 - mg)); /* ceil to mg fraction bits */
+        int32_t carry = q == (2 << mg);
+        q = carry ? one : q;
+        exp += carry;
+        int32_t floor_it = (exp < low) | (ratio == 0.0f);
+        exp = floor_it ? low : exp;
+        q = floor_it ? one : q;
+        int32_t code = ((-exp) << mg) | (q - one);
+        codes[t] = (int16_t)code;
+        float frac = 1.0f + (float)(code & (one - 1)) / unit;
+        int32_t k = -(code >> mg); /* = exp */
+        uint32_t sub_bits = 1u << ((k + 149) & 31);
+        float p2 = k >= -126 ? pow2i(k >= -126 ? k : 0) : (k >= -149 ? bits_to_float(sub_bits) : 0.0f);
+        float g = frac * p2;
+        float iv = 1.0f / (g * st);
+        sg[t] = g;
+        inv[t] = iv < 3.4028234663852886e38f ? iv : 3.4028234663852886e38f;
     }
-    if (man == 0) {
-        *exp = -127;
-        return 0;
-    }
-    int32_t top = 31 - __builtin_clz(man); /* v = man 2^-149, leading bit at `top` */
-    *exp = top - 149;
-    return man << (23 - top);
 }
 
 /* MLS group scales from block maxima bmax [P][Q] (4-D: [N][C]; 2-D: [rows][nblocks]).
  * group: 0 nc, 1 n, 2 c, 3 none. Writes St, the scale codes in the QTensor layout
- * [P|1][Q|1], and per (p, q) block Sg and 1/(Sg St) (clamped to the largest float). */
-static void mls_scales(const float *bmax, int64_t P, int64_t Q, int group, int eg, int mg, float *st_out,
-                       int16_t *scale_codes, float *sg_full, float *inv_full) {
+ * [P|1][Q|1], and per (p, q) block Sg and 1/(Sg St) (clamped to the largest float).
+ * Returns -2 when out of memory. */
+static int mls_scales(const float *bmax, int64_t P, int64_t Q, int group, int eg, int mg, float *st_out,
+                      int16_t *scale_codes, float *sg_full, float *inv_full) {
     const int keep_p = group == 0 || group == 1, keep_q = group == 0 || group == 2;
     const int64_t gp = keep_p ? P : 1, gq = keep_q ? Q : 1;
-    float st = 0.0f;
-    for (int64_t t = 0; t < P * Q; t++) st = bmax[t] > st ? bmax[t] : st;
-    for (int64_t t = 0; t < gp * gq; t++) {
-        float gmax = 0.0f; /* the group's maximum over the blocks it spans */
-        for (int64_t p = keep_p ? t / gq : 0; p < (keep_p ? t / gq + 1 : P); p++)
-            for (int64_t q = keep_q ? t % gq : 0; q < (keep_q ? t % gq + 1 : Q); q++)
-                gmax = bmax[p * Q + q] > gmax ? bmax[p * Q + q] : gmax;
-        float ratio = gmax / (st > 0.0f ? st : 1.0f);
-        int32_t exp, low = 1 - (1 << eg);
-        uint32_t m24 = significand24(ratio, &exp); /* ratio = m24 2^(exp - 23), m24 in [2^23, 2^24) */
-        int32_t q = (int32_t)((m24 + (1u << (23 - mg)) - 1u) >> (23 - mg)); /* ceil to mg fraction bits */
-        if (q == (2 << mg)) q = 1 << mg, exp += 1;
-        if (exp < low || ratio == 0.0f) exp = low, q = 1 << mg;
-        scale_codes[t] = (int16_t)(((-exp) << mg) | (q - (1 << mg)));
+    const uint32_t *bits = (const uint32_t *)(const void *)bmax; /* maxima >= 0: integer order is float order */
+    uint32_t stb = 0;
+    for (int64_t t = 0; t < P * Q; t++) stb = bits[t] > stb ? bits[t] : stb;
+    const float st = bits_to_float(stb);
+    *st_out = st;
+    if (keep_p && keep_q) {
+        mls_group_scales(bmax, P * Q, st, eg, mg, scale_codes, sg_full, inv_full);
+        return 0;
     }
+    float *tmp = (float *)malloc((size_t)(3 * gp * gq) * sizeof(float));
+    if (tmp == NULL) return -2;
+    float *gmax = tmp, *sg = tmp + gp * gq, *inv = tmp + 2 * gp * gq;
+    for (int64_t t = 0; t < gp * gq; t++) gmax[t] = 0.0f;
+    for (int64_t p = 0; p < P; p++) /* each group's maximum over the blocks it spans */
+        for (int64_t q = 0; q < Q; q++) {
+            float *m = gmax + (keep_p ? p : 0) * gq + (keep_q ? q : 0);
+            *m = bmax[p * Q + q] > *m ? bmax[p * Q + q] : *m;
+        }
+    mls_group_scales(gmax, gp * gq, st, eg, mg, scale_codes, sg, inv);
     for (int64_t p = 0; p < P; p++)
         for (int64_t q = 0; q < Q; q++) {
-            int32_t code = scale_codes[(keep_p ? p : 0) * gq + (keep_q ? q : 0)];
-            float frac = 1.0f + (float)(code & ((1 << mg) - 1)) / (float)(1 << mg);
-            float sg = frac * pow2_any(-(code >> mg));
-            float inv = 1.0f / (sg * st);
-            sg_full[p * Q + q] = sg;
-            inv_full[p * Q + q] = inv < 3.4028234663852886e38f ? inv : 3.4028234663852886e38f;
+            const int64_t g = (keep_p ? p : 0) * gq + (keep_q ? q : 0);
+            sg_full[p * Q + q] = sg[g];
+            inv_full[p * Q + q] = inv[g];
         }
-    *st_out = st;
+    free(tmp);
+    return 0;
 }
 
 /* The whole MLS quantizer in one call: block maxima, group scales, then the elements. The blocks
@@ -511,9 +646,8 @@ int lowbit_mls(const float *x, int64_t rows, int64_t len, int64_t block, int64_t
     float *bmax = scratch, *sg = scratch + P * Q, *inv = scratch + 2 * P * Q;
     int status = -1;
     if (lowbit_block_absmax(x, rows, len, block, bmax) == 0) {
-        mls_scales(bmax, P, Q, group, eg, mg, st_out, scale_codes, sg, inv);
-        mls_quantize(x, rows, len, block, inv, sg, *st_out, ex, mx, stochastic, seed, codes, values);
-        status = 0;
+        status = mls_scales(bmax, P, Q, group, eg, mg, st_out, scale_codes, sg, inv);
+        if (status == 0) mls_quantize(x, rows, len, block, inv, sg, *st_out, ex, mx, stochastic, seed, codes, values);
     }
     free(scratch);
     return status;

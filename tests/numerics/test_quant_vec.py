@@ -1,0 +1,71 @@
+"""The native MLS quantizer's vector paths (AVX-512: rows whose length and block are multiples of 16,
+4-D sources with H*W a multiple of 16; branch-free group scales) give the torch path's codes, scale
+codes, tensor scale and values bit for bit, including group ratios that are subnormal, zero groups,
+saturating elements and every grouping."""
+import pytest
+import torch
+
+from lowbit.numerics.quant import native_available, quantize
+
+pytestmark = pytest.mark.skipif(not native_available(), reason="native kernel unavailable (no C compiler)")
+
+FORMATS = ["mls:2,1", "mls:2,4", "mls:3,2,g=8,1,group=n", "mls:1,0,g=8,1,group=c", "mls:0,3,g=8,1,group=none",
+           "mls:4,3,g=4,0"]
+SHAPES_2D = [((2048, 64), 32), ((512, 16), 16), ((64, 96), 32), ((33, 48), 16), ((7, 160), 48), ((5, 32), 32),
+             ((9, 64), 17)]
+SHAPES_4D = [(4, 8, 16, 16), (2, 3, 8, 8), (3, 5, 4, 4)]
+
+
+def _hard(shape, seed):
+    """Wide dynamic range: zero elements, whole zero rows, a row or plane 2^-140 below the rest
+    (subnormal group ratios for <8,1> group scales) and one huge element."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen) * torch.exp(4 * torch.randn(shape, generator=gen))
+    flat = x.view(-1)
+    flat[::7] = 0.0
+    flat[1::13] *= 1e-30
+    groups = x.view(-1, x.shape[-2] * x.shape[-1]) if x.dim() == 4 else x  # rows / (n, c) planes
+    groups[1] = 0.0
+    groups[2] *= 2.0 ** -140
+    flat[5] = 3e37
+    return x
+
+
+def _same(a, b):
+    assert torch.equal(a.codes, b.codes)
+    assert torch.equal(a.scale_codes, b.scale_codes)
+    assert torch.equal(a.tensor_scale.view(torch.int32), b.tensor_scale.view(torch.int32))
+    assert torch.equal(a.values.view(torch.int32), b.values.view(torch.int32))
+    assert torch.equal(a.values.view(torch.int32), a.decode().view(torch.int32))
+
+
+def _both(x, fmt, rounding, **kw):
+    return [quantize(x, fmt, rounding=rounding, generator=torch.Generator().manual_seed(5), impl=impl, **kw)
+            for impl in ("native", "torch")]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+@pytest.mark.parametrize("shape,block", SHAPES_2D)
+def test_2d_vector_path_equals_torch(fmt, rounding, shape, block):
+    _same(*_both(_hard(shape, shape[0] + block), fmt, rounding, block=block))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+@pytest.mark.parametrize("shape", SHAPES_4D)
+def test_4d_vector_path_equals_torch(fmt, rounding, shape):
+    _same(*_both(_hard(shape, sum(shape)), fmt, rounding))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_all_zero_tensor_on_the_vector_path(fmt):
+    _same(*_both(torch.zeros(32, 64), fmt, "stochastic", block=32))
+
+
+def test_counters_run_on_across_rows_and_blocks():
+    """A counter is the flat index: the same row at another position rounds differently."""
+    x = torch.rand(1, 64).repeat(64, 1) + 1.0
+    q = quantize(x, "mls:2,1", rounding="stochastic", generator=torch.Generator().manual_seed(5), block=32)
+    assert not all(torch.equal(q.codes[0], q.codes[r]) for r in range(1, 64))
+    _same(q, _both(x, "mls:2,1", "stochastic", block=32)[1])
