@@ -167,10 +167,12 @@ def test_alveo_equals_emulation(monkeypatch, xclbin, operands, emulation, fmt):
     backend, log = open_fake(monkeypatch, xclbin)
     assert backend.name == "alveo" and backend.board == "u250"
     assert [u.cu for u in backend.units] == list(U250)  # every CU of the link, in order
-    a, b = operands(fmt, 2 * wire.MAX_M + 1, 9, 40)
+    cus = len(U250)
+    a, b = operands(fmt, 2 * wire.MAX_M + 1, 2 * cus + 1, 40)
     assert torch.equal(backend.gemm(a, b), emulation.gemm(a, b))
     runs = [e for e in log if e[0] == "run"]
-    assert len(runs) == 9 and backend.calls_run == 9  # 3 row tiles x 3 B-row shares (9 rows over 4 CUs)
+    shares = -(-(2 * cus + 1) // 3)  # B rows in shares of ceil(N / CUs) = 3
+    assert len(runs) == 3 * shares and backend.calls_run == 3 * shares  # 3 row tiles x the B-row shares
     per_cu = [sum(e[1] == cu for e in runs) for cu in U250]
     assert [u.calls_run for u in backend.units] == per_cu and min(per_cu) >= 2  # every CU took its share
     assert ("sync", "XCL_BO_SYNC_BO_FROM_DEVICE", 8) in log  # the result words come back after each run
@@ -182,15 +184,15 @@ def test_alveo_opens_one_kernel_handle_per_cu_and_checks_the_manifest(monkeypatc
 
     backend, log = open_fake(monkeypatch, xclbin)
     assert [e[1] for e in log if e[0] == "kernel"] == [f"{wire.ALVEO_KERNEL}:{{{cu}}}" for cu in U250]
-    assert len({id(u.kernel) for u in backend.units}) == 4
+    assert len({id(u.kernel) for u in backend.units}) == len(U250)
     two = {cu: U250[cu] for cu in list(U250)[:2]}  # an xclbin linked with two CUs
     backend, _ = open_fake(monkeypatch, xclbin, layout=two)
     assert [u.cu for u in backend.units] == list(two)
     monkeypatch.setitem(sys.modules, "pyxrt", make_fake_pyxrt([], layout={}))
     with pytest.raises(BoardError, match=rf"no compute unit {wire.ALVEO_KERNEL}_1"):
         open_device("alveo", xclbin=xclbin)
-    monkeypatch.setitem(sys.modules, "pyxrt", make_fake_pyxrt([]))  # the 4-CU link, the 2-CU build's manifest
-    with pytest.raises(BoardError, match=r"holds 4 compute unit\(s\).*manifest.json says compute_units=2"):
+    monkeypatch.setitem(sys.modules, "pyxrt", make_fake_pyxrt([]))  # the whole link, the 2-CU build's manifest
+    with pytest.raises(BoardError, match=rf"holds {len(U250)} compute unit\(s\).*manifest.json says compute_units=2"):
         open_device("alveo", xclbin=xclbin)
 
 
@@ -213,9 +215,10 @@ def test_alveo_kernel_error_and_timeout(monkeypatch, xclbin, operands):
     with pytest.raises(KernelError, match="STATUS=BAD_MAGIC"):
         backend.gemm(a, b)
     backend, log = open_fake(monkeypatch, xclbin, hang=True)
-    with pytest.raises(BoardTimeout, match=rf"call 1/3 on CU {wire.ALVEO_KERNEL}_1 .*aborted"):
+    calls = -(-5 // -(-5 // len(U250)))  # 5 B rows in shares of ceil(5 / CUs), one call each, all in flight
+    with pytest.raises(BoardTimeout, match=rf"call 1/{calls} on CU {wire.ALVEO_KERNEL}_1 .*aborted"):
         backend.gemm(a, b)
-    assert [e for e in log if e[0] == "abort"] == [("abort", cu) for cu in list(U250)[:3]]  # each CU's run in flight
+    assert [e for e in log if e[0] == "abort"] == [("abort", cu) for cu in list(U250)[:calls]]  # each CU's run in flight
 
 
 def test_alveo_fault_on_one_cu_names_it_and_lets_the_others_finish(monkeypatch, xclbin, operands, emulation):
@@ -237,7 +240,8 @@ def test_alveo_fault_on_one_cu_names_it_and_lets_the_others_finish(monkeypatch, 
 
     backend.units[2].kernel = BadOnce()
     a, b = operands("pot:4", 4, 16, 32)
-    with pytest.raises(KernelError, match=rf"rejected call 3/4 on CU {wire.ALVEO_KERNEL}_3 .*STATUS=BAD_MAGIC"):
+    calls = -(-16 // -(-16 // len(U250)))
+    with pytest.raises(KernelError, match=rf"rejected call 3/{calls} on CU {wire.ALVEO_KERNEL}_3 .*STATUS=BAD_MAGIC"):
         backend.gemm(a, b)
     waited = [e[1] for e in log if e[0] == "wait"]
     assert sorted(waited) == sorted(U250)  # every CU's run was waited for before the error came back
@@ -279,15 +283,16 @@ def test_alveo_thin_tiles_equal_emulation_and_results_are_the_callers(monkeypatc
 
 def test_alveo_packs_the_next_call_while_the_card_runs(monkeypatch, xclbin, operands, double_buffered):
     backend, log = open_fake(monkeypatch, xclbin)
-    a, b = operands("pot:4", 3 * wire.MAX_M, 4, 32, seed=5)  # 12 calls: three per CU
+    a, b = operands("pot:4", 3 * wire.MAX_M, len(U250), 32, seed=5)  # 3 row tiles x one B row per CU: three per CU
     backend.trace = []
     backend.gemm(a, b)
     stages = backend.trace
-    double_buffered(stages, units=4)
+    double_buffered(stages, units=len(U250))
     events = [e[0] if e[0] != "sync" else e[1] for e in log]
     first_wait = events.index("wait")
     # every CU started, and CU 1's second call packed and synced, before the first wait
-    assert events[:first_wait].count("run") == 4 and events[:first_wait].count("XCL_BO_SYNC_BO_TO_DEVICE") == 5
+    assert events[:first_wait].count("run") == len(U250)
+    assert events[:first_wait].count("XCL_BO_SYNC_BO_TO_DEVICE") == len(U250) + 1
     assert all(u.inputs[0].handle is not u.inputs[1].handle for u in backend.units)
 
 

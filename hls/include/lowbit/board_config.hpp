@@ -141,7 +141,7 @@ struct u250_mls {
     static const unsigned ROWS = 16, COLS = 6, SIMD = 3, INTERLEAVE = 1;
     static const unsigned FINISHERS = 32;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 512;
-    static const unsigned COMPUTE_UNITS = 4;
+    static const unsigned COMPUTE_UNITS = 8;
     static const bool A_URAM = true, B_URAM = true;
 };
 
@@ -154,7 +154,7 @@ struct u250_pot {
     static const unsigned ROWS = 16, COLS = 4, SIMD = 4, INTERLEAVE = 1;
     static const unsigned FINISHERS = 4;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 512;
-    static const unsigned COMPUTE_UNITS = 4;
+    static const unsigned COMPUTE_UNITS = 8;
     static const bool A_URAM = true, B_URAM = true;
 };
 
@@ -167,7 +167,7 @@ struct u250_mogami {
     static const unsigned ROWS = 16, COLS = 4, SIMD = 1, INTERLEAVE = 8;
     static const unsigned FINISHERS = 0;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 512;
-    static const unsigned COMPUTE_UNITS = 4;
+    static const unsigned COMPUTE_UNITS = 8;
     static const bool A_URAM = true, B_URAM = true;
 };
 
