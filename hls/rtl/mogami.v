@@ -26,7 +26,8 @@ module mogami_mul #(parameter BITS = 32) (
 endmodule
 
 // The Mogami MAC of the kernel: products added in fp32 in k order; first = 1 starts an output
-// (out <= +0.0 + product). DSP_ADD = 1: the fp32 add with its shifts on DSPs (fp32_dsp.v).
+// (out <= +0.0 + product). DSP_ADD = 1: the fp32 add with its shifts on two DSPs, in the form
+// for a Mogami product (fp32_add_dsp MAC_FORM, fp32_dsp.v).
 module mogami_mac #(parameter BITS = 32, parameter DSP_ADD = 0) (
     input  wire            clk,
     input  wire            first,
@@ -37,7 +38,7 @@ module mogami_mac #(parameter BITS = 32, parameter DSP_ADD = 0) (
     wire [BITS-1:0] p;
     mogami_mul #(.BITS(BITS)) mul (.a(a), .b(b), .y(p));
     wire [31:0] next;
-    fp32_add_any #(.DSP(DSP_ADD)) add (.a(first ? 32'd0 : out), .b({p, {(32 - BITS){1'b0}}}), .y(next));
+    fp32_add_any #(.DSP(DSP_ADD ? 2 : 0)) add (.a(first ? 32'd0 : out), .b({p, {(32 - BITS){1'b0}}}), .y(next));
     always @(posedge clk) out <= next;
 endmodule
 `default_nettype wire
