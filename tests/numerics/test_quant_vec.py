@@ -1,7 +1,8 @@
 """The native MLS quantizer's vector paths (AVX-512: rows whose length and block are multiples of 16,
 4-D sources with H*W a multiple of 16; branch-free group scales) give the torch path's codes, scale
 codes, tensor scale and values bit for bit, including group ratios that are subnormal, zero groups,
-saturating elements and every grouping."""
+saturating elements and every grouping; the native PoT quantizer (vectorised by the compiler)
+likewise, on lengths that end mid-vector, below the grid, on every binade and at the top code."""
 import pytest
 import torch
 
@@ -69,3 +70,30 @@ def test_counters_run_on_across_rows_and_blocks():
     q = quantize(x, "mls:2,1", rounding="stochastic", generator=torch.Generator().manual_seed(5), block=32)
     assert not all(torch.equal(q.codes[0], q.codes[r]) for r in range(1, 64))
     _same(q, _both(x, "mls:2,1", "stochastic", block=32)[1])
+
+
+POT_SIZES = [16, 4096, 4097, 31, 7, (64, 48), (3, 5, 16, 16)]
+
+
+def _pot_hard(size, seed):
+    """Every binade of a 4-bit grid and below it: |x| from 2^-20 to 1 relative to the maximum,
+    exact powers of two and midpoints between them, zeros and negative zeros."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(size, generator=gen) * torch.exp2(-20 * torch.rand(size, generator=gen))
+    flat = x.view(-1)
+    flat[::5] = torch.exp2(-torch.randint(0, 18, flat[::5].shape, generator=gen).float())
+    flat[2::11] = 1.5 * torch.exp2(-torch.randint(0, 18, flat[2::11].shape, generator=gen).float())
+    flat[3::17] = 0.0
+    flat[4::19] = -0.0
+    return x
+
+
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+@pytest.mark.parametrize("size", POT_SIZES, ids=str)
+@pytest.mark.parametrize("clip", [1.0, 0.3])
+def test_pot_vector_path_equals_torch(rounding, size, clip):
+    a, b = _both(_pot_hard(size, 3), "pot:4", rounding, clip_ratio=clip)
+    assert torch.equal(a.codes, b.codes)
+    assert torch.equal(a.tensor_scale.view(torch.int32), b.tensor_scale.view(torch.int32))
+    assert torch.equal(a.values.view(torch.int32), b.values.view(torch.int32))
+    assert torch.equal(a.values.view(torch.int32), a.decode().view(torch.int32))

@@ -263,9 +263,10 @@ class SoftwareBackend(Backend):
 
     def gemm_batched(self, a: QTensor, b: QTensor, batch: int, *, op: Op = Op.FORWARD) -> torch.Tensor:
         """[batch, M, N]: slice i of a [batch*M, K] times slice i of b [batch*N, K]^T, the values
-        ``gemm`` gives each pair (one torch.bmm; Mogami: the native batched kernel)."""
-        _check_pair(a, b, "gemm_batched", 2)
-        k = a.shape[1]
+        ``gemm`` gives each pair (one torch.bmm; Mogami: the native batched kernel). Either
+        operand may also come as a [batch, rows, K] view (a transpose, read in place)."""
+        _check_pair(a, b, "gemm_batched", (2, 3))
+        k = a.shape[-1]
         va = a.dequantize().float().reshape(batch, -1, k)
         vb = b.dequantize().float().reshape(batch, -1, k)
         if isinstance(a.fmt, Mogami):
@@ -358,10 +359,13 @@ class SoftwareBackend(Backend):
                       padding=geom.padding, stride=geom.stride)
 
 
-def _check_pair(x: QTensor, y: QTensor, where: str, dims: int) -> None:
+def _check_pair(x: QTensor, y: QTensor, where: str, dims) -> None:
+    """``dims``: the operands' rank, or a tuple of the ranks allowed."""
     if not isinstance(x, QTensor) or not isinstance(y, QTensor):
         raise TypeError(f"{where} takes QTensors (from lowbit.quantize); got {type(x).__name__}, {type(y).__name__}")
-    if x.codes.dim() != dims or y.codes.dim() != dims:
-        raise ValueError(f"{where} needs {dims}-D operands; got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    allowed = dims if isinstance(dims, tuple) else (dims,)
+    if x.codes.dim() not in allowed or y.codes.dim() not in allowed:
+        ranks = " or ".join(map(str, allowed))
+        raise ValueError(f"{where} needs {ranks}-D operands; got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if x.fmt.kind != y.fmt.kind:
         raise ValueError(f"{where}: operands in different formats ({x.fmt} and {y.fmt}); quantize both to one format")

@@ -37,10 +37,10 @@ def _rows(spec: LayerSpec, t: torch.Tensor, operand: str) -> QTensor:
 
 
 def _batch_transpose(q: QTensor, batch: int) -> QTensor:
-    """[B*R, C] -> [B*C, R] of an ungrouped QTensor: same codes, same scale."""
+    """[B*R, C] -> the view [B, C, R] of an ungrouped QTensor: same codes, same scale, nothing
+    copied (a backend with ``gemm_batched`` reads the view; the others get 2-D slices of it)."""
     def t(x):
-        rows = x.shape[0] // batch
-        return contiguous(x.reshape(batch, rows, x.shape[-1]).transpose(1, 2)).view(-1, rows)
+        return x.view(batch, x.shape[0] // batch, x.shape[-1]).transpose(1, 2)
     values = None if q.values is None else t(q.values)
     return QTensor(q.fmt, t(q.codes), None, q.tensor_scale, q.dtype, q.block, values)
 
@@ -54,17 +54,25 @@ def row_slice(q: QTensor, start: int, stop: int) -> QTensor:
                                values=None if q.values is None else q.values[start:stop])
 
 
+def _batch_slice(q: QTensor, i: int, batch: int) -> QTensor:
+    """Slice i of a batched operand: rows [B*R, K] or the view [B, R, K]."""
+    if q.codes.dim() == 3:
+        return dataclasses.replace(q, codes=q.codes[i], values=None if q.values is None else q.values[i])
+    rows = q.shape[0] // batch
+    return row_slice(q, i * rows, (i + 1) * rows)
+
+
 def batched_gemm(spec: LayerSpec, phase: str, a: QTensor, b: QTensor, batch: int, op: Op) -> torch.Tensor:
-    """[batch, M, N]: slice i of ``a`` [batch*M, K] times slice i of ``b`` [batch*N, K]^T, one GEMM
-    each (recorded as ``batch`` calls); a backend with ``gemm_batched`` runs them in one call."""
+    """[batch, M, N]: slice i of ``a`` times slice i of ``b`` transposed (each [batch*rows, K] or
+    [batch, rows, K]), one GEMM each (recorded as ``batch`` calls); a backend with
+    ``gemm_batched`` runs them in one call."""
     spec.record(phase, batch)
     with torch._C.DisableTorchFunction():
         fast = getattr(spec.backend, "gemm_batched", None)
         if fast is not None:
             return fast(a, b, batch, op=op)
-        m, n = a.shape[0] // batch, b.shape[0] // batch
-        return torch.stack([spec.backend.gemm(row_slice(a, i * m, (i + 1) * m), row_slice(b, i * n, (i + 1) * n),
-                                              op=op) for i in range(batch)])
+        return torch.stack([spec.backend.gemm(_batch_slice(a, i, batch), _batch_slice(b, i, batch), op=op)
+                            for i in range(batch)])
 
 
 class QMatmulFunction(torch.autograd.Function):
