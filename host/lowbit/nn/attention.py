@@ -26,7 +26,7 @@ from lowbit.numerics.formats import MLS, Mogami
 from lowbit.numerics.qtensor import QTensor
 from lowbit.numerics.quant import contiguous
 from lowbit.kernel.wire import Op
-from lowbit.nn.functional import QLinearFunction, QLinearMogamiFunction
+from lowbit.nn.functional import linear
 from lowbit.nn.spec import LayerSpec
 
 
@@ -141,15 +141,10 @@ def _apply_matmul(a, b, spec):
     return QMatmulFunction.apply(a, b, spec)
 
 
-@torch.compiler.disable
 def qlinear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], spec: LayerSpec) -> torch.Tensor:
     """F.linear(x, weight, bias) with QLinear's three GEMMs (weight operand "W")."""
     check_operands(spec, x, weight)
-    fn = QLinearMogamiFunction if isinstance(spec.fmt, Mogami) else QLinearFunction
-    z = fn.apply(x.reshape(-1, x.shape[-1]), weight, spec)
-    if bias is not None:
-        z = z + bias
-    return z.reshape(*x.shape[:-1], weight.shape[0])
+    return linear(x, weight, bias, spec)
 
 
 def qsdpa(query, key, value, spec: LayerSpec, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -152,10 +154,12 @@ class QLinearFunction(torch.autograd.Function):
     """x [B, in], weight [out, in]. Each GEMM's operands are grouped along its reduction dim:
     forward along ``in``; backward-data quantizes W^T and E along ``out``; the weight gradient
     quantizes E^T and A^T along the batch. With MLS this quantizes E (and W, A) once per
-    grouping; PoT / fp32 have no groups, so their transposes reuse the same codes."""
+    grouping; PoT / fp32 have no groups, so their transposes reuse the same codes. The bias
+    (or None) is added in place to the forward GEMM's fresh output; its gradient is dz summed
+    over rows."""
 
     @staticmethod
-    def forward(ctx, x, weight, spec: LayerSpec):
+    def forward(ctx, x, weight, bias, spec: LayerSpec):
         qa, qw = spec.quantize(x, "A", block=spec.block), spec.quantize(weight, "W", block=spec.block)
         wbc = None
         if spec.wbc:
@@ -163,6 +167,8 @@ class QLinearFunction(torch.autograd.Function):
         z = spec.run("fwd", "gemm", qa, qw)
         if wbc is not None:
             z = z + wbc * qa.dequantize().sum(dim=1, keepdim=True)
+        if bias is not None:
+            z.add_(bias)
         ctx.spec, ctx.qa, ctx.qw, ctx.wbc = spec, qa, qw, wbc
         ctx.save_for_backward(x, weight)
         return z
@@ -184,7 +190,11 @@ class QLinearFunction(torch.autograd.Function):
             qat = spec.quantize(x.t(), "A", block=spec.block) if grouped else _transpose(qa)
             dw = spec.run("wgrad", "gemm", qet, qat, op=Op.WEIGHT_GRAD)
         ctx.qa = ctx.qw = None
-        return dx, dw, None
+        return dx, dw, _bias_grad(ctx, dz), None
+
+
+def _bias_grad(ctx, dz: torch.Tensor) -> Optional[torch.Tensor]:
+    return dz.sum(0) if ctx.needs_input_grad[2] else None
 
 
 def _transpose(q: QTensor) -> QTensor:
@@ -199,12 +209,13 @@ class QLinearMogamiFunction(torch.autograd.Function):
     """Z^T = conv1x1(W, A^T as [1, in, B, 1]): every product an integer add, both backwards too."""
 
     @staticmethod
-    def forward(ctx, x, weight, spec: LayerSpec):
+    def forward(ctx, x, weight, bias, spec: LayerSpec):
         x4 = x.t().reshape(1, x.shape[1], x.shape[0], 1)
         w4 = weight.reshape(*weight.shape, 1, 1)
         z4 = QConv2dFunction.forward(ctx, x4, w4, spec, ConvGeometry())
         ctx.batch = x.shape[0]
-        return z4.reshape(weight.shape[0], x.shape[0]).t()
+        z = z4.reshape(weight.shape[0], x.shape[0]).t()
+        return z if bias is None else z.add_(bias)
 
     @staticmethod
     def backward(ctx, dz):
@@ -212,7 +223,15 @@ class QLinearMogamiFunction(torch.autograd.Function):
         dx4, dw4 = QConv2dFunction.backward(ctx, dz4)[:2]
         dx = None if dx4 is None else dx4.reshape(dx4.shape[1], ctx.batch).t()
         dw = None if dw4 is None else dw4.reshape(dw4.shape[:2])
-        return dx, dw, None
+        return dx, dw, _bias_grad(ctx, dz), None
+
+
+@torch.compiler.disable
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], spec: LayerSpec) -> torch.Tensor:
+    """F.linear(x, weight, bias) over x's last dim with its three GEMMs in spec's format."""
+    fn = QLinearMogamiFunction if isinstance(spec.fmt, Mogami) else QLinearFunction
+    z = fn.apply(x.reshape(-1, x.shape[-1]), weight, bias, spec)
+    return z.reshape(*x.shape[:-1], weight.shape[0])
 
 
 # ---- ALS-POTQ Weight Bias Correction (formula in docs/layers.md) -------------------------

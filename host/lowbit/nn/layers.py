@@ -13,7 +13,7 @@ from torch import nn
 
 from lowbit.backends.base import ConvGeometry
 from lowbit.numerics.formats import Mogami
-from lowbit.nn.functional import QConv2dFunction, QConvTranspose2dFunction, QLinearFunction, QLinearMogamiFunction
+from lowbit.nn.functional import QConv2dFunction, QConvTranspose2dFunction, linear
 from lowbit.nn.spec import LayerSpec
 
 
@@ -27,11 +27,6 @@ def _apply_conv(x, weight, spec, geometry, groups=1):
 @torch.compiler.disable
 def _apply_conv_transpose(x, weight, spec, geometry, groups, out_shape):
     return QConvTranspose2dFunction.apply(x, weight, spec, geometry, groups, out_shape)
-
-
-@torch.compiler.disable
-def _apply_linear(fn, x, weight, spec):
-    return fn.apply(x, weight, spec)
 
 
 def _pair(v):
@@ -211,13 +206,7 @@ class QLinear(_QuantMixin, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._mark_mode()
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        fn = QLinearMogamiFunction if isinstance(self.spec.fmt, Mogami) else QLinearFunction
-        z = _apply_linear(fn, x2, self.weight, self.spec)
-        if self.bias is not None:
-            z = z + self.bias
-        return z.reshape(*lead, self.out_features)
+        return linear(x, self.weight, self.bias, self.spec)
 
 
 def _adopt(q: nn.Module, src: nn.Module) -> None:
