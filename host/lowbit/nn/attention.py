@@ -75,33 +75,83 @@ def batched_gemm(spec: LayerSpec, phase: str, a: QTensor, b: QTensor, batch: int
                             for i in range(batch)])
 
 
+def _matmul_forward(spec: LayerSpec, a: torch.Tensor, b: torch.Tensor):
+    """(a @ b, what its backward needs): the forward GEMM of a [B, M, K] @ b [B, K, N]."""
+    qa, qbt = _rows(spec, a, "A"), _rows(spec, b.transpose(1, 2), "A")
+    return batched_gemm(spec, "fwd", qa, qbt, a.shape[0], Op.FORWARD), (a, b, qa, qbt)
+
+
+def _matmul_backward(spec: LayerSpec, saved, dz: torch.Tensor, need_a: bool, need_b: bool):
+    """(dA, dB) of ``_matmul_forward`` from dz [B, M, N]: the backward-data and weight-gradient GEMMs."""
+    a, b, qa, qbt = saved
+    batch, grouped = a.shape[0], isinstance(spec.fmt, MLS)
+    qe = _rows(spec, dz, "E")
+    da = db = None
+    if need_a:
+        qb = _rows(spec, b, "A") if grouped else _batch_transpose(qbt, batch)
+        da = batched_gemm(spec, "bwd_data", qe, qb, batch, Op.BACKWARD_DATA)
+    if need_b:
+        qat = _rows(spec, a.transpose(1, 2), "A") if grouped else _batch_transpose(qa, batch)
+        qet = _rows(spec, dz.transpose(1, 2), "E") if grouped else _batch_transpose(qe, batch)
+        db = batched_gemm(spec, "wgrad", qat, qet, batch, Op.WEIGHT_GRAD)
+    return da, db
+
+
 class QMatmulFunction(torch.autograd.Function):
     """a [B, M, K] @ b [B, K, N] with its three GEMMs in the format (module docstring)."""
 
     @staticmethod
     def forward(ctx, a, b, spec: LayerSpec):
-        batch = a.shape[0]
-        qa, qbt = _rows(spec, a, "A"), _rows(spec, b.transpose(1, 2), "A")
-        ctx.spec, ctx.qa, ctx.qbt = spec, qa, qbt
-        ctx.save_for_backward(a, b)
-        return batched_gemm(spec, "fwd", qa, qbt, batch, Op.FORWARD)
+        z, ctx.saved = _matmul_forward(spec, a, b)
+        ctx.spec = spec
+        return z
 
     @staticmethod
     def backward(ctx, dz):
-        spec = ctx.spec
-        a, b = ctx.saved_tensors
-        batch, grouped = a.shape[0], isinstance(spec.fmt, MLS)
-        qe = _rows(spec, dz, "E")
-        da = db = None
-        if ctx.needs_input_grad[0]:
-            qb = _rows(spec, b, "A") if grouped else _batch_transpose(ctx.qbt, batch)
-            da = batched_gemm(spec, "bwd_data", qe, qb, batch, Op.BACKWARD_DATA)
-        if ctx.needs_input_grad[1]:
-            qat = _rows(spec, a.transpose(1, 2), "A") if grouped else _batch_transpose(ctx.qa, batch)
-            qet = _rows(spec, dz.transpose(1, 2), "E") if grouped else _batch_transpose(qe, batch)
-            db = batched_gemm(spec, "wgrad", qat, qet, batch, Op.WEIGHT_GRAD)
-        ctx.qa = ctx.qbt = None
+        da, db = _matmul_backward(ctx.spec, ctx.saved, dz, *ctx.needs_input_grad[:2])
+        ctx.saved = None
         return da, db, None
+
+
+class QAttentionFunction(torch.autograd.Function):
+    """softmax(Q.K^T * scale + masks) . V for q [B*H, L, E], k [B*H, S, E], v [B*H, S, Ev]: both
+    matmuls' three GEMMs as QMatmulFunction's, the scale, the additive masks (each broadcast
+    against the scores viewed [B, H, L, S], added in order) and the softmax in place on the GEMM's
+    fresh output, and their backwards in place too: one autograd node where the composed ops made
+    six, the same values. Returns (output, attention probabilities); both are differentiable."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, spec: LayerSpec, heads: int, scale: float, *masks):
+        scores, ctx.qk = _matmul_forward(spec, q, k.transpose(1, 2))
+        scores4 = scores.view(-1, heads, *scores.shape[1:]).mul_(scale)
+        for mask in masks:
+            scores4.add_(mask)
+        p = torch.softmax(scores, dim=-1)
+        out, ctx.pv = _matmul_forward(spec, p, v)
+        ctx.spec, ctx.heads, ctx.scale, ctx.mask_shapes = spec, heads, scale, [m.shape for m in masks]
+        ctx.save_for_backward(p)
+        return out, p
+
+    @staticmethod
+    def backward(ctx, dout, dp_weights):
+        spec, (p,) = ctx.spec, ctx.saved_tensors
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
+        need_masks = ctx.needs_input_grad[6:]
+        need_scores = need_q or need_k or any(need_masks)
+        dp, dv = _matmul_backward(spec, ctx.pv, dout, need_scores, need_v)
+        dq = dk = None
+        mask_grads = [None] * len(need_masks)
+        if need_scores:
+            if dp_weights is not None:
+                dp = dp + dp_weights
+            ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
+            ds4 = ds.view(-1, ctx.heads, *ds.shape[1:])
+            mask_grads = [ds4.sum_to_size(shape) if need else None for need, shape in zip(need_masks, ctx.mask_shapes)]
+            ds = ds * ctx.scale if any(need_masks) else ds.mul_(ctx.scale)  # a mask's gradient may alias ds
+            dq, dkt = _matmul_backward(spec, ctx.qk, ds, need_q, need_k)
+            dk = None if dkt is None else dkt.transpose(1, 2)
+        ctx.qk = ctx.pv = None
+        return (dq, dk, dv, None, None, None, *mask_grads)
 
 
 def check_operands(spec: LayerSpec, *tensors: torch.Tensor) -> None:
@@ -212,15 +262,13 @@ def mha_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight
         attn_mask = None if attn_mask is None else F.pad(attn_mask, (0, 1))
         key_padding_mask = None if key_padding_mask is None else F.pad(key_padding_mask, (0, 1))
     src_len = k.shape[1]
-    scores = qmatmul(q, k.transpose(1, 2), spec) / math.sqrt(head_dim)  # [N*H, L, S]
-    if attn_mask is not None:
-        scores = scores + (attn_mask if attn_mask.dim() == 3 else attn_mask.unsqueeze(0))
+    masks = [] if attn_mask is None else [attn_mask.view(bsz, num_heads, tgt_len, src_len) if attn_mask.dim() == 3
+                                          else attn_mask]
     if key_padding_mask is not None:
-        scores = (scores.view(bsz, num_heads, tgt_len, src_len) + key_padding_mask.view(bsz, 1, 1, src_len)
-                  ).view(bsz * num_heads, tgt_len, src_len)
-    p = torch.softmax(scores, dim=-1)
-    p_drop = F.dropout(p, dropout_p) if training and dropout_p > 0.0 else p
-    out = qmatmul(p_drop, v, spec).transpose(0, 1).reshape(tgt_len * bsz, embed_dim)
+        masks.append(key_padding_mask.view(bsz, 1, 1, src_len))
+    out, p = _attention(q, k, v, spec, num_heads, 1.0 / math.sqrt(head_dim), masks,
+                        dropout_p if training else 0.0)  # p: [N*H, L, S]
+    out = out.transpose(0, 1).reshape(tgt_len * bsz, embed_dim)
     out = qlinear(out, out_proj_weight, out_proj_bias, spec).view(tgt_len, bsz, embed_dim)
     weights = None
     if need_weights:
@@ -228,6 +276,25 @@ def mha_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight
         weights = weights.mean(dim=1) if average_attn_weights else weights
         weights = weights.squeeze(0) if unbatched else weights
     return (out.squeeze(1) if unbatched else out), weights
+
+
+def _attention(q, k, v, spec: LayerSpec, heads: int, scale: float, masks: list, dropout_p: float):
+    """(softmax(Q.K^T * scale + masks) . V, the probabilities): one QAttentionFunction, or with
+    dropout between the softmax and P.V the same ops composed."""
+    check_operands(spec, q, k, v)
+    if dropout_p == 0.0:
+        return _apply_attention(q, k, v, spec, heads, scale, *masks)
+    scores = qmatmul(q, k.transpose(1, 2), spec)
+    scores4 = scores.view(-1, heads, *scores.shape[1:]) * scale
+    for mask in masks:
+        scores4 = scores4 + mask
+    p = torch.softmax(scores4, dim=-1).view(scores.shape)
+    return qmatmul(F.dropout(p, dropout_p), v, spec), p
+
+
+@torch.compiler.disable
+def _apply_attention(*args):
+    return QAttentionFunction.apply(*args)
 
 
 def _in_projection(query, key, value, in_w, in_b, separate, w_q, w_k, w_v, spec):

@@ -1,0 +1,63 @@
+"""The fused attention core (QAttentionFunction) computes what the composed quantized ops
+compute: the same quantize calls in the same order, so with one seed the output, the attention
+probabilities and every gradient (q, k, v, masks, through the returned probabilities too) are
+equal bit for bit."""
+import pytest
+import torch
+
+from lowbit.nn.attention import QAttentionFunction, qmatmul
+from lowbit.nn.spec import LayerSpec
+
+BATCH, HEADS, L, S, E = 2, 3, 5, 7, 16
+
+
+def _inputs(seed, bias_shape=(HEADS, L, S)):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(BATCH * HEADS, n, E, generator=g).requires_grad_() for n in (L, S, S))
+    bias = torch.randn(bias_shape, generator=g).requires_grad_()  # a learned additive bias
+    padding = torch.zeros(BATCH, 1, 1, S)
+    padding[1, ..., -2:] = float("-inf")
+    return q, k, v, [bias, padding]
+
+
+def _spec(fmt):
+    return LayerSpec.make(fmt, generator=torch.Generator().manual_seed(3))
+
+
+def _composed(q, k, v, masks, spec, scale):
+    scores = qmatmul(q, k.transpose(1, 2), spec)
+    scores4 = scores.view(BATCH, HEADS, L, S) * scale
+    for m in masks:
+        scores4 = scores4 + m
+    p = torch.softmax(scores4, dim=-1).view(scores.shape)
+    return qmatmul(p, v, spec), p
+
+
+def _run(fn, fmt, bias_shape, seed=0):
+    q, k, v, masks = _inputs(seed, bias_shape)
+    out, p = fn(q, k, v, masks, _spec(fmt), 0.25)
+    g = torch.Generator().manual_seed(9)
+    (out * torch.randn(out.shape, generator=g)).sum().add((p * torch.randn(p.shape, generator=g)).sum()).backward()
+    return [out, p, q.grad, k.grad, v.grad, masks[0].grad]
+
+
+def _fused(q, k, v, masks, spec, scale):
+    return QAttentionFunction.apply(q, k, v, spec, HEADS, scale, *masks)
+
+
+@pytest.mark.parametrize("fmt", ["mls:2,1", "mls:2,4", "pot:4", "mogami:fp32", "fp32"])
+@pytest.mark.parametrize("bias_shape", [(HEADS, L, S), (BATCH, HEADS, L, S)], ids=["broadcast", "full"])
+def test_fused_core_equals_composed_ops(fmt, bias_shape):
+    for name, a, b in zip(["out", "p", "dq", "dk", "dv", "dbias"], _run(_fused, fmt, bias_shape),
+                          _run(_composed, fmt, bias_shape)):
+        assert torch.equal(a, b), f"{fmt}: {name} differs (max |diff| {(a - b).abs().max():.3g})"
+
+
+def test_fused_core_records_both_matmuls_gemms():
+    spec = _spec("pot:4")
+    q, k, v, masks = _inputs(1)
+    out, _ = _fused(q, k, v, masks, spec, 0.25)
+    out.sum().backward()
+    calls = BATCH * HEADS
+    assert dict(spec.ran) == {("fwd", "pot:4"): 2 * calls, ("bwd_data", "pot:4"): 2 * calls,
+                              ("wgrad", "pot:4"): 2 * calls}
