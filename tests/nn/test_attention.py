@@ -61,3 +61,34 @@ def test_fused_core_records_both_matmuls_gemms():
     calls = BATCH * HEADS
     assert dict(spec.ran) == {("fwd", "pot:4"): 2 * calls, ("bwd_data", "pot:4"): 2 * calls,
                               ("wgrad", "pot:4"): 2 * calls}
+
+
+SDPA_CASES = {
+    "plain": dict(),
+    "causal": dict(is_causal=True),
+    "bool mask": dict(attn_mask=torch.rand(5, 7, generator=torch.Generator().manual_seed(4)) > 0.3),
+    "float mask, 4-D": dict(attn_mask=torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(5))),
+    "scale": dict(scale=0.1),
+}
+
+
+@pytest.mark.parametrize("case", SDPA_CASES)
+@pytest.mark.parametrize("key_batch", [(2, 3), (1, 3)], ids=["same", "broadcast"])
+def test_qsdpa_in_fp32_is_torchs_attention(case, key_batch):
+    """Format fp32 quantizes nothing, so the quantized attention must be torch's own (fp32 sums
+    in another order: stated bound 1e-5)."""
+    import torch.nn.functional as F
+    from lowbit.nn.attention import qsdpa
+
+    kwargs = dict(SDPA_CASES[case])
+    if case == "bool mask":
+        kwargs["attn_mask"][:, 0] = True  # no row fully masked
+    g = torch.Generator().manual_seed(6)
+    q = torch.randn(2, 3, 5, E, generator=g).requires_grad_()
+    k, v = (torch.randn(*key_batch, 7, E, generator=g).requires_grad_() for _ in range(2))
+    ours = qsdpa(q, k, v, _spec("fp32"), **kwargs)
+    theirs = F.scaled_dot_product_attention(q, k, v, **kwargs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    grads = [torch.autograd.grad(o.square().sum(), (q, k, v)) for o in (ours, theirs)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -199,23 +199,26 @@ def qlinear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
 
 def qsdpa(query, key, value, spec: LayerSpec, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
           scale: Optional[float] = None, enable_gqa: bool = False) -> torch.Tensor:
-    """F.scaled_dot_product_attention with Q.K^T and P.V quantized; scaling, masking, softmax and
-    dropout stay fp32 element-wise ops."""
+    """F.scaled_dot_product_attention ([..., L, E] operands, batch dims broadcast) with Q.K^T and
+    P.V quantized (``_attention``); scaling, masking, softmax and dropout stay fp32 element-wise ops."""
     if enable_gqa and key.shape[-3] != query.shape[-3]:
         rep = query.shape[-3] // key.shape[-3]
         key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    scores = qmatmul(query, key.transpose(-2, -1), spec) * scale
-    length, source = scores.shape[-2:]
+    (length, _), source = query.shape[-2:], key.shape[-2]
+    batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+
+    def flat(t):
+        return t.expand(*batch, *t.shape[-2:]).reshape(-1, *t.shape[-2:])
+
+    masks = []
     if is_causal:
-        keep = torch.ones(length, source, dtype=torch.bool, device=scores.device).tril()
-        scores = scores.masked_fill(~keep, float("-inf"))
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
-    p = torch.softmax(scores, dim=-1)
-    if dropout_p > 0.0:
-        p = F.dropout(p, dropout_p, training=True)
-    return qmatmul(p, value, spec)
+        masks.append(_additive(torch.ones(length, source, dtype=torch.bool, device=query.device).triu(1), query))
+    if attn_mask is not None:  # bool: True = take part
+        mask = _additive(~attn_mask, query) if attn_mask.dtype == torch.bool else attn_mask
+        masks.append(mask.expand(*batch, length, source).reshape(-1, 1, length, source))
+    out, _ = _attention(flat(query), flat(key), flat(value), spec, 1, scale, masks, dropout_p)
+    return out.view(*batch, length, value.shape[-1])
 
 
 def _additive(mask: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
