@@ -92,3 +92,41 @@ def test_qsdpa_in_fp32_is_torchs_attention(case, key_batch):
     grads = [torch.autograd.grad(o.square().sum(), (q, k, v)) for o in (ours, theirs)]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+MHA_CASES = {
+    "plain": (dict(), dict()),
+    "key padding + causal": (dict(), dict(key_padding_mask="pad", attn_mask="causal")),
+    "3-D float mask, weights per head": (dict(), dict(attn_mask="float3d", average_attn_weights=False)),
+    "bias_k, add_zero_attn": (dict(add_bias_kv=True, add_zero_attn=True), dict(key_padding_mask="pad")),
+    "separate kdim/vdim": (dict(kdim=6, vdim=10), dict()),
+}
+
+
+@pytest.mark.parametrize("case", MHA_CASES)
+def test_qmultiheadattention_in_fp32_is_torchs(case):
+    """QMultiheadAttention in format fp32 against nn.MultiheadAttention itself: outputs,
+    attention weights and gradients (fp32 sums in another order: stated bound 1e-5)."""
+    from torch import nn
+    from lowbit.nn.attention import QMultiheadAttention
+
+    module_kw, call_kw = MHA_CASES[case]
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(12, 3, batch_first=True, **module_kw)
+    ours = QMultiheadAttention.from_mha(mha, "fp32")
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 5, 12, generator=g, requires_grad=True)
+    k = torch.randn(2, 7, module_kw.get("kdim", 12), generator=g, requires_grad=True)
+    v = torch.randn(2, 7, module_kw.get("vdim", 12), generator=g, requires_grad=True)
+    masks = {"pad": torch.tensor([[False] * 7, [False] * 5 + [True] * 2]),
+             "causal": torch.ones(5, 7, dtype=torch.bool).triu(1),
+             "float3d": torch.randn(2 * 3, 5, 7, generator=g)}
+    kw = {name: masks.get(value, value) if isinstance(value, str) else value for name, value in call_kw.items()}
+    results = []
+    for module in (ours, mha):
+        out, weights = module(q, k, v, **kw)
+        grads = torch.autograd.grad(out.square().sum() + weights.sum(), (q, k, v, mha.in_proj_weight
+                                                                          if mha._qkv_same_embed_dim else mha.q_proj_weight))
+        results.append((out, weights, *grads))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
