@@ -41,7 +41,9 @@ def simulated_name(d: rtl.Datapath) -> str:
 
 # Checks of pieces that are measured only inside a larger unit.
 EXTRA_CHECKS = ("scaled_to_f32", "fp32 add", "fp32 mul", "fp32-ftz add", "fp32-ftz mul", "mogami:bf16/mul",
-                "mls:4,7 lanes=16", "mls:2,4-pack/guard")
+                "mls:4,7 lanes=16", "mls:2,4-pack/guard",
+                # Mogami MACs whose accumulator is driven to subnormal, zero, Inf and NaN sums
+                "mogami:fp32/edges", "mogami:fp32-dsp/edges", "mogami:bf16-dsp/edges")
 
 
 @pytest.mark.parametrize("name", sorted({simulated_name(d) for d in rtl.DATAPATHS} | set(EXTRA_CHECKS)))
@@ -69,7 +71,7 @@ def test_exhaustive_checks_cover_every_pair(equivalence, name, pairs):
 
 @pytest.mark.parametrize("name", ["mls:4,7 lanes=1", "mls:4,7/finish", "fp32 add", "fp32 mul",
                                   "mogami:fp32/mul", "mogami:fp32 lanes=1", "fp32 lanes=1", "fp32-dsp add",
-                                  "mogami:fp32-dsp lanes=1", "mls:2,4/finish-dsp"])
+                                  "mogami:fp32-dsp lanes=1", "mogami:fp32-dsp/edges", "mls:2,4/finish-dsp"])
 def test_wide_datapaths_see_millions_of_random_operands(equivalence, name):
     assert int(equivalence[name].detail) >= 1_000_000
 
@@ -83,20 +85,26 @@ def _break(path: Path, old: str, new: str) -> None:
 def test_a_wrong_datapath_is_caught(tmp_path, monkeypatch):
     """The checks can fail: the PoT lane with the INT4 add off by one (ca + cb - 1); the PE pair
     with its packed products two places too close (2 SIGW - 1: a low product reaches the high one); the DSP
-    adder without the sticky bit of its alignment product."""
+    adder without the sticky bit of its alignment product; the Mogami MAC's adder (fp32_add_mac) taking a
+    near-case left shift of 1 through its product, which drops the difference's leading bit (the
+    same Mogami product into the all-LUT adder still passes)."""
     need("verilator")
     need("g++")
     bad = tmp_path / "rtl"
     shutil.copytree(rtl.RTL_DIR, bad)
     _break(bad / "pot.v", "- 5'd2;", "- 5'd1;")
     _break(bad / "mls.v", "localparam G = 2 * SIGW + 1;", "localparam G = 2 * SIGW - 1;")
-    _break(bad / "fp32_dsp.v", "prod[50:24] | {26'd0, |prod[23:0]}", "prod[50:24]")
+    _break(bad / "fp32_dsp.v", "prod[50:24] | {26'd0, |prod[23:0]};\n    wire [27:0] sum_far",
+           "prod[50:24];\n    wire [27:0] sum_far")
+    _break(bad / "fp32_dsp.v", "(diff != 0) & (lshift_near >= 5'd2)", "(diff != 0) & (lshift_near >= 5'd1)")
     monkeypatch.setattr(rtl, "RTL_DIR", bad)
     monkeypatch.setattr(rtl, "HARNESS", bad / "sim" / "equiv.cpp")
     results = {r.name: r for r in rtl.run_equivalence(rtl.build_equivalence(tmp_path / "b"), seed=1, scale=0.01)}
     assert not results["pot:4 lanes=1"].passed and not results["pot:4 lanes=16"].passed
     assert not results["mls:2,4-pack lanes=2"].passed and not results["mls:2,4-pack lanes=6"].passed
-    assert not results["fp32-dsp add"].passed and not results["mogami:fp32-dsp lanes=1"].passed
+    assert not results["fp32-dsp add"].passed and not results["mls:2,4/finish-dsp"].passed
+    assert not results["mogami:fp32-dsp lanes=1"].passed and not results["mogami:fp32-dsp/edges"].passed
+    assert results["mogami:fp32 lanes=1"].passed and results["mogami:fp32/edges"].passed
     assert results["mls:2,1 lanes=1"].passed and results["mls:2,4 lanes=3"].passed and results["fp32 add"].passed
 
 

@@ -694,6 +694,46 @@ static bool check_mogami_mac(const char* name, long n) {
     return c.report();
 }
 
+// The Mogami MAC's accumulator at its edges: blocks that start tiny (products near the smallest
+// normal), near saturation, ordinary or special, whose later products mostly cancel the previous
+// one (the same operands, a's sign flipped, b a few ulps off): subnormal and zero sums, Inf
+// accumulators (two saturated products), NaN after Inf - Inf, the near path at every shift.
+template <class M, unsigned B>
+static bool check_mogami_mac_edges(const char* name, long n) {
+    Check c(name);
+    M* m = new M;
+    const unsigned fw = B - 9;
+    const uint32_t sign = 1u << (B - 1);
+    uint32_t a = 0, b = 0, mode = 0;
+    auto field = [&](uint32_t v, uint32_t e) { return (v & ~(0xFFu << fw)) | (e << fw); };
+    finish_sequence(m, c, count(n),
+        [&](long i) {
+            if (m->first || below(4) == 0) {
+                if (m->first) mode = (uint32_t)below(4);
+                a = (uint32_t)bits(B);
+                b = mogami_operand(i, a, B);
+                if (mode == 0) {  // ea + eb - 127 in 1..8: products near the smallest normal
+                    uint32_t ea = 60 + (uint32_t)below(8);
+                    a = field(a, ea);
+                    b = field(b, 128 - ea + (uint32_t)below(8));
+                } else if (mode == 1) {  // at the saturation edge (case 2 of mogami_operand)
+                    b = mogami_operand(5 * i + 2, a, B);
+                } else if (mode == 2) {
+                    a = field(a, 120 + (uint32_t)below(16));
+                    b = field(b, 120 + (uint32_t)below(16));
+                }
+            } else {  // cancel the previous product, or nearly
+                a ^= sign;
+                b = (b & sign) | ((b + (uint32_t)below(7) - 3) & (sign - 1));
+            }
+            m->a = a;
+            m->b = b;
+        },
+        [&]() { return lowbit::MogamiRule<B>::to_f32(lowbit::mogami_mul_bits<B>(a, b)); });
+    delete m;
+    return c.report();
+}
+
 template <class M>
 static bool check_fp32_mac(const char* name, long n, bool ftz) {
     Check c(name);
@@ -778,6 +818,9 @@ int main(int argc, char** argv) {
     ok &= check_mogami_mac<Vmogami_mac16, 16>("mogami:bf16 lanes=1", 1000000);
     ok &= check_mogami_mac<Vmogami_mac32_dsp, 32>("mogami:fp32-dsp lanes=1", 1000000);
     ok &= check_mogami_mac<Vmogami_mac16_dsp, 16>("mogami:bf16-dsp lanes=1", 1000000);
+    ok &= check_mogami_mac_edges<Vmogami_mac32, 32>("mogami:fp32/edges", 1000000);
+    ok &= check_mogami_mac_edges<Vmogami_mac32_dsp, 32>("mogami:fp32-dsp/edges", 1000000);
+    ok &= check_mogami_mac_edges<Vmogami_mac16_dsp, 16>("mogami:bf16-dsp/edges", 1000000);
     ok &= check_f32_binary<Vfp32_add_ftz>("fp32-ftz add", 2000000,
                                           [](float a, float b) { return flush(flush(a) + flush(b)); });
     ok &= check_f32_binary<Vfp32_mul_ftz>("fp32-ftz mul", 2000000,
