@@ -30,10 +30,10 @@ def test_json_has_one_object_per_board_and_family_with_the_keys(rows):
         assert list(r) == KEYS
 
 
-# With the measured costs (hw_cost.json) a Mogami MAC is ~650-680 LUTs even with its fp32 adder's
-# shifts on a DSP; the LUTs of the part (80%, less the per-unit control) hold 54 on PYNQ-Z2 and
-# 4 x 56 on ZCU104, under the quarter targets (64, 256): the known gap, documented in docs/hardware.md.
-PEAK_MISSES = {("pynq-z2", "mogami"), ("zcu104", "mogami")}
+# Known misses of the quarter-peak targets: none. With the measured costs (hw_cost.json, yosys 0.23)
+# the Mogami MAC on fp32_add_mac is 537 (xc7) / 594 (xcup) LUTs + 2 DSPs, under the 571 / 626 that
+# 64 PEs per unit leave (80% of the part less the per-unit control): PYNQ-Z2 64, ZCU104 4 x 64.
+PEAK_MISSES = set()
 
 
 def test_targets_of_the_issue(rows):

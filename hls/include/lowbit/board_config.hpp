@@ -47,7 +47,7 @@ struct pynq_z2_mogami {
     static const uint32_t K_MAX = 512u;
     static const uint32_t ARITH_MASK = 0xCu;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 18, COLS = 3, SIMD = 1, INTERLEAVE = 8;
+    static const unsigned ROWS = 32, COLS = 2, SIMD = 1, INTERLEAVE = 8;
     static const unsigned FINISHERS = 0;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 64;
     static const unsigned COMPUTE_UNITS = 1;
@@ -86,7 +86,7 @@ struct zcu104_mogami {
     static const uint32_t K_MAX = 512u;
     static const uint32_t ARITH_MASK = 0xCu;
     static const unsigned MLS_MAX_EX = 2, MLS_MAX_MX = 4;
-    static const unsigned ROWS = 8, COLS = 7, SIMD = 1, INTERLEAVE = 8;
+    static const unsigned ROWS = 32, COLS = 2, SIMD = 1, INTERLEAVE = 8;
     static const unsigned FINISHERS = 0;  // block finishers; 0: the PEs add in place
     static const unsigned STREAM_BITS = 64, HP_BITS = 128;
     static const unsigned COMPUTE_UNITS = 4;
