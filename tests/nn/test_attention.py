@@ -33,11 +33,13 @@ def _composed(q, k, v, masks, spec, scale):
     return qmatmul(p, v, spec), p
 
 
-def _run(fn, fmt, bias_shape, seed=0):
+def _run(fn, fmt, bias_shape, seed=0, uses=("out", "p")):
+    """``uses``: the outputs the loss reads (the others get no gradient)."""
     q, k, v, masks = _inputs(seed, bias_shape)
     out, p = fn(q, k, v, masks, _spec(fmt), 0.25)
     g = torch.Generator().manual_seed(9)
-    (out * torch.randn(out.shape, generator=g)).sum().add((p * torch.randn(p.shape, generator=g)).sum()).backward()
+    terms = {name: (t * torch.randn(t.shape, generator=g)).sum() for name, t in (("out", out), ("p", p))}
+    sum(terms[name] for name in uses).backward()
     return [out, p, q.grad, k.grad, v.grad, masks[0].grad]
 
 
@@ -51,6 +53,17 @@ def test_fused_core_equals_composed_ops(fmt, bias_shape):
     for name, a, b in zip(["out", "p", "dq", "dk", "dv", "dbias"], _run(_fused, fmt, bias_shape),
                           _run(_composed, fmt, bias_shape)):
         assert torch.equal(a, b), f"{fmt}: {name} differs (max |diff| {(a - b).abs().max():.3g})"
+
+
+@pytest.mark.parametrize("fmt", ["mls:2,1", "pot:4"])
+@pytest.mark.parametrize("uses", [("out",), ("p",)], ids=["output only", "probabilities only"])
+def test_fused_core_with_one_output_unused_equals_composed_ops(fmt, uses):
+    """An unused output gets no gradient tensor; the gradients (and the quantize calls that make
+    them) are still the composed ops', and with only the probabilities used v gets none."""
+    for name, a, b in zip(["out", "p", "dq", "dk", "dv", "dbias"], _run(_fused, fmt, (HEADS, L, S), uses=uses),
+                          _run(_composed, fmt, (HEADS, L, S), uses=uses)):
+        assert (a is None) == (b is None), f"{fmt} {uses}: {name} is None in one run only"
+        assert a is None or torch.equal(a, b), f"{fmt} {uses}: {name} differs"
 
 
 def test_fused_core_records_both_matmuls_gemms():

@@ -118,10 +118,13 @@ class QAttentionFunction(torch.autograd.Function):
     matmuls' three GEMMs as QMatmulFunction's, the scale, the additive masks (each broadcast
     against the scores viewed [B, H, L, S], added in order) and the softmax in place on the GEMM's
     fresh output, and their backwards in place too: one autograd node where the composed ops made
-    six, the same values. Returns (output, attention probabilities); both are differentiable."""
+    six, the same values. Returns (output, attention probabilities); both are differentiable. An
+    output nobody differentiates (usually the probabilities) gets no gradient tensor: autograd
+    would otherwise fill a [B*H, L, S] zero tensor and the backward add it."""
 
     @staticmethod
     def forward(ctx, q, k, v, spec: LayerSpec, heads: int, scale: float, *masks):
+        ctx.set_materialize_grads(False)
         scores, ctx.qk = _matmul_forward(spec, q, k.transpose(1, 2))
         scores4 = scores.view(-1, heads, *scores.shape[1:]).mul_(scale)
         for mask in masks:
@@ -138,12 +141,14 @@ class QAttentionFunction(torch.autograd.Function):
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         need_masks = ctx.needs_input_grad[6:]
         need_scores = need_q or need_k or any(need_masks)
-        dp, dv = _matmul_backward(spec, ctx.pv, dout, need_scores, need_v)
+        dp = dv = None
+        if dout is not None:  # None: only the probabilities reach the loss, P.V has no backward
+            dp, dv = _matmul_backward(spec, ctx.pv, dout, need_scores, need_v)
         dq = dk = None
         mask_grads = [None] * len(need_masks)
         if need_scores:
             if dp_weights is not None:
-                dp = dp + dp_weights
+                dp = dp_weights if dp is None else dp.add_(dp_weights)
             ds = torch._softmax_backward_data(dp, p, -1, p.dtype)
             ds4 = ds.view(-1, ctx.heads, *ds.shape[1:])
             mask_grads = [ds4.sum_to_size(shape) if need else None for need, shape in zip(need_masks, ctx.mask_shapes)]
