@@ -47,12 +47,16 @@ def _fused(q, k, v, masks, spec, scale):
     return QAttentionFunction.apply(q, k, v, spec, HEADS, scale, *masks)
 
 
+def _assert_runs_equal(label, fused, composed):
+    for name, a, b in zip(["out", "p", "dq", "dk", "dv", "dbias"], fused, composed):
+        assert (a is None) == (b is None), f"{label}: {name} is None in one run only"
+        assert a is None or torch.equal(a, b), f"{label}: {name} differs (max |diff| {(a - b).abs().max():.3g})"
+
+
 @pytest.mark.parametrize("fmt", ["mls:2,1", "mls:2,4", "pot:4", "mogami:fp32", "fp32"])
 @pytest.mark.parametrize("bias_shape", [(HEADS, L, S), (BATCH, HEADS, L, S)], ids=["broadcast", "full"])
 def test_fused_core_equals_composed_ops(fmt, bias_shape):
-    for name, a, b in zip(["out", "p", "dq", "dk", "dv", "dbias"], _run(_fused, fmt, bias_shape),
-                          _run(_composed, fmt, bias_shape)):
-        assert torch.equal(a, b), f"{fmt}: {name} differs (max |diff| {(a - b).abs().max():.3g})"
+    _assert_runs_equal(fmt, _run(_fused, fmt, bias_shape), _run(_composed, fmt, bias_shape))
 
 
 @pytest.mark.parametrize("fmt", ["mls:2,1", "pot:4"])
@@ -60,10 +64,8 @@ def test_fused_core_equals_composed_ops(fmt, bias_shape):
 def test_fused_core_with_one_output_unused_equals_composed_ops(fmt, uses):
     """An unused output gets no gradient tensor; the gradients (and the quantize calls that make
     them) are still the composed ops', and with only the probabilities used v gets none."""
-    for name, a, b in zip(["out", "p", "dq", "dk", "dv", "dbias"], _run(_fused, fmt, (HEADS, L, S), uses=uses),
-                          _run(_composed, fmt, (HEADS, L, S), uses=uses)):
-        assert (a is None) == (b is None), f"{fmt} {uses}: {name} is None in one run only"
-        assert a is None or torch.equal(a, b), f"{fmt} {uses}: {name} differs"
+    shape = (HEADS, L, S)
+    _assert_runs_equal(f"{fmt} {uses}", _run(_fused, fmt, shape, uses=uses), _run(_composed, fmt, shape, uses=uses))
 
 
 def test_fused_core_records_both_matmuls_gemms():
