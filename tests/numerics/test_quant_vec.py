@@ -1,7 +1,7 @@
 """The native MLS quantizer's vector paths (AVX-512: rows whose length and block are multiples of 16,
 4-D sources with H*W a multiple of 16; branch-free group scales) give the torch path's codes, scale
 codes, tensor scale and values bit for bit, including group ratios that are subnormal, zero groups,
-saturating elements and every grouping; the native PoT quantizer (vectorised by the compiler)
+saturating elements and every grouping; the native PoT quantizer (AVX-512 on z's bit pattern)
 likewise, on lengths that end mid-vector, below the grid, on every binade and at the top code."""
 import pytest
 import torch
@@ -97,3 +97,22 @@ def test_pot_vector_path_equals_torch(rounding, size, clip):
     assert torch.equal(a.tensor_scale.view(torch.int32), b.tensor_scale.view(torch.int32))
     assert torch.equal(a.values.view(torch.int32), b.values.view(torch.int32))
     assert torch.equal(a.values.view(torch.int32), a.decode().view(torch.int32))
+
+
+def _bit_patterns(top: int, step: int) -> torch.Tensor:
+    """Every step-th fp32 bit pattern below ``top`` (zero, subnormals, all binades up to top's), both signs:
+    an odd step walks through the mantissas, so both sides of every rounding midpoint occur."""
+    bits = torch.arange(0, top, step, dtype=torch.int64)
+    bits = torch.cat([bits, bits | (1 << 31)]).to(torch.int64)
+    return (bits - ((bits >> 31) << 32)).to(torch.int32).view(torch.float32)
+
+
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+@pytest.mark.parametrize("top", [0x0D000000, 0x3F800000, 0x7F800000], ids=["below-2^-101", "below-1", "all-finite"])
+@pytest.mark.parametrize("clip", [1.0, 2.0 ** -20])
+def test_pot_bit_pattern_sweep_equals_torch(rounding, top, clip):
+    """The vector path's bit-pattern formulation against the torch definition on ~1M patterns a case:
+    tensor scales near 2^-101, 1 and 2^127, and a clip ratio that saturates most elements."""
+    a, b = _both(_bit_patterns(top, 4093), "pot:4", rounding, clip_ratio=clip)
+    assert torch.equal(a.codes, b.codes)
+    assert torch.equal(a.values.view(torch.int32), b.values.view(torch.int32))
