@@ -1,6 +1,6 @@
 """The native copies and one-call quantizers behind the training step give the values of the plain
 paths bit for bit: the tiled gather equals torch's contiguous copy, a transposed view quantizes
-as its contiguous copy does, and the PoT scale exponent taken in C equals pot_scale_exponent."""
+as its contiguous copy does (PoT rounded to nearest reads a dense one in place), and the PoT scale exponent taken in C equals pot_scale_exponent."""
 import pytest
 import torch
 
@@ -67,6 +67,18 @@ def test_transposed_view_quantizes_as_its_copy(fmt, rounding, monkeypatch):
         assert torch.equal(a.tensor_scale, b.tensor_scale)
         if a.scale_codes is not None:
             assert torch.equal(a.scale_codes, b.scale_codes)
+
+
+def test_pot_nearest_reads_a_permuted_view_in_place():
+    """Dense permutations (a transpose, a head split) are quantized in memory order, no copy: the codes
+    and values come back as the same view; slices and expanded dims are gathered first."""
+    heads = torch.randn(9, 12, 16, generator=GEN)
+    for x in (heads.transpose(0, 1), heads.permute(1, 2, 0), heads[0].t()):
+        q = quantize(x, "pot:4", rounding="nearest")
+        assert q.codes.stride() == x.stride() and q.values.stride() == x.stride()
+        assert torch.equal(q.values, quantize(x.contiguous(), "pot:4", rounding="nearest").values)
+    sliced = heads[:, ::2].transpose(0, 1)
+    assert quantize(sliced, "pot:4", rounding="nearest").codes.is_contiguous()
 
 
 @pytest.mark.parametrize("absmax", [0.0, 1e-45, 3e-39, 2.0 ** -126, 0.75, 1.0, 1.0000001, 2.0 ** 100, 3.4e38])

@@ -31,16 +31,20 @@ from lowbit.nn.spec import LayerSpec
 
 
 def _rows(spec: LayerSpec, t: torch.Tensor, operand: str) -> QTensor:
-    """Q(t) for t [B, R, C] as the 2-D operand [B*R, C] (groups along C); a transposed view is
-    copied by the native gather (quant.contiguous), not by reshape."""
+    """Q(t) for t [B, R, C]: MLS as the 2-D operand [B*R, C] (groups along C; a transposed view is
+    copied by the native gather, quant.contiguous, not by reshape); the ungrouped formats as t itself,
+    [B, R, C], whose flat order is the same (a view rounded to nearest is then read in place)."""
+    if not isinstance(spec.fmt, MLS):
+        return spec.quantize(t, operand)
     return spec.quantize(contiguous(t).view(-1, t.shape[-1]), operand, block=spec.block)
 
 
 def _batch_transpose(q: QTensor, batch: int) -> QTensor:
-    """[B*R, C] -> the view [B, C, R] of an ungrouped QTensor: same codes, same scale, nothing
-    copied (a backend with ``gemm_batched`` reads the view; the others get 2-D slices of it)."""
+    """[B, R, C] (or its rows [B*R, C]) -> the view [B, C, R] of an ungrouped QTensor: same codes,
+    same scale, nothing copied (a backend with ``gemm_batched`` reads the view; the others get
+    2-D slices of it)."""
     def t(x):
-        return x.view(batch, x.shape[0] // batch, x.shape[-1]).transpose(1, 2)
+        return (x if x.dim() == 3 else x.view(batch, -1, x.shape[-1])).transpose(1, 2)
     values = None if q.values is None else t(q.values)
     return QTensor(q.fmt, t(q.codes), None, q.tensor_scale, q.dtype, q.block, values)
 

@@ -170,14 +170,15 @@ class QLinearFunction(torch.autograd.Function):
         if bias is not None:
             z.add_(bias)
         ctx.spec, ctx.qa, ctx.qw, ctx.wbc = spec, qa, qw, wbc
-        ctx.save_for_backward(x, weight)
+        if isinstance(spec.fmt, MLS):  # the others transpose qa and qw: x need not outlive the forward
+            ctx.save_for_backward(x, weight)
         return z
 
     @staticmethod
     def backward(ctx, dz):
         spec, qa, qw = ctx.spec, ctx.qa, ctx.qw
-        x, weight = ctx.saved_tensors
         grouped = isinstance(spec.fmt, MLS)
+        x, weight = ctx.saved_tensors if grouped else (None, None)
         qe = spec.quantize(dz, "E", block=spec.block)
         dx = dw = None
         if ctx.needs_input_grad[0]:

@@ -74,7 +74,7 @@ def empty_buffer(shape, dtype: torch.dtype) -> torch.Tensor:
     """
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < HUGE_MIN_BYTES or os.environ.get("LOWBIT_HUGEPAGES", "1") == "0" or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty(shape, dtype=dtype)
+        return torch.empty(*shape, dtype=dtype) if len(shape) else torch.empty((), dtype=dtype)  # ints: 2x faster
     buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     buf.madvise(mmap.MADV_HUGEPAGE)
     with warnings.catch_warnings():
@@ -108,6 +108,13 @@ def contiguous(t: torch.Tensor) -> torch.Tensor:
     name, ctype = _GATHER[t.dtype]
     getattr(lib, name)(ffi.cast(ctype, t.data_ptr()), *shape, *strides, ffi.cast(ctype, out.data_ptr()))
     return out
+
+
+def storage_order(t: torch.Tensor):
+    """The dim order in which t's elements lie densely in memory (``t.permute(order)`` is contiguous),
+    or None when they do not fill one dense block (a slice, an expanded dim)."""
+    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))
+    return order if t.permute(order).is_contiguous() else None
 
 
 def raise_nonfinite(x: torch.Tensor) -> None:

@@ -1,6 +1,7 @@
 """PoT (power of two, ALS-POTQ): a power-of-two layer scale and 4-bit exponent codes."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional
 
@@ -11,7 +12,7 @@ from lowbit.numerics.formats import PoT
 from lowbit.numerics.qtensor import QTensor
 from lowbit.numerics.quant.rng import INT32_COUNTERS, hash32_int32, keys_tensor, random_bits
 from lowbit.numerics.quant.common import float_exponent, pow2, with_values
-from lowbit.numerics.quant.native import contiguous, empty_buffer, library, raise_nonfinite
+from lowbit.numerics.quant.native import contiguous, empty_buffer, library, raise_nonfinite, storage_order
 from lowbit.numerics.quant.accel import maybe_compiled, run_triton
 
 
@@ -86,7 +87,14 @@ def pot_elements(flat, keys, step1: float, step2: float, scale: float, max_code:
 
 
 def pot_native(x: torch.Tensor, fmt: PoT, rounding: str, seed: int, clip_ratio: float) -> QTensor:
-    """One native call: max |x|, the scale exponent (``pot_scale_exponent``'s rule) and the elements."""
+    """One native call: max |x|, the scale exponent (``pot_scale_exponent``'s rule) and the elements.
+    A permuted view rounded to nearest is quantized in memory order and returned as the same view (each
+    element's code depends on it and the maximum alone; stochastic bits follow the logical order)."""
+    order = None if x.is_contiguous() or rounding != "nearest" else storage_order(x)
+    if order is not None:
+        q = pot_native(x.permute(order), fmt, rounding, seed, clip_ratio)
+        back = sorted(range(x.dim()), key=order.__getitem__)
+        return dataclasses.replace(q, codes=q.codes.permute(back), values=q.values.permute(back))
     ffi, lib = library()
     xf = contiguous(x if x.dtype == torch.float32 else x.detach().to(torch.float32))
     codes = empty_buffer(xf.shape, torch.int16)
