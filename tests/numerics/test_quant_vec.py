@@ -116,3 +116,22 @@ def test_pot_bit_pattern_sweep_equals_torch(rounding, top, clip):
     a, b = _both(_bit_patterns(top, 4093), "pot:4", rounding, clip_ratio=clip)
     assert torch.equal(a.codes, b.codes)
     assert torch.equal(a.values.view(torch.int32), b.values.view(torch.int32))
+
+
+TRANSPOSED = [((64, 2048), 32), ((48, 50), 16), ((16, 7), 32), ((32, 64), 17), ((33, 48), 16)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+@pytest.mark.parametrize("shape,block", TRANSPOSED)
+def test_2d_transposed_view_read_in_place_equals_torch(fmt, rounding, shape, block):
+    """A transposed view (the layers' x^T, dz^T, W^T) is read in place where its rows are a multiple of
+    16 (codes and values come back as the same view; ragged last blocks, blocks not a multiple of 16)
+    and copied first otherwise (33 rows); either way the torch path's results on the same operand."""
+    x = _hard(shape, shape[0] + block).t().contiguous().t()
+    a, b = _both(x, fmt, rounding, block=block)
+    assert a.codes.is_contiguous() == (shape[0] % 16 != 0)
+    assert torch.equal(a.codes, b.codes)
+    assert torch.equal(a.scale_codes, b.scale_codes)
+    assert torch.equal(a.tensor_scale.view(torch.int32), b.tensor_scale.view(torch.int32))
+    assert torch.equal(a.values.view(torch.int32), b.values.view(torch.int32))

@@ -162,6 +162,13 @@ int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t b
     return bad;
 }
 
+static mls_params mls_make_params(float st, int ex, int mx, uint64_t seed) {
+    const int32_t emax = ex >= 1 ? -1 : 0, qmax = ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1;
+    const mls_params P = {ex, mx, 1 - (1 << ex), emax, (1 << (ex + mx)) - 1, (float)qmax * pow2i(emax - mx), st,
+                          (uint32_t)seed, (uint32_t)(seed >> 32)};
+    return P;
+}
+
 /* Elements per parallel task of the MLS quantizer: long enough that the vector loop's set-up is
  * paid once per task, not once per group (a 3x3 weight's groups hold 9 elements). */
 #define MLS_CHUNK 4096
@@ -176,9 +183,7 @@ static void mls_quantize16(const float *x, int64_t rows, int64_t len, int64_t bl
 static void mls_quantize(const float *x, int64_t rows, int64_t len, int64_t block, const float *inv,
                          const float *sg, float st, int ex, int mx, int stochastic, uint64_t seed,
                          int16_t *codes, float *values) {
-    const int32_t emax = ex >= 1 ? -1 : 0, qmax = ex >= 1 ? (2 << mx) - 1 : (1 << mx) - 1;
-    const mls_params P = {ex, mx, 1 - (1 << ex), emax, (1 << (ex + mx)) - 1, (float)qmax * pow2i(emax - mx), st,
-                          (uint32_t)seed, (uint32_t)(seed >> 32)};
+    const mls_params P = mls_make_params(st, ex, mx, seed);
     const int64_t n = rows * len, nblocks = (len + block - 1) / block;
 #ifdef VEC16
     if (len % 16 == 0 && block % 16 == 0) {
@@ -210,6 +215,8 @@ static void mls_quantize(const float *x, int64_t rows, int64_t len, int64_t bloc
 }
 
 #ifdef VEC16
+#define LANES _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+
 static inline __m512i hash32_v(__m512i x) {
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
@@ -220,7 +227,7 @@ static inline __m512i hash32_v(__m512i x) {
 
 /* mls_run on 16 elements of one group (inverse scale g_inv, scale g_sg): the same operations in
  * the same order, written with AVX-512 intrinsics so that no per-element scale arrays are needed. */
-static inline __attribute__((always_inline)) void mls_vec16(const float *xs, int16_t *cs, float *vs, uint32_t lo,
+static inline __attribute__((always_inline)) void mls_vec16(const float *xs, int16_t *cs, float *vs, __m512i idx,
                                                            uint32_t hi_key, __m512 g_inv, __m512 g_sg,
                                                            const mls_params *P, const int stochastic) {
     const __m512i mx = _mm512_set1_epi32(P->mx), exmin = _mm512_set1_epi32(P->exmin);
@@ -233,8 +240,6 @@ static inline __attribute__((always_inline)) void mls_vec16(const float *xs, int
                                               _mm512_add_epi32(_mm512_sub_epi32(mx, e), bias), 23)));
     __m512i q;
     if (stochastic) {
-        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int32_t)lo),
-                                             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
         const __m512i r = hash32_v(_mm512_xor_si512(hash32_v(_mm512_xor_si512(idx, _mm512_set1_epi32((int32_t)P->k0))),
                                                     _mm512_set1_epi32((int32_t)hi_key)));
         const __m512i whole = _mm512_cvttps_epi32(y);
@@ -270,8 +275,8 @@ static inline __attribute__((always_inline)) void mls_rows16(const float *x, int
             const __m512 g_inv = _mm512_set1_ps(inv[row * nblocks + b]), g_sg = _mm512_set1_ps(sg[row * nblocks + b]);
             const int64_t stop = row * len + ((b + 1) * block < len ? (b + 1) * block : len);
             for (int64_t i = row * len + b * block; i < stop; i += 16)
-                mls_vec16(x + i, codes + i, values + i, (uint32_t)i, (uint32_t)(i >> 32) ^ P->k1, g_inv, g_sg, P,
-                          stochastic);
+                mls_vec16(x + i, codes + i, values + i, _mm512_add_epi32(_mm512_set1_epi32((int32_t)i), LANES),
+                          (uint32_t)(i >> 32) ^ P->k1, g_inv, g_sg, P, stochastic);
         }
 }
 
@@ -285,6 +290,72 @@ static void mls_quantize16(const float *x, int64_t rows, int64_t len, int64_t bl
             mls_rows16(x, row0, row1, len, block, inv, sg, codes, values, P, 1);
         else
             mls_rows16(x, row0, row1, len, block, inv, sg, codes, values, P, 0);
+    }
+}
+
+/* The operand x^T of x [B][R][C] read in place (C a multiple of 16): the logical operand is the
+ * [B*C][R] matrix of the layers' transposed views, grouped along R in blocks of `block`. */
+
+/* Block maxima as lowbit_block_absmax gives them for the contiguous copy: out [B*C][nblocks]. Rows
+ * are read in order, 256 columns at a time (16 vector maxima held while a block's rows stream by). */
+static int64_t cols_block_absmax(const uint32_t *u, int64_t B, int64_t R, int64_t C, int64_t block, float *out) {
+    const int64_t nb = (R + block - 1) / block;
+    int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (B * R * C >= PARALLEL_MIN)
+    for (int64_t t = 0; t < B * nb; t++) {
+        const int64_t b = t / nb, blk = t % nb, r0 = blk * block, r1 = r0 + block < R ? r0 + block : R;
+        const uint32_t *rows = u + b * R * C;
+        for (int64_t c0 = 0; c0 < C; c0 += 256) {
+            const int nv = (int)((C - c0 < 256 ? C - c0 : 256) / 16);
+            __m512i m[16];
+            for (int v = 0; v < nv; v++) m[v] = _mm512_setzero_si512();
+            for (int64_t r = r0; r < r1; r++)
+                for (int v = 0; v < nv; v++)
+                    m[v] = _mm512_max_epu32(m[v], _mm512_and_si512(_mm512_loadu_si512((const void *)(rows + r * C + c0 + 16 * v)),
+                                                                   _mm512_set1_epi32(0x7FFFFFFF)));
+            for (int v = 0; v < nv; v++) {
+                uint32_t lane[16];
+                _mm512_storeu_si512((void *)lane, m[v]);
+                for (int j = 0; j < 16; j++) {
+                    out[(b * C + c0 + 16 * v + j) * nb + blk] = bits_to_float(lane[j]);
+                    bad += lane[j] >= 0x7F800000u;
+                }
+            }
+        }
+    }
+    return bad;
+}
+
+/* Elements of rows t in [t0, t1) of x viewed [B*R][C]; inv_t, sg_t: each group's scales laid out
+ * [B][nblocks][C], so that a row's 16 neighbouring columns load theirs as one vector. Element
+ * (b, c, r) of the logical operand has the counter (b C + c) R + r (below 2^32). */
+static inline __attribute__((always_inline)) void cols_rows16(const float *x, int64_t R, int64_t C, int64_t block,
+                                                             const float *inv_t, const float *sg_t, int16_t *codes,
+                                                             float *values, const mls_params *P, int64_t t0,
+                                                             int64_t t1, const int stochastic) {
+    const int64_t nb = (R + block - 1) / block;
+    const __m512i lane_step = _mm512_mullo_epi32(LANES, _mm512_set1_epi32((int32_t)R));
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t b = t / R, r = t % R, g = (b * nb + r / block) * C;
+        for (int64_t c = 0; c < C; c += 16) {
+            const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(uint32_t)((b * C + c) * R + r)), lane_step);
+            mls_vec16(x + t * C + c, codes + t * C + c, values + t * C + c, idx, P->k1, _mm512_loadu_ps(inv_t + g + c),
+                      _mm512_loadu_ps(sg_t + g + c), P, stochastic);
+        }
+    }
+}
+
+static void mls_cols_quantize16(const float *x, int64_t B, int64_t R, int64_t C, int64_t block, const float *inv_t,
+                                const float *sg_t, const mls_params *P, int stochastic, int16_t *codes,
+                                float *values) {
+    const int64_t step = C >= MLS_CHUNK ? 1 : MLS_CHUNK / C; /* rows per task */
+#pragma omp parallel for schedule(dynamic, 4) if (B * R * C >= PARALLEL_MIN)
+    for (int64_t t0 = 0; t0 < B * R; t0 += step) {
+        const int64_t t1 = t0 + step < B * R ? t0 + step : B * R;
+        if (stochastic)
+            cols_rows16(x, R, C, block, inv_t, sg_t, codes, values, P, t0, t1, 1);
+        else
+            cols_rows16(x, R, C, block, inv_t, sg_t, codes, values, P, t0, t1, 0);
     }
 }
 #endif
@@ -712,4 +783,41 @@ int lowbit_mls(const float *x, int64_t rows, int64_t len, int64_t block, int64_t
     }
     free(scratch);
     return status;
+}
+
+/* lowbit_mls of the logical operand [B*C][R] (groups of `block` along R) that x [B][R][C] holds
+ * transposed, read in place: the same St, scale codes, codes and values as lowbit_mls on the
+ * contiguous copy, the codes and values written in x's layout. Returns -3 (nothing written) without
+ * AVX-512, where C is not a multiple of 16 or B*R*C >= 2^32 (the caller copies and calls lowbit_mls),
+ * -1 on NaN/Inf, -2 when out of memory, else 0. */
+int lowbit_mls_cols(const float *x, int64_t B, int64_t R, int64_t C, int64_t block, int group, int eg, int mg, int ex,
+                    int mx, int stochastic, uint64_t seed, float *st_out, int16_t *scale_codes, int16_t *codes,
+                    float *values) {
+#ifndef VEC16
+    (void)x, (void)B, (void)R, (void)C, (void)block, (void)group, (void)eg, (void)mg, (void)ex, (void)mx;
+    (void)stochastic, (void)seed, (void)st_out, (void)scale_codes, (void)codes, (void)values;
+    return -3;
+#else
+    if (C % 16 != 0 || B * R * C >= ((int64_t)1 << 32)) return -3;
+    const int64_t nb = (R + block - 1) / block, n = B * C * nb;
+    float *scratch = (float *)malloc((size_t)(5 * n) * sizeof(float));
+    if (scratch == NULL) return -2;
+    float *bmax = scratch, *sg = scratch + n, *inv = scratch + 2 * n, *sg_t = scratch + 3 * n, *inv_t = scratch + 4 * n;
+    int status = -1;
+    if (cols_block_absmax((const uint32_t *)(const void *)x, B, R, C, block, bmax) == 0) {
+        status = mls_scales(bmax, B * C, nb, group, eg, mg, st_out, scale_codes, sg, inv);
+        if (status == 0) {
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t k = 0; k < nb; k++) {
+                        sg_t[(b * nb + k) * C + c] = sg[(b * C + c) * nb + k];
+                        inv_t[(b * nb + k) * C + c] = inv[(b * C + c) * nb + k];
+                    }
+            const mls_params P = mls_make_params(*st_out, ex, mx, seed);
+            mls_cols_quantize16(x, B, R, C, block, inv_t, sg_t, &P, stochastic, codes, values);
+        }
+    }
+    free(scratch);
+    return status;
+#endif
 }

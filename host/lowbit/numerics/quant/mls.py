@@ -95,6 +95,10 @@ def _elementwise_mls(device: torch.device):
 
 def mls_native(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optional[int]) -> QTensor:
     ffi, lib = library()
+    if x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 1 and x.stride() == (1, x.shape[0]):
+        q = _mls_native_transposed(ffi, lib, x, fmt, rounding, seed, block)
+        if q is not None:
+            return q
     xf = contiguous(x if x.dtype == torch.float32 else x.detach().to(torch.float32))
     if xf.dim() == 4:
         n, c, h, w = xf.shape
@@ -103,15 +107,41 @@ def mls_native(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optio
         rows, length = xf.shape
         blk = block
         grid = (rows, -(-length // block))
-    layout = (grid[0] if fmt.group in ("nc", "n") else 1, grid[1] if fmt.group in ("nc", "c") else 1)
-    scale_codes = torch.empty(layout, dtype=torch.int16)
-    codes = empty_buffer(xf.shape, torch.int16)
-    values = empty_buffer(xf.shape, torch.float32)
-    st = ffi.new("float *")
+    scale_codes, codes, values, st = _outputs(ffi, fmt, grid, xf.shape)
     status = lib.lowbit_mls(ffi.cast("float *", xf.data_ptr()), rows, length, blk, grid[0], grid[1],
                             GROUPINGS.index(fmt.group), fmt.eg, fmt.mg, fmt.ex, fmt.mx, int(rounding == "stochastic"),
-                            seed, st, ffi.cast("int16_t *", scale_codes.data_ptr()),
-                            ffi.cast("int16_t *", codes.data_ptr()), ffi.cast("float *", values.data_ptr()))
+                            seed, st, *_pointers(ffi, scale_codes, codes, values))
+    return _qtensor(x, fmt, block, status, scale_codes, codes, values, st)
+
+
+def _mls_native_transposed(ffi, lib, x, fmt: MLS, rounding: str, seed: int, block: int) -> Optional[QTensor]:
+    """x = s.t() of a contiguous s [K, rows] (the layers' transposes): quantized in place by
+    lowbit_mls_cols, the codes and values returned as the same transposed view; None where the kernel
+    does not take it (no AVX-512, rows not a multiple of 16), and the caller copies."""
+    rows, length = x.shape
+    grid = (rows, -(-length // block))
+    scale_codes, codes, values, st = _outputs(ffi, fmt, grid, (length, rows))
+    status = lib.lowbit_mls_cols(ffi.cast("float *", x.data_ptr()), 1, length, rows, block,
+                                 GROUPINGS.index(fmt.group), fmt.eg, fmt.mg, fmt.ex, fmt.mx,
+                                 int(rounding == "stochastic"), seed, st, *_pointers(ffi, scale_codes, codes, values))
+    if status == -3:
+        return None
+    return _qtensor(x, fmt, block, status, scale_codes, codes.t(), values.t(), st)
+
+
+def _outputs(ffi, fmt: MLS, grid, shape):
+    """Scale codes in the QTensor layout [P|1][Q|1], codes, values and the tensor scale's slot."""
+    layout = (grid[0] if fmt.group in ("nc", "n") else 1, grid[1] if fmt.group in ("nc", "c") else 1)
+    return (torch.empty(layout, dtype=torch.int16), empty_buffer(shape, torch.int16),
+            empty_buffer(shape, torch.float32), ffi.new("float *"))
+
+
+def _pointers(ffi, scale_codes, codes, values):
+    return (ffi.cast("int16_t *", scale_codes.data_ptr()), ffi.cast("int16_t *", codes.data_ptr()),
+            ffi.cast("float *", values.data_ptr()))
+
+
+def _qtensor(x, fmt: MLS, block, status: int, scale_codes, codes, values, st) -> QTensor:
     if status == -1:
         raise_nonfinite(x)
     if status == -2:

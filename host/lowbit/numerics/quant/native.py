@@ -16,6 +16,9 @@ int64_t lowbit_block_absmax(const float *x, int64_t rows, int64_t len, int64_t b
 int lowbit_mls(const float *x, int64_t rows, int64_t len, int64_t block, int64_t P, int64_t Q, int group, int eg,
                int mg, int ex, int mx, int stochastic, uint64_t seed, float *st_out, int16_t *scale_codes,
                int16_t *codes, float *values);
+int lowbit_mls_cols(const float *x, int64_t B, int64_t R, int64_t C, int64_t block, int group, int eg, int mg,
+                    int ex, int mx, int stochastic, uint64_t seed, float *st_out, int16_t *scale_codes,
+                    int16_t *codes, float *values);
 void lowbit_pot_quantize(const float *x, int64_t n, int32_t s, int32_t half, int max_code,
                          int stochastic, uint64_t seed, int16_t *codes, float *values);
 int lowbit_pot(const float *x, int64_t n, float clip, int max_code, int stochastic, uint64_t seed, int32_t *s_out,
