@@ -5,7 +5,9 @@ quantized, batch 32 x 64 characters as `lowbit train --data pydoc` runs it).
 All configurations live in one process and are timed in interleaved rounds (one step of each
 per round), so machine load hits them alike; the report is the median step time and its ratio
 to the fp32 median (the verdict against the target), and the fastest step of each with its ratio
-to fp32's fastest (on a shared machine, the least disturbed steps). Usage:
+to fp32's fastest (on a shared machine, the least disturbed steps), and the paired ratio: the
+median over rounds of each step over the fp32 step of the same round (load that drifts between
+minutes moves both steps of a round). The verdict reads the median ratio. Usage:
 
     python benchmarks/train_step.py                      # CPU, 2 threads
     python benchmarks/train_step.py --device cuda        # adds a bf16-autocast baseline
@@ -115,8 +117,10 @@ def run(args) -> dict:
     for c in configs:
         med = statistics.median(c.times)
         kind = c.label.split(":")[0]
+        paired = statistics.median(t / b for t, b in zip(c.times, configs[0].times))
         rows.append(dict(config=c.label, median_s=med, ratio=med / base, min_s=min(c.times),
-                         min_ratio=min(c.times) / base_min, steps=len(c.times), target=targets.get(kind)))
+                         min_ratio=min(c.times) / base_min, paired_ratio=paired, steps=len(c.times),
+                         target=targets.get(kind)))
     return dict(device=str(device), threads=torch.get_num_threads(), batch=args.batch, model=args.model, clock=args.clock,
                 torch=torch.__version__, heap_kept=heap_kept, quantizer=_quantizer_path(device), rows=rows)
 
@@ -140,12 +144,12 @@ def print_report(report: dict) -> None:
           f"({report['threads']} threads, torch {report['torch']}, freed memory "
           f"{'kept in the heap' if report['heap_kept'] else 'returned to the OS'}; quantizer: "
           f"{report['quantizer']}): median step time ({report['clock']} clock)")
-    print(f"{'config':<22}{'median s':>10}{'x fp32':>9}{'min s':>9}{'x fp32':>8}{'target':>9}{'steps':>7}")
+    print(f"{'config':<22}{'median s':>10}{'x fp32':>9}{'min s':>9}{'x fp32':>8}{'paired':>8}{'target':>9}{'steps':>7}")
     for r in report["rows"]:
         target = "" if r["target"] is None else f"<={r['target']:g}"
         mark = "" if r["target"] is None else ("  ok" if r["ratio"] <= r["target"] else "  MISSED")
         print(f"{r['config']:<22}{r['median_s']:>10.4f}{r['ratio']:>9.2f}{r['min_s']:>9.4f}{r['min_ratio']:>8.2f}"
-              f"{target:>9}{r['steps']:>7}{mark}")
+              f"{r['paired_ratio']:>8.2f}{target:>9}{r['steps']:>7}{mark}")
 
 
 def main(argv=None) -> int:
