@@ -294,9 +294,8 @@ static void mls_quantize16(const float *x, int64_t rows, int64_t len, int64_t bl
 }
 
 /* The operand x^T of x [B][R][C] read in place (C a multiple of 16): the logical operand is the
- * [B*C][R] matrix of the layers' transposed views, grouped along R in blocks of `block`. */
-
-/* Block maxima as lowbit_block_absmax gives them for the contiguous copy: out [B*C][nblocks]. Rows
+ * [B*C][R] matrix of the layers' transposed views, grouped along R in blocks of `block`.
+ * Block maxima as lowbit_block_absmax gives them for the contiguous copy: out [B*C][nblocks]. Rows
  * are read in order, 256 columns at a time (16 vector maxima held while a block's rows stream by). */
 static int64_t cols_block_absmax(const uint32_t *u, int64_t B, int64_t R, int64_t C, int64_t block, float *out) {
     const int64_t nb = (R + block - 1) / block;
@@ -411,8 +410,7 @@ static inline __attribute__((always_inline)) void pot_vec16(const float *xs, int
     const __m512i e = _mm512_srli_epi32(zb, 23);
     __m512i code;
     if (stochastic) {
-        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int32_t)lo),
-                                             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int32_t)lo), LANES);
         const __m512i r24 = _mm512_srli_epi32(hash32_v(_mm512_xor_si512(
             hash32_v(_mm512_xor_si512(idx, _mm512_set1_epi32((int32_t)P->k0))), _mm512_set1_epi32((int32_t)hi_key))), 8);
         /* on the grid: p 2^24 = 2 * mantissa (exact); below: p 2^24 = z 2^(24 - lowest) (exact) */
