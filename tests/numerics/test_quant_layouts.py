@@ -1,6 +1,7 @@
 """The native copies and one-call quantizers behind the training step give the values of the plain
 paths bit for bit: the tiled gather equals torch's contiguous copy, a transposed view quantizes
-as its contiguous copy does (PoT rounded to nearest reads a dense one in place), and the PoT scale exponent taken in C equals pot_scale_exponent."""
+as its contiguous copy does (PoT rounded to nearest reads a dense one in place), and the PoT scale
+exponent taken in C equals pot_scale_exponent."""
 import pytest
 import torch
 

@@ -103,7 +103,7 @@ def _bit_patterns(top: int, step: int) -> torch.Tensor:
     """Every step-th fp32 bit pattern below ``top`` (zero, subnormals, all binades up to top's), both signs:
     an odd step walks through the mantissas, so both sides of every rounding midpoint occur."""
     bits = torch.arange(0, top, step, dtype=torch.int64)
-    bits = torch.cat([bits, bits | (1 << 31)]).to(torch.int64)
+    bits = torch.cat([bits, bits | (1 << 31)])
     return (bits - ((bits >> 31) << 32)).to(torch.int32).view(torch.float32)
 
 
