@@ -9,7 +9,7 @@ from lowbit.numerics.formats import GROUPINGS, MLS
 from lowbit.numerics.qtensor import QTensor
 from lowbit.numerics.quant.rng import INT32_COUNTERS, hash32_int32, keys_tensor, random_bits
 from lowbit.numerics.quant.common import FLT_MAX, float_exponent, group_scale_codes, group_scale_values, group_view, pow2, reduce_groups, round_grid, ungroup, with_values
-from lowbit.numerics.quant.native import contiguous, empty_buffer, library, raise_nonfinite
+from lowbit.numerics.quant.native import contiguous, empty_buffer, library, raise_nonfinite, storage_order
 from lowbit.numerics.quant.accel import maybe_compiled, run_triton
 
 
@@ -95,7 +95,7 @@ def _elementwise_mls(device: torch.device):
 
 def mls_native(x: torch.Tensor, fmt: MLS, rounding: str, seed: int, block: Optional[int]) -> QTensor:
     ffi, lib = library()
-    if x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 1 and x.stride() == (1, x.shape[0]):
+    if x.dim() == 2 and x.dtype == torch.float32 and not x.is_contiguous() and storage_order(x) == [1, 0]:
         q = _mls_native_transposed(ffi, lib, x, fmt, rounding, seed, block)
         if q is not None:
             return q
